@@ -1,0 +1,58 @@
+//! The Redis cache (L2) and the rules that keep it honest.
+//!
+//! Write path, in this order, for every create, update and delete:
+//! 1. commit to the source of truth;
+//! 2. `UNLINK` the key in Redis; if Redis cannot be reached, remember the key in
+//!    [`PendingInvalidations`] and keep reads of it away from Redis until the
+//!    delete has been applied;
+//! 3. publish the invalidation on `cache:invalidate` for other instances;
+//! 4. answer the client.
+//!
+//! Invalidating before the commit would let a concurrent reader refill the old
+//! value after the delete; invalidating after the answer would let the client
+//! read its own write as stale. Step 2's fallback closes the window where a
+//! delete fails while Redis is unreachable but still holds the old value (a
+//! network cut or a stalled server, rather than a restart that empties it).
+//!
+//! Read path: Redis, then the source of truth on a miss, then a fill with
+//! `SET … PX ttl`. Any Redis failure turns into a bypass: the answer comes from
+//! the source of truth and is marked `BYPASS`, and nothing is filled.
+//!
+//! Known window, by design of cache-aside with plain deletes: a reader that read
+//! the source of truth before a concurrent write committed can still fill the
+//! older value after the writer's delete (the stale-set race). It lasts at most
+//! one TTL.
+
+mod codec;
+mod glob;
+mod key;
+mod l2;
+mod link;
+mod pending;
+mod stats;
+
+pub use codec::{DecodeError, decode, encode};
+pub use key::{CacheKey, KeyError, KeyPattern, KeyPrefix};
+pub use l2::{Overwrite, RedisCache};
+pub use link::{LinkState, RedisFailure, RedisLink};
+pub use pending::PendingInvalidations;
+pub use stats::{CacheStats, StatsSnapshot};
+
+/// How a lookup was answered, as reported in `X-Cache-Status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit,
+    Miss,
+    /// Redis could not be used; the source of truth answered.
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Bypass => "BYPASS",
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The shared Redis connection: one multiplexed connection that a background
+//! task replaces when it breaks, so requests never wait on a reconnect.
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, RedisError};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+
+/// How often an idle, healthy connection is checked with `PING`. A connection
+/// that silently died (network cut, no RST) is detected within about two of
+/// these intervals.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// Consecutive failed health checks after which the connection is replaced.
+const MAX_FAILED_CHECKS: u32 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    Connected,
+    Disconnected,
+}
+
+/// Why Redis could not be used for one operation. Callers degrade (bypass the
+/// cache) on every variant; none of them is ever shown to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisFailure {
+    #[error("not connected to redis")]
+    Disconnected,
+    #[error("redis did not answer within the command timeout")]
+    Timeout,
+    #[error("redis command failed")]
+    Command(#[source] RedisError),
+}
+
+/// Cheap to clone; all clones share one connection.
+#[derive(Clone)]
+pub struct RedisLink {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    command_timeout: Duration,
+    connect_timeout: Duration,
+    /// The live connection, if any. A plain `RwLock` is enough: it is held only
+    /// to clone or swap the handle, never across an `.await`.
+    slot: RwLock<Slot>,
+    /// Signalled by a request that saw the connection break, so the maintenance
+    /// task replaces it at once instead of at its next health check.
+    broken: Notify,
+    state: watch::Sender<LinkState>,
+}
+
+struct Slot {
+    /// Bumped on every new connection, so a late error from an old connection
+    /// cannot tear down its replacement.
+    generation: u64,
+    conn: Option<MultiplexedConnection>,
+}
+
+impl RedisLink {
+    pub fn new(client: Client, command_timeout: Duration) -> Self {
+        let (state, _) = watch::channel(LinkState::Disconnected);
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                command_timeout,
+                connect_timeout: (command_timeout * 4).max(Duration::from_secs(1)),
+                slot: RwLock::new(Slot {
+                    generation: 0,
+                    conn: None,
+                }),
+                broken: Notify::new(),
+                state,
+            }),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.inner.connect_timeout
+    }
+
+    pub fn command_timeout(&self) -> Duration {
+        self.inner.command_timeout
+    }
+
+    pub fn state(&self) -> LinkState {
+        *self.inner.state.borrow()
+    }
+
+    pub fn watch_state(&self) -> watch::Receiver<LinkState> {
+        self.inner.state.subscribe()
+    }
+
+    /// Runs one operation (a command or a pipeline) on the shared connection,
+    /// bounded by the command timeout. Fails fast when there is no connection.
+    pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, RedisFailure>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let (generation, conn) = self.current().ok_or(RedisFailure::Disconnected)?;
+        match tokio::time::timeout(self.inner.command_timeout, op(conn)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => {
+                if breaks_connection(&err) {
+                    self.mark_broken(generation);
+                }
+                Err(RedisFailure::Command(err))
+            }
+            Err(_elapsed) => Err(RedisFailure::Timeout),
+        }
+    }
+
+    /// One `PING` on the shared connection: whether Redis answers right now.
+    pub async fn ping(&self) -> bool {
+        self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
+            .await
+            .is_ok()
+    }
+
+    /// Makes one connection attempt now. Used at start-up so the first requests
+    /// find the cache ready; failure is not fatal, the maintenance task retries.
+    pub async fn connect_once(&self) -> Result<(), RedisError> {
+        let conn = self.open().await?;
+        self.install(conn);
+        Ok(())
+    }
+
+    /// Keeps the connection alive until `cancel` fires: reconnects with backoff
+    /// while down, and health-checks while up.
+    pub async fn maintain(self, cancel: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        let mut failed_checks = 0;
+        let mut attempts_while_down = 0u64;
+        loop {
+            let delay = match self.current() {
+                None => match self.open().await {
+                    Ok(conn) => {
+                        self.install(conn);
+                        backoff.reset();
+                        attempts_while_down = 0;
+                        continue;
+                    }
+                    Err(err) => {
+                        attempts_while_down += 1;
+                        tracing::debug!(error = %err, attempt = attempts_while_down, "redis connect attempt failed");
+                        backoff.next_delay()
+                    }
+                },
+                Some((generation, conn)) => {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = self.inner.broken.notified() => continue,
+                        _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
+                    }
+                    if self.health_check(generation, conn).await {
+                        failed_checks = 0;
+                    } else {
+                        failed_checks += 1;
+                        if failed_checks >= MAX_FAILED_CHECKS {
+                            failed_checks = 0;
+                            self.mark_broken(generation);
+                        }
+                    }
+                    continue;
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    async fn health_check(&self, generation: u64, mut conn: MultiplexedConnection) -> bool {
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut conn);
+        match tokio::time::timeout(self.inner.connect_timeout, ping).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "redis health check failed");
+                if breaks_connection(&err) {
+                    self.mark_broken(generation);
+                }
+                false
+            }
+            Err(_) => {
+                tracing::debug!("redis health check timed out");
+                false
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<MultiplexedConnection, RedisError> {
+        let config =
+            AsyncConnectionConfig::new().set_connection_timeout(Some(self.inner.connect_timeout));
+        self.inner
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
+    fn current(&self) -> Option<(u64, MultiplexedConnection)> {
+        let slot = self.inner.slot.read().unwrap_or_else(|e| e.into_inner());
+        slot.conn.clone().map(|c| (slot.generation, c))
+    }
+
+    fn install(&self, conn: MultiplexedConnection) {
+        {
+            let mut slot = self.inner.slot.write().unwrap_or_else(|e| e.into_inner());
+            slot.generation += 1;
+            slot.conn = Some(conn);
+        }
+        let was = self.inner.state.send_replace(LinkState::Connected);
+        if was != LinkState::Connected {
+            tracing::info!("redis connected; caching enabled");
+        }
+    }
+
+    fn mark_broken(&self, generation: u64) {
+        let dropped = {
+            let mut slot = self.inner.slot.write().unwrap_or_else(|e| e.into_inner());
+            if slot.generation == generation && slot.conn.is_some() {
+                slot.conn = None;
+                true
+            } else {
+                false
+            }
+        };
+        if dropped {
+            self.inner.state.send_replace(LinkState::Disconnected);
+            tracing::warn!(
+                "redis connection lost; answering from the source of truth until it is back"
+            );
+            self.inner.broken.notify_one();
+        }
+    }
+}
+
+/// Errors after which the connection cannot be trusted any more. Server-side
+/// errors (`WRONGTYPE`, `NOSCRIPT`, ...) leave it perfectly usable.
+fn breaks_connection(err: &RedisError) -> bool {
+    err.is_connection_dropped() || err.is_io_error() || err.is_unrecoverable_error()
+}

@@ -1,0 +1,124 @@
+//! Per-instance lookup counters behind `/stats`. Every lookup of one id is
+//! counted exactly once, as a hit or a miss, whatever fails along the way.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use time::OffsetDateTime;
+
+#[derive(Debug)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    /// Every lookup that was not answered by Redis, including bypasses.
+    pub misses: AtomicU64,
+    /// Misses where Redis could not be used at all (down, slow, pending work).
+    pub bypasses: AtomicU64,
+    /// Values written to Redis after a miss (read-through and warming).
+    pub fills: AtomicU64,
+    /// Cached values that could not be decoded and were treated as misses.
+    pub corrupt: AtomicU64,
+    /// Queries sent to the source of truth to answer lookups.
+    pub upstream_fetches: AtomicU64,
+    pub invalidations_published: AtomicU64,
+    pub invalidations_received: AtomicU64,
+    since: Mutex<OffsetDateTime>,
+}
+
+impl Default for CacheStats {
+    fn default() -> Self {
+        Self {
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            bypasses: AtomicU64::new(0),
+            fills: AtomicU64::new(0),
+            corrupt: AtomicU64::new(0),
+            upstream_fetches: AtomicU64::new(0),
+            invalidations_published: AtomicU64::new(0),
+            invalidations_received: AtomicU64::new(0),
+            since: Mutex::new(OffsetDateTime::now_utc()),
+        }
+    }
+}
+
+/// A point-in-time copy of the counters.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StatsSnapshot {
+    pub hits: u64,
+    pub misses: u64,
+    pub hit_rate: f64,
+    pub lookups: u64,
+    pub bypasses: u64,
+    pub fills: u64,
+    pub corrupt_values: u64,
+    pub upstream_fetches: u64,
+    pub invalidations_published: u64,
+    pub invalidations_received: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+}
+
+impl CacheStats {
+    pub fn bump(counter: &AtomicU64) {
+        Self::add(counter, 1);
+    }
+
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (hits, misses) = (load(&self.hits), load(&self.misses));
+        let lookups = hits + misses;
+        StatsSnapshot {
+            hits,
+            misses,
+            hit_rate: if lookups == 0 {
+                0.0
+            } else {
+                hits as f64 / lookups as f64
+            },
+            lookups,
+            bypasses: load(&self.bypasses),
+            fills: load(&self.fills),
+            corrupt_values: load(&self.corrupt),
+            upstream_fetches: load(&self.upstream_fetches),
+            invalidations_published: load(&self.invalidations_published),
+            invalidations_received: load(&self.invalidations_received),
+            since: *self.since.lock().unwrap_or_else(|e| e.into_inner()),
+        }
+    }
+
+    pub fn reset(&self) {
+        for counter in [
+            &self.hits,
+            &self.misses,
+            &self.bypasses,
+            &self.fills,
+            &self.corrupt,
+            &self.upstream_fetches,
+            &self.invalidations_published,
+            &self.invalidations_received,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+        *self.since.lock().unwrap_or_else(|e| e.into_inner()) = OffsetDateTime::now_utc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hit_rate_is_zero_without_lookups_and_a_ratio_otherwise() {
+        let stats = CacheStats::default();
+        assert_eq!(stats.snapshot().hit_rate, 0.0);
+        CacheStats::add(&stats.hits, 3);
+        CacheStats::bump(&stats.misses);
+        let snap = stats.snapshot();
+        assert_eq!((snap.lookups, snap.hit_rate), (4, 0.75));
+        stats.reset();
+        assert_eq!(stats.snapshot().lookups, 0);
+    }
+}

@@ -1,0 +1,446 @@
+//! Configuration: one typed tree built from flags and environment variables
+//! (every flag has a variable), validated once at start. Secrets are held in
+//! [`Secret`] and never printed, not even in `--help` or in error messages.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+use clap::{Parser, ValueEnum};
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
+
+use crate::cache::KeyPrefix;
+use crate::secret::Secret;
+use crate::store::{DEFAULT_DATABASE_URL, DatabaseUrl};
+
+/// Flags and environment variables, exactly as the user typed them.
+#[derive(Debug, Parser)]
+#[command(
+    name = "redis-cache",
+    version,
+    about = "Item API that reads through a Redis cache, backed by SQLite or PostgreSQL"
+)]
+pub struct Cli {
+    /// HTTP port to listen on (0 picks a free one).
+    #[arg(long, env = "SERVER_PORT", default_value_t = 8080)]
+    pub server_port: u16,
+
+    /// Address to bind the HTTP listener to.
+    #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0")]
+    pub bind_addr: IpAddr,
+
+    /// Redis to cache in: redis://[user:password@]host[:port][/db], rediss:// for
+    /// TLS. Wins over REDIS_ADDR and REDIS_PASSWORD. [default: redis://127.0.0.1:6379]
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Redis host:port, as in the original example (used when REDIS_URL is unset).
+    #[arg(long, env = "REDIS_ADDR")]
+    pub redis_addr: Option<String>,
+
+    /// Redis password to go with REDIS_ADDR.
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+
+    /// Per-command Redis timeout; past it the request is answered from the
+    /// source of truth (X-Cache-Status: BYPASS).
+    #[arg(long, env = "REDIS_TIMEOUT", default_value = "250ms", value_parser = parse_duration)]
+    pub redis_timeout: Duration,
+
+    /// Source of truth: sqlite:<path> (single instance) or postgres://… (several).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+
+    /// Most connections the database pool opens.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+
+    /// Do not insert the original example's three demo items on first start.
+    #[arg(long, env = "NO_DEMO_DATA", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0, default_missing_value = "true")]
+    pub no_demo_data: bool,
+
+    /// Time to live of cached items (e.g. 30s, 5m, 1h).
+    #[arg(long, env = "CACHE_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub cache_ttl: Duration,
+
+    /// Prefix of every cache key; must end with ':'.
+    #[arg(long, env = "CACHE_KEY_PREFIX", default_value = "item:")]
+    pub cache_key_prefix: String,
+
+    /// Number of items loaded into Redis at start (most recently updated first).
+    #[arg(long, env = "CACHE_WARM", default_value_t = 0)]
+    pub cache_warm: u32,
+
+    /// Artificial latency added to every source-of-truth read, for
+    /// demonstrations and benchmarks.
+    #[arg(long, env = "SOURCE_DELAY", default_value = "0ms", value_parser = parse_duration)]
+    pub source_delay: Duration,
+
+    /// When set, /cache/invalidate, /cache/warm and /stats/reset require
+    /// `Authorization: Bearer <token>`.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Most ids accepted by POST /items/batch.
+    #[arg(long, env = "BATCH_MAX_IDS", default_value_t = 1000)]
+    pub batch_max_ids: usize,
+
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Name of this instance in /stats and invalidation messages
+    /// [default: <hostname>-<random>].
+    #[arg(long, env = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
+    /// Log format. The level is set with RUST_LOG (default: info).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw)
+        .map_err(|_| "expected a duration such as 250ms, 30s or 5m".to_owned())
+}
+
+/// The validated configuration the application is built from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub redis: RedisConfig,
+    pub database: DatabaseConfig,
+    pub cache: CacheConfig,
+    pub instance_id: String,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub bind: SocketAddr,
+    pub shutdown_grace: Duration,
+    pub batch_max_ids: usize,
+    pub admin_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub target: RedisTarget,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: DatabaseUrl,
+    pub max_connections: u32,
+    pub demo_data: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub ttl: Duration,
+    pub prefix: KeyPrefix,
+    pub source_delay: Duration,
+    pub warm_on_start: u32,
+}
+
+/// A bad setting, named by its environment variable, in one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {variable}: {reason}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+fn invalid(variable: &'static str, reason: impl ToString) -> ConfigError {
+    ConfigError {
+        variable,
+        reason: reason.to_string(),
+    }
+}
+
+impl Config {
+    pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
+        let redis_target = match (&cli.redis_url, &cli.redis_addr) {
+            (Some(url), _) => RedisTarget::from_url(url).map_err(|r| invalid("REDIS_URL", r))?,
+            (None, Some(addr)) => RedisTarget::from_addr(addr, cli.redis_password.as_deref())
+                .map_err(|r| invalid("REDIS_ADDR", r))?,
+            (None, None) => RedisTarget::from_url(DEFAULT_REDIS_URL).expect("default is valid"),
+        };
+        let in_range = |variable, value: Duration, min: Duration, max: Duration| {
+            if value < min || value > max {
+                Err(invalid(
+                    variable,
+                    format!(
+                        "must be between {} and {}",
+                        humantime::format_duration(min),
+                        humantime::format_duration(max)
+                    ),
+                ))
+            } else {
+                Ok(value)
+            }
+        };
+        let ms = Duration::from_millis;
+        let redis_timeout = in_range("REDIS_TIMEOUT", cli.redis_timeout, ms(1), ms(60_000))?;
+        let cache_ttl = in_range(
+            "CACHE_TTL",
+            cli.cache_ttl,
+            ms(1),
+            Duration::from_secs(365 * 86_400),
+        )?;
+        let source_delay = in_range("SOURCE_DELAY", cli.source_delay, ms(0), ms(60_000))?;
+        if !(1..=100_000).contains(&cli.batch_max_ids) {
+            return Err(invalid("BATCH_MAX_IDS", "must be between 1 and 100000"));
+        }
+        if cli.database_max_connections == 0 {
+            return Err(invalid("DATABASE_MAX_CONNECTIONS", "must be at least 1"));
+        }
+        let admin_token = match cli.admin_token.as_deref() {
+            None | Some("") => None,
+            Some(token) if token.len() < 8 => {
+                return Err(invalid("ADMIN_TOKEN", "must be at least 8 characters"));
+            }
+            Some(token) => Some(Secret::new(token)),
+        };
+        let instance_id = match cli.instance_id {
+            Some(id) if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) => {
+                return Err(invalid(
+                    "INSTANCE_ID",
+                    "must be 1 to 128 printable characters",
+                ));
+            }
+            Some(id) => id,
+            None => default_instance_id(),
+        };
+        Ok(Config {
+            http: HttpConfig {
+                bind: SocketAddr::new(cli.bind_addr, cli.server_port),
+                shutdown_grace: cli.shutdown_grace,
+                batch_max_ids: cli.batch_max_ids,
+                admin_token,
+            },
+            redis: RedisConfig {
+                target: redis_target,
+                timeout: redis_timeout,
+            },
+            database: DatabaseConfig {
+                url: DatabaseUrl::parse(&cli.database_url)
+                    .map_err(|r| invalid("DATABASE_URL", r))?,
+                max_connections: cli.database_max_connections,
+                demo_data: !cli.no_demo_data,
+            },
+            cache: CacheConfig {
+                ttl: cache_ttl,
+                prefix: KeyPrefix::parse(&cli.cache_key_prefix)
+                    .map_err(|r| invalid("CACHE_KEY_PREFIX", r))?,
+                source_delay,
+                warm_on_start: cli.cache_warm,
+            },
+            instance_id,
+            log_format: cli.log_format,
+        })
+    }
+}
+
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// `<hostname>-<6 hex digits>`: the pod name in Kubernetes, made unique per
+/// process so that a restarted instance never continues an old sequence.
+fn default_instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "redis-cache".to_owned());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}", &suffix[..6])
+}
+
+/// Where Redis is and how to log in, shown without credentials.
+#[derive(Clone)]
+pub struct RedisTarget {
+    info: ConnectionInfo,
+}
+
+impl RedisTarget {
+    /// Parses a redis://, rediss:// or redis+unix:// URL; the error never
+    /// repeats the input, which may hold a password.
+    pub fn from_url(raw: &str) -> Result<Self, &'static str> {
+        let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+            .iter()
+            .any(|s| raw.starts_with(s));
+        if !scheme_ok {
+            return Err("must start with redis://, rediss:// or redis+unix://");
+        }
+        let info = raw
+            .into_connection_info()
+            .map_err(|_| "is not a valid Redis URL")?;
+        Ok(Self { info })
+    }
+
+    /// The original example's `REDIS_ADDR` (`host:port`) and `REDIS_PASSWORD`.
+    pub fn from_addr(addr: &str, password: Option<&str>) -> Result<Self, &'static str> {
+        const SHAPE: &str = "must be host:port, e.g. localhost:6379";
+        let (host, port) = match addr.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(':') => {
+                (host, port.parse::<u16>().map_err(|_| SHAPE)?)
+            }
+            _ => (addr, 6379),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(SHAPE);
+        }
+        let mut info = ConnectionAddr::Tcp(host.to_owned(), port)
+            .into_connection_info()
+            .map_err(|_| SHAPE)?;
+        if let Some(password) = password.filter(|p| !p.is_empty()) {
+            let settings = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(settings);
+        }
+        Ok(Self { info })
+    }
+
+    pub fn connection_info(&self) -> ConnectionInfo {
+        self.info.clone()
+    }
+}
+
+impl std::fmt::Display for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.info.addr() {
+            ConnectionAddr::Tcp(host, port) => write!(f, "redis://{host}:{port}"),
+            ConnectionAddr::TcpTls { host, port, .. } => write!(f, "rediss://{host}:{port}"),
+            ConnectionAddr::Unix(path) => write!(f, "redis+unix://{}", path.display()),
+            _ => f.write_str("redis://<unknown>"),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisTarget({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["redis-cache"];
+        argv.extend_from_slice(args);
+        Config::from_cli(Cli::try_parse_from(argv).expect("flags parse"))
+    }
+
+    #[test]
+    fn defaults_match_the_original_example() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.http.bind.port(), 8080);
+        assert_eq!(config.redis.target.to_string(), "redis://127.0.0.1:6379");
+        assert_eq!(config.cache.ttl, Duration::from_secs(300));
+        assert_eq!(config.cache.prefix.as_str(), "item:");
+        assert_eq!(config.redis.timeout, Duration::from_millis(250));
+        assert!(config.database.demo_data);
+        assert!(matches!(config.database.url, DatabaseUrl::Sqlite(_)));
+    }
+
+    #[test]
+    fn redis_url_wins_over_the_original_variables() {
+        let config = parse(&[
+            "--redis-url",
+            "redis://u:pw@cache.example:6380/2",
+            "--redis-addr",
+            "other:1",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.redis.target.to_string(),
+            "redis://cache.example:6380"
+        );
+        let settings = config.redis.target.connection_info();
+        assert_eq!(settings.redis_settings().db(), 2);
+    }
+
+    #[test]
+    fn redis_addr_and_password_are_honoured() {
+        let config = parse(&["--redis-addr", "cache:6390", "--redis-password", "pw"]).unwrap();
+        assert_eq!(config.redis.target.to_string(), "redis://cache:6390");
+        let info = config.redis.target.connection_info();
+        assert_eq!(info.redis_settings().password(), Some("pw"));
+        let config = parse(&["--redis-addr", "cache"]).unwrap();
+        assert_eq!(config.redis.target.to_string(), "redis://cache:6379");
+        assert!(parse(&["--redis-addr", "cache:notaport"]).is_err());
+    }
+
+    #[test]
+    fn tls_urls_are_accepted() {
+        let config = parse(&["--redis-url", "rediss://cache.example:6380"]).unwrap();
+        assert_eq!(
+            config.redis.target.to_string(),
+            "rediss://cache.example:6380"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_never_echo_secrets() {
+        let err = parse(&["--redis-url", "http://user:hunter2@x"]).unwrap_err();
+        assert_eq!(err.variable, "REDIS_URL");
+        assert!(!err.to_string().contains("hunter2"));
+        let err = parse(&["--database-url", "mysql://root:hunter2@db/x"]).unwrap_err();
+        assert_eq!(err.variable, "DATABASE_URL");
+        assert!(!err.to_string().contains("hunter2"));
+        assert_eq!(
+            parse(&["--cache-key-prefix", "it*m:"])
+                .unwrap_err()
+                .variable,
+            "CACHE_KEY_PREFIX"
+        );
+        assert_eq!(
+            parse(&["--redis-timeout", "0ms"]).unwrap_err().variable,
+            "REDIS_TIMEOUT"
+        );
+        assert_eq!(
+            parse(&["--batch-max-ids", "0"]).unwrap_err().variable,
+            "BATCH_MAX_IDS"
+        );
+        assert_eq!(
+            parse(&["--admin-token", "short"]).unwrap_err().variable,
+            "ADMIN_TOKEN"
+        );
+    }
+
+    #[test]
+    fn durations_use_human_units() {
+        let cli = Cli::try_parse_from(["redis-cache", "--cache-ttl", "30s"]).unwrap();
+        assert_eq!(cli.cache_ttl, Duration::from_secs(30));
+        let err = Cli::try_parse_from(["redis-cache", "--cache-ttl", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("expected a duration"));
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let config = parse(&[
+            "--redis-url",
+            "redis://u:hunter2@h:1",
+            "--database-url",
+            "postgres://u:hunter3@db/items",
+            "--admin-token",
+            "hunter4-long",
+        ])
+        .unwrap();
+        let shown = format!("{config:?}");
+        for secret in ["hunter2", "hunter3", "hunter4"] {
+            assert!(!shown.contains(secret), "{secret} leaked in {shown}");
+        }
+    }
+}

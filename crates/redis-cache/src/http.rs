@@ -1,0 +1,106 @@
+//! The HTTP API: routes, shared state and the middleware around every request.
+
+mod auth;
+mod cache_admin;
+mod conditional;
+mod error;
+mod health;
+mod items;
+mod json;
+mod stats;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::catalog::Catalog;
+use crate::invalidation::SubscriberState;
+use crate::secret::Secret;
+pub use error::{ApiError, ErrorCause};
+pub use items::{X_CACHE_HITS, X_CACHE_MISSES, X_CACHE_STATUS};
+pub use json::BODY_LIMIT;
+
+/// Everything a handler needs; every field is a cheap handle.
+#[derive(Clone)]
+pub struct AppState {
+    pub catalog: Catalog,
+    /// Written by the invalidation subscriber task, read by `/health`.
+    pub subscriber: watch::Receiver<SubscriberState>,
+    pub admin_token: Option<Secret>,
+    pub batch_max_ids: usize,
+    /// Cancelled when shutdown begins, so `/readyz` turns away new traffic
+    /// while in-flight requests finish.
+    pub draining: CancellationToken,
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(items::router())
+        .merge(cache_admin::router())
+        .merge(stats::router())
+        .merge(health::router())
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(log_request))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal(anyhow::anyhow!("request handler panicked")).into_response()
+        }))
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError::NotFound("route not found")
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(json!({ "error": "method not allowed" })),
+    )
+        .into_response()
+}
+
+/// Logs one line per request, and the hidden cause of every 5xx: the only
+/// place errors are logged.
+async fn log_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "<unmatched>".to_owned());
+    let request_id = request
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let cache = response
+        .headers()
+        .get(&X_CACHE_STATUS)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    if let Some(ErrorCause(cause)) = response.extensions().get::<ErrorCause>() {
+        tracing::error!(%method, %route, status, %request_id, error = %cause, "request failed");
+    }
+    tracing::info!(%method, %route, status, latency_ms, cache, %request_id, "request");
+    response
+}

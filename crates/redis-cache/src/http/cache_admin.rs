@@ -1,0 +1,106 @@
+//! `/cache/*`: manual invalidation and warming.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use super::auth::AdminAuth;
+use super::error::ApiError;
+use super::json::ApiJson;
+use crate::cache::LinkState;
+
+/// Most items one warm-up request may load.
+const MAX_WARM: u32 = 100_000;
+const DEFAULT_WARM: u32 = 1_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/cache/invalidate", post(invalidate))
+        .route("/cache/warm", post(warm))
+}
+
+#[derive(Deserialize)]
+struct InvalidateRequest {
+    key: Option<String>,
+    pattern: Option<String>,
+}
+
+/// `POST /cache/invalidate`: deletes the key and/or the keys matching the
+/// pattern in Redis before answering, then publishes the invalidation. Keys
+/// and patterns must stay inside the cache prefix.
+async fn invalidate(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    ApiJson(request): ApiJson<InvalidateRequest>,
+) -> Result<Response, ApiError> {
+    // The original sends "" for an absent field.
+    let key = request.key.filter(|k| !k.is_empty());
+    let pattern = request.pattern.filter(|p| !p.is_empty());
+    if key.is_none() && pattern.is_none() {
+        return Err(ApiError::bad_request("key or pattern required"));
+    }
+    let prefix = state.catalog.prefix();
+    let key = key.map(|k| prefix.parse_key(&k)).transpose().map_err(|e| {
+        ApiError::bad_request_with("invalid key", json!({ "reason": e.to_string() }))
+    })?;
+    let pattern = pattern
+        .map(|p| prefix.parse_pattern(&p))
+        .transpose()
+        .map_err(|e| {
+            ApiError::bad_request_with("invalid pattern", json!({ "reason": e.to_string() }))
+        })?;
+    let outcome = state.catalog.invalidate(key, pattern).await;
+    if outcome.deferred {
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "message": "invalidation deferred until redis is reachable",
+                "deleted": outcome.deleted,
+            })),
+        )
+            .into_response());
+    }
+    Ok(
+        Json(json!({ "message": "invalidation published", "deleted": outcome.deleted }))
+            .into_response(),
+    )
+}
+
+#[derive(Deserialize)]
+struct WarmRequest {
+    limit: Option<u32>,
+}
+
+/// `POST /cache/warm`: loads up to `limit` of the most recently updated items
+/// into Redis with pipelines, without replacing values already cached.
+async fn warm(
+    State(state): State<AppState>,
+    _: AdminAuth,
+    ApiJson(request): ApiJson<WarmRequest>,
+) -> Result<Response, ApiError> {
+    let limit = request.limit.unwrap_or(DEFAULT_WARM);
+    if limit > MAX_WARM {
+        return Err(ApiError::bad_request_with(
+            "limit too large",
+            json!({ "max": MAX_WARM }),
+        ));
+    }
+    if state.catalog.l2().link().state() != LinkState::Connected {
+        return Err(ApiError::Unavailable {
+            what: "redis",
+            cause: None,
+        });
+    }
+    let warmed = state.catalog.warm(limit).await?;
+    Ok(Json(json!({
+        "message": "cache warmed",
+        "read": warmed.read,
+        "loaded": warmed.loaded,
+    }))
+    .into_response())
+}

@@ -1,0 +1,80 @@
+//! Health endpoints: `/health` for people and dashboards, `/livez` and
+//! `/readyz` for orchestrators.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::invalidation::SubscriberState;
+
+/// Bound on the database check, so a hung database gives a quick answer.
+const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+}
+
+async fn database_ok(state: &AppState) -> bool {
+    matches!(
+        tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.catalog.store().ping()).await,
+        Ok(Ok(()))
+    )
+}
+
+/// `GET /health`: `healthy` when everything works, `degraded` (still 200) when
+/// Redis or the subscription is down — the service answers from the source of
+/// truth — and `unhealthy` (503) only when the source of truth is unreachable.
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let (database, redis) = tokio::join!(database_ok(&state), state.catalog.l2().link().ping());
+    let subscriber = *state.subscriber.borrow();
+    let (code, status) = if !database {
+        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
+    } else if !redis || subscriber != SubscriberState::Subscribed {
+        (StatusCode::OK, "degraded")
+    } else {
+        (StatusCode::OK, "healthy")
+    };
+    let connected = |ok: bool| if ok { "connected" } else { "disconnected" };
+    (
+        code,
+        Json(json!({
+            "status": status,
+            "redis": connected(redis),
+            "database": connected(database),
+            "subscriber": subscriber.as_str(),
+            "instance": state.catalog.instance(),
+        })),
+    )
+}
+
+/// `GET /livez`: the process is up and serving HTTP.
+async fn livez() -> Json<Value> {
+    Json(json!({ "status": "alive" }))
+}
+
+/// `GET /readyz`: ready for traffic when the source of truth is reachable and
+/// the instance is not shutting down. Redis is not required.
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if state.draining.is_cancelled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "shutting down" })),
+        );
+    }
+    if database_ok(&state).await {
+        (StatusCode::OK, Json(json!({ "status": "ready" })))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not ready", "database": "disconnected" })),
+        )
+    }
+}

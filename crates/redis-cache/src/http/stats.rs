@@ -1,0 +1,54 @@
+//! `/stats`: this instance's cache counters.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::AdminAuth;
+use crate::cache::{LinkState, StatsSnapshot};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/stats", get(stats))
+        .route("/stats/reset", post(reset))
+}
+
+#[derive(Serialize)]
+struct StatsBody {
+    #[serde(flatten)]
+    counters: StatsSnapshot,
+    /// Keys under the cache prefix (a `SCAN`, see the docs); null when Redis
+    /// cannot be reached.
+    total_keys: Option<u64>,
+    instance: String,
+    redis: &'static str,
+    pending_invalidations: usize,
+    redis_round_trips: u64,
+}
+
+/// `GET /stats`: `hits + misses = lookups`; `hit_rate` is 0 without lookups.
+async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
+    let catalog = &state.catalog;
+    let counters = catalog.stats();
+    let total_keys = catalog.total_keys().await;
+    Json(StatsBody {
+        counters,
+        total_keys,
+        instance: catalog.instance().to_owned(),
+        redis: match catalog.l2().link().state() {
+            LinkState::Connected => "connected",
+            LinkState::Disconnected => "disconnected",
+        },
+        pending_invalidations: catalog.pending().len(),
+        redis_round_trips: catalog.l2().round_trips(),
+    })
+}
+
+/// `POST /stats/reset`: zeroes this instance's counters.
+async fn reset(State(state): State<AppState>, _: AdminAuth) -> Json<Value> {
+    state.catalog.reset_stats();
+    Json(json!({ "message": "stats reset" }))
+}

@@ -1,0 +1,130 @@
+//! The invalidation subscriber: a dedicated pub/sub connection that is
+//! re-established after any outage, however long.
+//!
+//! It deliberately does not rely on a client library's automatic
+//! resubscription: after an outage longer than its retry budget such a
+//! subscriber can stay disconnected for ever without a sound. This loop never
+//! gives up (bounded backoff), and pings the connection so that a silently
+//! dead one (network cut) is noticed within a couple of seconds.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::catalog::Catalog;
+
+use super::CHANNEL;
+
+/// How often the subscription connection is pinged while idle.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriberState {
+    Subscribed,
+    Disconnected,
+}
+
+impl SubscriberState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriberState::Subscribed => "subscribed",
+            SubscriberState::Disconnected => "disconnected",
+        }
+    }
+}
+
+pub struct Subscriber {
+    client: redis::Client,
+    catalog: Catalog,
+    timeout: Duration,
+    /// Read by `/health`; only this task writes it.
+    state: watch::Sender<SubscriberState>,
+}
+
+enum SessionEnd {
+    Cancelled,
+    Lost(String),
+}
+
+impl Subscriber {
+    /// `timeout` bounds connecting, subscribing and each ping.
+    pub fn new(client: redis::Client, catalog: Catalog, timeout: Duration) -> Self {
+        let (state, _) = watch::channel(SubscriberState::Disconnected);
+        Self {
+            client,
+            catalog,
+            timeout,
+            state,
+        }
+    }
+
+    pub fn watch_state(&self) -> watch::Receiver<SubscriberState> {
+        self.state.subscribe()
+    }
+
+    /// Listens until `cancel` fires, reconnecting whenever the connection is lost.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        loop {
+            let reason = match self.session(&cancel, &mut backoff).await {
+                SessionEnd::Cancelled => return,
+                SessionEnd::Lost(reason) => reason,
+            };
+            if self.state.send_replace(SubscriberState::Disconnected) == SubscriberState::Subscribed
+            {
+                tracing::warn!(%reason, channel = CHANNEL, "invalidation subscriber disconnected; reconnecting");
+            } else {
+                tracing::debug!(%reason, "invalidation subscriber still cannot connect");
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    }
+
+    async fn session(&self, cancel: &CancellationToken, backoff: &mut Backoff) -> SessionEnd {
+        let connect = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(CHANNEL).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let pubsub = tokio::select! {
+            _ = cancel.cancelled() => return SessionEnd::Cancelled,
+            r = tokio::time::timeout(self.timeout, connect) => match r {
+                Ok(Ok(pubsub)) => pubsub,
+                Ok(Err(err)) => return SessionEnd::Lost(err.to_string()),
+                Err(_) => return SessionEnd::Lost("connect timed out".into()),
+            },
+        };
+        let (mut sink, mut messages) = pubsub.split();
+        backoff.reset();
+        self.state.send_replace(SubscriberState::Subscribed);
+        tracing::info!(channel = CHANNEL, "subscribed to cache invalidations");
+
+        let mut ping = tokio::time::interval(PING_INTERVAL);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return SessionEnd::Cancelled,
+                message = messages.next() => match message {
+                    Some(message) => {
+                        self.catalog.on_invalidation_message(message.get_payload_bytes()).await;
+                    }
+                    None => return SessionEnd::Lost("connection closed".into()),
+                },
+                _ = ping.tick() => {
+                    match tokio::time::timeout(self.timeout, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(err)) => return SessionEnd::Lost(err.to_string()),
+                        Err(_) => return SessionEnd::Lost("ping timed out".into()),
+                    }
+                }
+            }
+        }
+    }
+}

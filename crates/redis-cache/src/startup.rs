@@ -1,0 +1,179 @@
+//! `Application`: builds every part from a [`Config`], binds the listener and
+//! runs until a shutdown future resolves. `main` and the tests both start the
+//! service through here.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cache::{RedisCache, RedisLink};
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::invalidation::Subscriber;
+use crate::store::{FirstStart, Store};
+
+/// How long background tasks get to stop once HTTP has drained.
+const BACKGROUND_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    catalog: Catalog,
+    shutdown_grace: Duration,
+    /// Cancelled when shutdown begins (shared with `/readyz`).
+    draining: CancellationToken,
+    /// Cancelled once HTTP has drained; stops the background tasks.
+    background: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Application {
+    /// Connects to the database (running migrations), tries Redis once (the
+    /// service starts without it), starts the background tasks and binds the
+    /// HTTP listener. Port 0 picks a free port; see [`Application::port`].
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // rustls needs one process-wide crypto provider for rediss:// and
+        // TLS to PostgreSQL; a second install (tests) is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+
+        let store = Store::connect(&config.database.url, config.database.max_connections).await?;
+        tracing::info!(database = %config.database.url, "source of truth ready");
+        if let FirstStart::Yes { demo_items } = store
+            .initialize(config.database.demo_data)
+            .await
+            .context("cannot initialise the database")?
+        {
+            tracing::info!(demo_items, "first start: database initialised");
+        }
+
+        let client = redis::Client::open(config.redis.target.connection_info())
+            .context("invalid Redis settings")?;
+        let link = RedisLink::new(client.clone(), config.redis.timeout);
+        match link.connect_once().await {
+            Ok(()) => tracing::info!(redis = %config.redis.target, "redis connected"),
+            Err(err) => tracing::warn!(
+                redis = %config.redis.target,
+                error = %err,
+                "redis unavailable at start; serving from the source of truth until it is reachable"
+            ),
+        }
+        let l2 = RedisCache::new(link.clone(), config.cache.ttl);
+        let catalog = Catalog::new(
+            store,
+            l2.clone(),
+            config.cache.prefix.clone(),
+            config.cache.source_delay,
+            &config.instance_id,
+        );
+
+        let background = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(link.clone().maintain(background.clone()));
+        tasks.spawn(catalog.pending().clone().retry_until_cancelled(
+            l2,
+            config.cache.prefix.everything(),
+            background.clone(),
+        ));
+        let subscriber = Subscriber::new(client, catalog.clone(), link.connect_timeout());
+        let subscriber_state = subscriber.watch_state();
+        tasks.spawn(subscriber.run(background.clone()));
+        if config.cache.warm_on_start > 0 {
+            let catalog = catalog.clone();
+            let limit = config.cache.warm_on_start;
+            tasks.spawn(async move {
+                match catalog.warm(limit).await {
+                    Ok(warmed) => tracing::info!(
+                        read = warmed.read,
+                        loaded = warmed.loaded,
+                        "cache warmed at start"
+                    ),
+                    Err(err) => tracing::warn!(error = %err, "cache warming at start failed"),
+                }
+            });
+        }
+
+        let draining = CancellationToken::new();
+        let router = http::router(AppState {
+            catalog: catalog.clone(),
+            subscriber: subscriber_state,
+            admin_token: config.http.admin_token.clone(),
+            batch_max_ids: config.http.batch_max_ids,
+            draining: draining.clone(),
+        });
+        let listener = TcpListener::bind(config.http.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.http.bind))?;
+        Ok(Self {
+            listener,
+            router,
+            catalog,
+            shutdown_grace: config.http.shutdown_grace,
+            draining,
+            background,
+            tasks,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting connections,
+    /// gives in-flight requests up to the grace period to finish, and stops
+    /// the background tasks.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(address = %self.local_addr(), instance = self.catalog.instance(), "listening");
+        let draining = self.draining.clone();
+        tokio::spawn({
+            let draining = draining.clone();
+            async move {
+                shutdown.await;
+                draining.cancel();
+            }
+        });
+        let serve = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(draining.clone().cancelled_owned())
+            .into_future();
+        let grace = self.shutdown_grace;
+        let deadline = async {
+            draining.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            served = serve => served.context("HTTP server failed")?,
+            _ = deadline => tracing::warn!(
+                grace = %humantime::format_duration(grace),
+                "grace period over with requests still in flight; closing them"
+            ),
+        }
+        self.background.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(BACKGROUND_STOP_TIMEOUT, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks did not stop in time");
+        }
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}

@@ -1,0 +1,371 @@
+//! The source of truth: items in SQL, SQLite for a single instance (default) or
+//! PostgreSQL for several. Both dialects run the same statements where SQL
+//! allows it; each has its own migrations folder.
+
+/// Expands `$body` once per dialect with `$pool` bound to that dialect's pool,
+/// so statements shared by both are written once yet type-checked for each.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+mod demo;
+mod url;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+use time::OffsetDateTime;
+
+use crate::domain::{Item, ItemId, ItemPatch, NewItem, Version};
+pub use demo::FirstStart;
+pub use url::{DEFAULT_DATABASE_URL, DatabaseUrl, DatabaseUrlError};
+
+/// How long a query may wait for a pooled connection. Short, so that a dead
+/// database turns into a quick 503 rather than a hung request.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A pool for one of the two supported databases. Cloning is cheap.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached (or is shutting down, or too busy).
+    #[error("source of truth unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("source of truth query failed")]
+    Query(#[source] sqlx::Error),
+    #[error("stored row has an invalid id {0:?}")]
+    CorruptRow(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("item not found")]
+    NotFound,
+    #[error("an item with this id already exists")]
+    AlreadyExists,
+    #[error("item is at version {current}")]
+    VersionMismatch { current: Version },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        if is_unavailable(&err) {
+            StoreError::Unavailable(err)
+        } else {
+            StoreError::Query(err)
+        }
+    }
+}
+
+impl From<sqlx::Error> for WriteError {
+    fn from(err: sqlx::Error) -> Self {
+        WriteError::Store(err.into())
+    }
+}
+
+fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // PostgreSQL: connection exceptions (08…), shutdown and
+            // too-many-connections (57P0x, 53300); SQLite: BUSY / LOCKED.
+            code.starts_with("08")
+                || code.starts_with("57P0")
+                || code == "53300"
+                || code == "5"
+                || code == "6"
+        }),
+        _ => false,
+    }
+}
+
+/// The item columns, in the order of [`ItemRow`].
+macro_rules! columns {
+    () => {
+        "id, name, description, price, category, stock, created_at, updated_at, version"
+    };
+}
+
+const SELECT_ONE: &str = concat!("SELECT ", columns!(), " FROM items WHERE id = $1");
+const SELECT_MANY_SQLITE: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM items WHERE id IN (SELECT value FROM json_each($1))"
+);
+const SELECT_MANY_POSTGRES: &str = concat!("SELECT ", columns!(), " FROM items WHERE id = ANY($1)");
+const SELECT_RECENT: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM items ORDER BY updated_at DESC, id LIMIT $1"
+);
+const INSERT: &str = concat!(
+    "INSERT INTO items (",
+    columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1) ON CONFLICT (id) DO NOTHING RETURNING ",
+    columns!()
+);
+/// `$8` is the version the client expects (`If-Match`), or NULL for any.
+const UPDATE: &str = concat!(
+    "UPDATE items SET name = COALESCE($2, name), description = COALESCE($3, description), ",
+    "price = COALESCE($4, price), category = COALESCE($5, category), ",
+    "stock = COALESCE($6, stock), updated_at = $7, version = version + 1 ",
+    "WHERE id = $1 AND ($8 IS NULL OR version = $8) RETURNING ",
+    columns!()
+);
+const DELETE: &str = "DELETE FROM items WHERE id = $1 AND ($2 IS NULL OR version = $2)";
+const SELECT_VERSION: &str = "SELECT version FROM items WHERE id = $1";
+
+#[derive(sqlx::FromRow)]
+struct ItemRow {
+    id: String,
+    name: String,
+    description: String,
+    price: f64,
+    category: String,
+    stock: i64,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+    version: i64,
+}
+
+impl TryFrom<ItemRow> for Item {
+    type Error = StoreError;
+
+    fn try_from(row: ItemRow) -> Result<Self, StoreError> {
+        Ok(Item {
+            id: ItemId::parse(&row.id).map_err(|_| StoreError::CorruptRow(row.id.clone()))?,
+            name: row.name,
+            description: row.description,
+            price: row.price,
+            category: row.category,
+            stock: row.stock,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            version: Version(row.version),
+        })
+    }
+}
+
+fn to_items(rows: Vec<ItemRow>) -> Result<Vec<Item>, StoreError> {
+    rows.into_iter().map(Item::try_from).collect()
+}
+
+/// Current time at the precision both databases keep (microseconds), so an
+/// item reads back exactly as it was written.
+pub fn now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(now)
+}
+
+impl Store {
+    /// Connects, creating the SQLite file (and its folder) if needed, and runs
+    /// the dialect's migrations.
+    pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> anyhow::Result<Self> {
+        let store = match url {
+            DatabaseUrl::Sqlite(raw) => {
+                let options = SqliteConnectOptions::from_str(raw.expose())
+                    .context("DATABASE_URL is not a valid sqlite URL")?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // FULL: a commit acknowledged to a client survives power loss.
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true);
+                if let Some(dir) = options.get_filename().parent()
+                    && !dir.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(dir).with_context(|| {
+                        format!("cannot create the database folder {}", dir.display())
+                    })?;
+                }
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .with_context(|| format!("cannot open the sqlite database {url}"))?;
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(&pool)
+                    .await
+                    .context("sqlite migrations failed")?;
+                Store::Sqlite(pool)
+            }
+            DatabaseUrl::Postgres(raw) => {
+                let options = PgConnectOptions::from_str(raw.expose())
+                    .context("DATABASE_URL is not a valid postgres URL")?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .with_context(|| format!("cannot connect to postgres at {url}"))?;
+                // Migrations take an advisory lock, so instances starting
+                // together apply them once.
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&pool)
+                    .await
+                    .context("postgres migrations failed")?;
+                Store::Postgres(pool)
+            }
+        };
+        Ok(store)
+    }
+
+    pub fn dialect(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
+        Ok(())
+    }
+
+    pub async fn get(&self, id: &ItemId) -> Result<Option<Item>, StoreError> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, ItemRow>(SELECT_ONE)
+            .bind(id.as_str())
+            .fetch_optional(pool)
+            .await)?;
+        row.map(Item::try_from).transpose()
+    }
+
+    /// All items among `ids`, in no particular order, with one query.
+    pub async fn get_many(&self, ids: &[ItemId]) -> Result<Vec<Item>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = ids.iter().map(ItemId::as_str).collect();
+        let rows = match self {
+            Store::Sqlite(pool) => {
+                let json = serde_json::to_string(&ids).expect("ids serialize");
+                sqlx::query_as::<_, ItemRow>(SELECT_MANY_SQLITE)
+                    .bind(json)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Store::Postgres(pool) => {
+                sqlx::query_as::<_, ItemRow>(SELECT_MANY_POSTGRES)
+                    .bind(ids)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        to_items(rows)
+    }
+
+    /// Up to `limit` items, most recently updated first.
+    pub async fn recent(&self, limit: u32) -> Result<Vec<Item>, StoreError> {
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, ItemRow>(SELECT_RECENT)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await)?;
+        to_items(rows)
+    }
+
+    pub async fn insert(&self, new: &NewItem) -> Result<Item, WriteError> {
+        let at = now();
+        let row = on_pool!(self, pool => sqlx::query_as::<_, ItemRow>(INSERT)
+            .bind(new.id.as_str())
+            .bind(&new.name)
+            .bind(&new.description)
+            .bind(new.price)
+            .bind(&new.category)
+            .bind(new.stock)
+            .bind(at)
+            .bind(at)
+            .fetch_optional(pool)
+            .await)?;
+        match row {
+            Some(row) => Ok(Item::try_from(row)?),
+            None => Err(WriteError::AlreadyExists),
+        }
+    }
+
+    /// Applies `patch` atomically; with `expected`, only if the stored version
+    /// still equals it (the check and the write are one statement).
+    pub async fn update(
+        &self,
+        id: &ItemId,
+        patch: &ItemPatch,
+        expected: Option<Version>,
+    ) -> Result<Item, WriteError> {
+        let row = on_pool!(self, pool => sqlx::query_as::<_, ItemRow>(UPDATE)
+            .bind(id.as_str())
+            .bind(patch.name.as_deref())
+            .bind(patch.description.as_deref())
+            .bind(patch.price)
+            .bind(patch.category.as_deref())
+            .bind(patch.stock)
+            .bind(now())
+            .bind(expected.map(|v| v.0))
+            .fetch_optional(pool)
+            .await)?;
+        match row {
+            Some(row) => Ok(Item::try_from(row)?),
+            None => Err(self.why_not_written(id).await),
+        }
+    }
+
+    pub async fn delete(&self, id: &ItemId, expected: Option<Version>) -> Result<(), WriteError> {
+        let deleted = on_pool!(self, pool => sqlx::query(DELETE)
+            .bind(id.as_str())
+            .bind(expected.map(|v| v.0))
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        if deleted == 1 {
+            Ok(())
+        } else {
+            Err(self.why_not_written(id).await)
+        }
+    }
+
+    /// After a conditional write matched no row: was the item missing, or at
+    /// another version?
+    async fn why_not_written(&self, id: &ItemId) -> WriteError {
+        let current = on_pool!(self, pool => sqlx::query_scalar::<_, i64>(SELECT_VERSION)
+            .bind(id.as_str())
+            .fetch_optional(pool)
+            .await);
+        match current {
+            Ok(Some(v)) => WriteError::VersionMismatch {
+                current: Version(v),
+            },
+            Ok(None) => WriteError::NotFound,
+            Err(err) => WriteError::Store(err.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn now_keeps_microseconds_only() {
+        assert_eq!(now().nanosecond() % 1_000, 0);
+    }
+}
