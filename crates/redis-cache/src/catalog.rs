@@ -335,7 +335,7 @@ impl Catalog {
     async fn invalidate_after_write(&self, id: &ItemId) {
         let key = self.prefix.key(id);
         if let Err(failure) = self.l2.delete(std::slice::from_ref(&key)).await {
-            tracing::warn!(%key, error = %failure, "cache delete failed after a write; deferring it");
+            log_deferred(&failure, key.as_str());
             self.pending.add_key(key.clone());
         }
         self.publish(Some(&key), None).await;
@@ -368,7 +368,7 @@ impl Catalog {
             match self.l2.delete(std::slice::from_ref(key)).await {
                 Ok(n) => outcome.deleted += n,
                 Err(failure) => {
-                    tracing::warn!(%key, error = %failure, "invalidation deferred until redis is back");
+                    log_deferred(&failure, key.as_str());
                     self.pending.add_key(key.clone());
                     outcome.deferred = true;
                 }
@@ -378,7 +378,7 @@ impl Catalog {
             match self.l2.delete_matching(pattern).await {
                 Ok(n) => outcome.deleted += n,
                 Err(failure) => {
-                    tracing::warn!(%pattern, error = %failure, "invalidation deferred until redis is back");
+                    log_deferred(&failure, pattern.as_str());
                     self.pending.add_pattern(pattern.clone());
                     outcome.deferred = true;
                 }
@@ -396,6 +396,9 @@ impl Catalog {
             .await
         {
             Ok(_) => CacheStats::bump(&self.stats.invalidations_published),
+            Err(RedisFailure::Disconnected) => {
+                tracing::debug!(seq, "invalidation not published: redis is down")
+            }
             Err(failure) => {
                 tracing::warn!(error = %failure, seq, "invalidation could not be published")
             }
@@ -481,6 +484,22 @@ impl Catalog {
                 tracing::debug!(error = %failure, "cannot count cached keys");
                 None
             }
+        }
+    }
+}
+
+/// A known outage was already reported by the connection; only a surprise
+/// (timeout, refused command) deserves a warning per invalidation.
+fn log_deferred(failure: &RedisFailure, target: &str) {
+    match failure {
+        RedisFailure::Disconnected => {
+            tracing::debug!(
+                target,
+                "redis is down; invalidation deferred until it is back"
+            )
+        }
+        other => {
+            tracing::warn!(target, error = %other, "invalidation deferred until redis answers")
         }
     }
 }

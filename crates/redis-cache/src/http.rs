@@ -92,7 +92,7 @@ async fn log_request(request: Request, next: Next) -> Response {
         .to_owned();
     let response = next.run(request).await;
     let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     let cache = response
         .headers()
         .get(&X_CACHE_STATUS)
@@ -101,6 +101,12 @@ async fn log_request(request: Request, next: Next) -> Response {
     if let Some(ErrorCause(cause)) = response.extensions().get::<ErrorCause>() {
         tracing::error!(%method, %route, status, %request_id, error = %cause, "request failed");
     }
-    tracing::info!(%method, %route, status, latency_ms, cache, %request_id, "request");
+    // Probes arrive every few seconds from orchestrators; keep them out of the
+    // default log level.
+    if matches!(route.as_str(), "/livez" | "/readyz" | "/health") && status < 500 {
+        tracing::debug!(%method, %route, status, latency_ms, %request_id, "request");
+    } else {
+        tracing::info!(%method, %route, status, latency_ms, cache, %request_id, "request");
+    }
     response
 }

@@ -87,13 +87,16 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // PostgreSQL: connection exceptions (08…), shutdown and
-            // too-many-connections (57P0x, 53300); SQLite: BUSY / LOCKED.
+            // PostgreSQL: connection exceptions (08…), shutdown (57P0x), too
+            // many connections (53300), and refusals while connecting: database
+            // not accepting connections (55000), gone (3D000), login refused
+            // (28000, 28P01). SQLite: BUSY (5) and LOCKED (6).
             code.starts_with("08")
                 || code.starts_with("57P0")
-                || code == "53300"
-                || code == "5"
-                || code == "6"
+                || matches!(
+                    code.as_ref(),
+                    "53300" | "55000" | "3D000" | "28000" | "28P01" | "5" | "6"
+                )
         }),
         _ => false,
     }

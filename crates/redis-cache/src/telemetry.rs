@@ -1,6 +1,8 @@
 //! Logging: structured `tracing` output, pretty for people or JSON for
 //! collectors, filtered by `RUST_LOG` (default `info`).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -12,6 +14,7 @@ pub fn init(format: LogFormat) {
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,h2=warn,tower=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
         .with_writer(std::io::stdout);
     let result = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

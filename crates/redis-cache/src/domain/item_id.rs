@@ -21,7 +21,13 @@ pub enum ItemIdError {
     TooLong,
     #[error("item id may only contain letters, digits, '.', '_' and '-'")]
     BadCharacter,
+    #[error("item id \"batch\" is reserved: /items/batch is the batch lookup route")]
+    Reserved,
 }
+
+/// Ids that would shadow a route under `/items/`: such an item could be
+/// created but never read, updated or deleted.
+const RESERVED: [&str; 1] = ["batch"];
 
 impl ItemId {
     pub fn parse(raw: &str) -> Result<Self, ItemIdError> {
@@ -33,6 +39,9 @@ impl ItemId {
         }
         if !raw.bytes().all(is_id_byte) {
             return Err(ItemIdError::BadCharacter);
+        }
+        if RESERVED.contains(&raw) {
+            return Err(ItemIdError::Reserved);
         }
         Ok(Self(raw.to_owned()))
     }
@@ -105,6 +114,12 @@ mod tests {
                 "{bad:?} must be rejected"
             );
         }
+    }
+
+    #[test]
+    fn route_names_are_reserved() {
+        assert_eq!(ItemId::parse("batch"), Err(ItemIdError::Reserved));
+        assert!(ItemId::parse("batch2").is_ok());
     }
 
     #[test]

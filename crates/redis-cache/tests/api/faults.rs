@@ -1,0 +1,230 @@
+//! Faults: Redis killed, frozen or cut off, and the source of truth going away.
+//! The service answers throughout, never with a 5xx because of Redis, and
+//! recovers by itself.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::both_backends;
+use crate::helpers::{Backend, TcpProxy, TestApp, body, eventually, header, postgres};
+
+both_backends!(
+    redis_killed_means_bypass_then_hits_again_after_restart,
+    frozen_redis_costs_at_most_the_timeout_then_recovers,
+    network_cut_defers_invalidations_until_redis_is_reachable,
+    starts_without_redis_and_caches_once_it_appears,
+);
+
+async fn starts_without_redis_and_caches_once_it_appears(backend: Backend) {
+    let placeholder = TestApp::spawn(backend).await;
+    placeholder.redis.kill();
+    let app = placeholder.peer().without_waiting_for_cache().spawn().await;
+    let (status, health) = app.health().await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["status"], "degraded");
+    let response = app.get_item("1").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "x-cache-status"), Some("BYPASS"));
+
+    app.redis.restart();
+    app.wait_until_cache_ready().await;
+    assert_eq!(
+        header(&app.get_item("1").await, "x-cache-status"),
+        Some("MISS")
+    );
+    assert_eq!(
+        header(&app.get_item("1").await, "x-cache-status"),
+        Some("HIT")
+    );
+}
+
+async fn redis_killed_means_bypass_then_hits_again_after_restart(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.get_item("1").await;
+    assert_eq!(
+        header(&app.get_item("1").await, "x-cache-status"),
+        Some("HIT")
+    );
+
+    app.redis.kill();
+    for id in ["1", "2", "404"] {
+        let response = app.get_item(id).await;
+        assert!(
+            !response.status().is_server_error(),
+            "{id}: {}",
+            response.status()
+        );
+        assert_eq!(header(&response, "x-cache-status"), Some("BYPASS"));
+    }
+    let batch = app.batch(&["1", "2"]).await;
+    assert_eq!(batch.status(), StatusCode::OK);
+    assert_eq!(header(&batch, "x-cache-status"), Some("BYPASS"));
+    assert_eq!(body(batch).await["items"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        app.put("1", json!({ "stock": 3 })).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.create_ok("new", "During outage").await["version"], 1);
+    assert_eq!(app.delete("new").await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(body(app.get_item("1").await).await["stock"], 3);
+    let (status, health) = app.health().await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["redis"], "disconnected");
+    let stats = app.stats().await;
+    assert_eq!(stats["total_keys"], json!(null));
+    assert_eq!(stats["bypasses"], 6);
+    assert_eq!(
+        stats["hits"].as_u64().unwrap() + stats["misses"].as_u64().unwrap(),
+        stats["lookups"].as_u64().unwrap()
+    );
+
+    app.redis.restart();
+    app.wait_until_cache_ready().await;
+    eventually("writes made during the outage are invalidated", || async {
+        app.stats().await["pending_invalidations"] == 0
+    })
+    .await;
+    assert_eq!(app.health().await.1["status"], "healthy");
+    assert_eq!(
+        header(&app.get_item("1").await, "x-cache-status"),
+        Some("MISS")
+    );
+    let hit = app.get_item("1").await;
+    assert_eq!(header(&hit, "x-cache-status"), Some("HIT"));
+    assert_eq!(body(hit).await["stock"], 3);
+}
+
+async fn frozen_redis_costs_at_most_the_timeout_then_recovers(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.get_item("1").await;
+    app.redis.pause();
+    for _ in 0..3 {
+        let response = app.get_item("1").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header(&response, "x-cache-status"), Some("BYPASS"));
+        assert_eq!(body(response).await["name"], "Laptop Pro");
+    }
+    app.redis.resume();
+    eventually("hits again once redis answers", || async {
+        header(&app.get_item("1").await, "x-cache-status") == Some("HIT")
+    })
+    .await;
+}
+
+async fn network_cut_defers_invalidations_until_redis_is_reachable(backend: Backend) {
+    let redis_side = TestApp::spawn(backend).await;
+    let proxy = TcpProxy::start(redis_side.redis.port()).await;
+    let app = redis_side.peer().redis_url(proxy.url()).spawn().await;
+    app.get_item("1").await;
+    assert_eq!(
+        header(&app.get_item("1").await, "x-cache-status"),
+        Some("HIT")
+    );
+
+    proxy.cut();
+    let updated = app.put("1", json!({ "stock": 2 })).await;
+    assert_eq!(updated.status(), StatusCode::OK);
+    let during = app.get_item("1").await;
+    assert_eq!(header(&during, "x-cache-status"), Some("BYPASS"));
+    assert_eq!(body(during).await["stock"], 2);
+    let manual = app.invalidate(json!({ "key": "item:3" })).await;
+    assert_eq!(manual.status(), StatusCode::ACCEPTED);
+    // Redis itself was never told: it still holds the old value.
+    let stale = app
+        .redis_get("item:1")
+        .await
+        .expect("old value still in redis");
+    assert!(stale.contains("\"stock\":15"));
+    assert_eq!(app.stats().await["pending_invalidations"], 2);
+
+    proxy.restore();
+    app.wait_until_cache_ready().await;
+    eventually("deferred invalidations applied", || async {
+        app.stats().await["pending_invalidations"] == 0
+    })
+    .await;
+    assert!(
+        app.redis_get("item:1").await.is_none(),
+        "the stale value was deleted"
+    );
+    let after = app.get_item("1").await;
+    assert_eq!(header(&after, "x-cache-status"), Some("MISS"));
+    assert_eq!(body(after).await["stock"], 2);
+    assert_eq!(body(app.get_item("1").await).await["stock"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_comes_back_after_a_long_redis_outage() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.redis.kill();
+    eventually("subscriber notices the outage", || async {
+        app.health().await.1["subscriber"] == "disconnected"
+    })
+    .await;
+    // The outage itself: longer than a client library's reconnect budget.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    app.redis.restart();
+    app.wait_until_cache_ready().await;
+    app.get_item("2").await;
+    assert!(app.redis_get("item:2").await.is_some());
+    let status = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &app.redis.port().to_string(),
+            "PUBLISH",
+            "cache:invalidate",
+        ])
+        .arg(r#"{"key":"item:2","source":"ops"}"#)
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    eventually("invalidation flows again", || async {
+        app.redis_get("item:2").await.is_none()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_of_truth_down_means_503_but_cached_items_still_served() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    app.get_item("1").await;
+    let database = app.database.url.rsplit('/').next().unwrap().to_owned();
+    postgres::admin_execute(format!("ALTER DATABASE {database} ALLOW_CONNECTIONS false")).await;
+    postgres::admin_execute(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+    ))
+    .await;
+
+    let (status, health) = app.health().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(health["status"], "unhealthy");
+    assert_eq!(health["database"], "disconnected");
+    assert_eq!(
+        app.get("/readyz").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(app.get("/livez").await.status(), StatusCode::OK);
+
+    let cached = app.get_item("1").await;
+    assert_eq!(cached.status(), StatusCode::OK, "served from Redis");
+    assert_eq!(header(&cached, "x-cache-status"), Some("HIT"));
+    let uncached = app.get_item("2").await;
+    assert_eq!(uncached.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&uncached, "retry-after"), Some("1"));
+    assert_eq!(
+        body(uncached).await,
+        json!({ "error": "source of truth unavailable" })
+    );
+    let write = app.put("1", json!({ "stock": 1 })).await;
+    assert_eq!(write.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    postgres::admin_execute(format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true")).await;
+    eventually("healthy again", || async {
+        app.health().await.1["status"] == "healthy"
+    })
+    .await;
+    assert_eq!(app.get_item("2").await.status(), StatusCode::OK);
+}

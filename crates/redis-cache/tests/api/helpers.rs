@@ -1,0 +1,376 @@
+//! `TestApp`: the real service on a free port, with its own Redis and its own
+//! database, plus typed helpers for every route.
+
+pub mod postgres;
+pub mod proxy;
+pub mod redis_server;
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis_cache::Application;
+use redis_cache::cache::KeyPrefix;
+use redis_cache::catalog::Catalog;
+use redis_cache::config::{
+    CacheConfig, Config, DatabaseConfig, HttpConfig, LogFormat, RedisConfig, RedisTarget,
+};
+use redis_cache::store::DatabaseUrl;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use proxy::TcpProxy;
+pub use redis_server::TestRedis;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates one test per backend from an `async fn(Backend)`, so the same
+/// API suite runs against SQLite and PostgreSQL.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                use $crate::helpers::Backend;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(Backend::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(Backend::Postgres).await;
+                }
+            }
+        )+
+    };
+}
+
+pub struct TestDatabase {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("items.db").display());
+                Self {
+                    url,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => Self {
+                url: postgres::create_database().await,
+                _dir: None,
+            },
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub redis: Arc<TestRedis>,
+    pub database: Arc<TestDatabase>,
+    pub catalog: Catalog,
+    pub http: reqwest::Client,
+    pub backend: Backend,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub struct TestAppBuilder {
+    backend: Backend,
+    redis: Option<Arc<TestRedis>>,
+    redis_url: Option<String>,
+    database: Option<Arc<TestDatabase>>,
+    tweaks: Vec<Box<dyn FnOnce(&mut Config) + Send>>,
+    wait_for_cache: bool,
+}
+
+impl TestAppBuilder {
+    /// Adjusts the configuration before the app is built.
+    pub fn config(mut self, tweak: impl FnOnce(&mut Config) + Send + 'static) -> Self {
+        self.tweaks.push(Box::new(tweak));
+        self
+    }
+
+    /// Connects to Redis through `url` (e.g. a [`TcpProxy`]) instead of directly.
+    pub fn redis_url(mut self, url: String) -> Self {
+        self.redis_url = Some(url);
+        self
+    }
+
+    /// Returns as soon as the app serves HTTP, without waiting for Redis.
+    pub fn without_waiting_for_cache(mut self) -> Self {
+        self.wait_for_cache = false;
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        if std::env::var_os("TEST_LOG").is_some() {
+            redis_cache::telemetry::init(LogFormat::Pretty);
+        }
+        let redis = self.redis.unwrap_or_else(|| Arc::new(TestRedis::start()));
+        let database = match self.database {
+            Some(db) => db,
+            None => Arc::new(TestDatabase::new(self.backend).await),
+        };
+        let redis_url = self.redis_url.unwrap_or_else(|| redis.url());
+        let mut config = Config {
+            http: HttpConfig {
+                bind: "127.0.0.1:0".parse().unwrap(),
+                shutdown_grace: Duration::from_secs(10),
+                batch_max_ids: 1000,
+                admin_token: None,
+            },
+            redis: RedisConfig {
+                target: RedisTarget::from_url(&redis_url).unwrap(),
+                timeout: Duration::from_millis(250),
+            },
+            database: DatabaseConfig {
+                url: DatabaseUrl::parse(&database.url).unwrap(),
+                max_connections: 5,
+                demo_data: true,
+            },
+            cache: CacheConfig {
+                ttl: Duration::from_secs(300),
+                prefix: KeyPrefix::parse("item:").unwrap(),
+                source_delay: Duration::ZERO,
+                warm_on_start: 0,
+            },
+            instance_id: format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            log_format: LogFormat::Pretty,
+        };
+        for tweak in self.tweaks {
+            tweak(&mut config);
+        }
+        let app = Application::build(config)
+            .await
+            .expect("application builds");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let catalog = app.catalog().clone();
+        let (tx, rx) = oneshot::channel();
+        let server = tokio::spawn(app.run_until(async move {
+            let _ = rx.await;
+        }));
+        let test_app = TestApp {
+            address,
+            redis,
+            database,
+            catalog,
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            backend: self.backend,
+            shutdown: Some(tx),
+            server: Some(server),
+        };
+        if self.wait_for_cache {
+            test_app.wait_until_cache_ready().await;
+        }
+        test_app
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::builder(backend).spawn().await
+    }
+
+    pub fn builder(backend: Backend) -> TestAppBuilder {
+        TestAppBuilder {
+            backend,
+            redis: None,
+            redis_url: None,
+            database: None,
+            tweaks: Vec::new(),
+            wait_for_cache: true,
+        }
+    }
+
+    /// Another instance of the service on the same Redis and database.
+    pub fn peer(&self) -> TestAppBuilder {
+        TestAppBuilder {
+            backend: self.backend,
+            redis: Some(self.redis.clone()),
+            redis_url: None,
+            database: Some(self.database.clone()),
+            tweaks: Vec::new(),
+            wait_for_cache: true,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// Waits until Redis is connected and the invalidation subscriber is
+    /// subscribed, as reported by `/health`.
+    pub async fn wait_until_cache_ready(&self) {
+        eventually("redis connected and subscriber subscribed", || async {
+            let (_, body) = self.health().await;
+            body["redis"] == "connected" && body["subscriber"] == "subscribed"
+        })
+        .await;
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn get_item(&self, id: &str) -> reqwest::Response {
+        self.get(&format!("/items/{id}")).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn create(&self, body: Value) -> reqwest::Response {
+        self.post("/items", &body).await
+    }
+
+    /// Creates an item and asserts it was created.
+    pub async fn create_ok(&self, id: &str, name: &str) -> Value {
+        let response = self
+            .create(
+                json!({ "id": id, "name": name, "price": 10.5, "category": "Test", "stock": 3 }),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    pub async fn put(&self, id: &str, body: Value) -> reqwest::Response {
+        self.http
+            .put(self.url(&format!("/items/{id}")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete(&self, id: &str) -> reqwest::Response {
+        self.http
+            .delete(self.url(&format!("/items/{id}")))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn batch(&self, ids: &[&str]) -> reqwest::Response {
+        self.post("/items/batch", &json!({ "ids": ids })).await
+    }
+
+    pub async fn invalidate(&self, body: Value) -> reqwest::Response {
+        self.post("/cache/invalidate", &body).await
+    }
+
+    pub async fn stats(&self) -> Value {
+        let response = self.get("/stats").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    pub async fn health(&self) -> (StatusCode, Value) {
+        let response = self.get("/health").await;
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Raw value of a key in the test Redis.
+    pub async fn redis_get(&self, key: &str) -> Option<String> {
+        redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut self.redis.conn().await)
+            .await
+            .unwrap()
+    }
+
+    pub async fn redis_set(&self, key: &str, value: &str) {
+        redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .query_async::<()>(&mut self.redis.conn().await)
+            .await
+            .unwrap();
+    }
+
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub fn server_handle(&mut self) -> JoinHandle<anyhow::Result<()>> {
+        self.server.take().unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.trigger_shutdown();
+    }
+}
+
+/// Polls `check` every 10 ms until it holds, failing the test after 10 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub async fn body(response: reqwest::Response) -> Value {
+    response.json().await.expect("a JSON body")
+}
+
+pub fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Makes the spawned process receive `signal` when the spawning thread ends,
+/// so no test server outlives a crashed or interrupted test run.
+pub fn kill_with_parent(command: &mut Command, signal: libc::c_int) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches only the child's state.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,257 @@
+//! Item reads and writes through the cache.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp, body, header};
+
+both_backends!(
+    second_read_is_a_hit_with_the_same_body,
+    unknown_item_is_404_miss_until_created,
+    partial_update_keeps_omitted_fields,
+    update_is_visible_on_another_instance_at_once,
+    conditional_requests_use_the_version_as_etag,
+    create_conflicts_and_generated_ids,
+    delete_removes_item_and_cache_entry,
+    corrupt_cached_value_is_a_counted_miss_and_overwritten,
+);
+
+async fn second_read_is_a_hit_with_the_same_body(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let miss = app.get_item("2").await;
+    assert_eq!(header(&miss, "x-cache-status"), Some("MISS"));
+    let miss = body(miss).await;
+    let hit = app.get_item("2").await;
+    assert_eq!(header(&hit, "x-cache-status"), Some("HIT"));
+    assert_eq!(body(hit).await, miss);
+    let cached: serde_json::Value =
+        serde_json::from_str(&app.redis_get("item:2").await.unwrap()).unwrap();
+    assert_eq!(cached, miss, "Redis holds the item's JSON under item:<id>");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("item:2")
+        .query_async(&mut app.redis.conn().await)
+        .await
+        .unwrap();
+    assert!(
+        ttl > 290_000 && ttl <= 300_000,
+        "filled with the 5m TTL, got {ttl} ms"
+    );
+    let stats = app.stats().await;
+    assert_eq!(
+        (stats["hits"].as_u64(), stats["misses"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(stats["upstream_fetches"], 1);
+}
+
+async fn unknown_item_is_404_miss_until_created(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let missing = app.get_item("42").await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(header(&missing, "x-cache-status"), Some("MISS"));
+    assert_eq!(body(missing).await, json!({ "error": "item not found" }));
+    app.create_ok("42", "Answer").await;
+    let found = app.get_item("42").await;
+    assert_eq!(found.status(), StatusCode::OK);
+    assert_eq!(body(found).await["name"], "Answer");
+}
+
+async fn partial_update_keeps_omitted_fields(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let original = body(app.get_item("3").await).await;
+    let response = app.put("3", json!({ "stock": 24 })).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let updated = body(response).await;
+    for field in [
+        "id",
+        "name",
+        "description",
+        "price",
+        "category",
+        "created_at",
+    ] {
+        assert_eq!(updated[field], original[field], "{field} must be kept");
+    }
+    assert_eq!(updated["stock"], 24);
+    assert_eq!(updated["version"], 2);
+    assert!(updated["updated_at"].as_str() > original["updated_at"].as_str());
+
+    // PATCH has the same semantics; server-managed fields in the body are ignored.
+    let patched = app
+        .http
+        .patch(app.url("/items/3"))
+        .json(&json!({ "description": "tactile", "version": 99, "created_at": "2000-01-01T00:00:00Z" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), StatusCode::OK);
+    let patched = body(patched).await;
+    assert_eq!(patched["description"], "tactile");
+    assert_eq!(patched["stock"], 24);
+    assert_eq!(patched["version"], 3);
+    assert_eq!(patched["created_at"], original["created_at"]);
+    assert_eq!(body(app.get_item("3").await).await, patched);
+
+    let unknown = app.put("nope", json!({ "name": "x" })).await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+async fn update_is_visible_on_another_instance_at_once(backend: Backend) {
+    let a = TestApp::spawn(backend).await;
+    let b = a.peer().spawn().await;
+    assert_eq!(body(b.get_item("1").await).await["stock"], 15);
+    assert_eq!(
+        header(&b.get_item("1").await, "x-cache-status"),
+        Some("HIT")
+    );
+    let response = a.put("1", json!({ "stock": 7 })).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen_by_b = b.get_item("1").await;
+    assert_eq!(
+        body(seen_by_b).await["stock"],
+        7,
+        "B must not serve the old value"
+    );
+}
+
+async fn conditional_requests_use_the_version_as_etag(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let not_modified = app
+        .http
+        .get(app.url("/items/1"))
+        .header("If-None-Match", "\"1\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(header(&not_modified, "etag"), Some("\"1\""));
+    assert!(header(&not_modified, "x-cache-status").is_some());
+
+    let stale_put = app
+        .http
+        .put(app.url("/items/1"))
+        .header("If-Match", "\"7\"")
+        .json(&json!({ "stock": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale_put.status(), StatusCode::PRECONDITION_FAILED);
+    let details = body(stale_put).await;
+    assert_eq!(details["details"]["current_version"], 1);
+    assert_eq!(
+        body(app.get_item("1").await).await["stock"],
+        15,
+        "nothing written"
+    );
+
+    let fresh_put = app
+        .http
+        .put(app.url("/items/1"))
+        .header("If-Match", "\"1\"")
+        .json(&json!({ "stock": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh_put.status(), StatusCode::OK);
+    assert_eq!(header(&fresh_put, "etag"), Some("\"2\""));
+
+    let changed = app
+        .http
+        .get(app.url("/items/1"))
+        .header("If-None-Match", "\"1\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::OK);
+
+    let stale_delete = app
+        .http
+        .delete(app.url("/items/1"))
+        .header("If-Match", "\"1\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale_delete.status(), StatusCode::PRECONDITION_FAILED);
+    let delete = app
+        .http
+        .delete(app.url("/items/1"))
+        .header("If-Match", "\"2\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), StatusCode::NO_CONTENT);
+}
+
+async fn create_conflicts_and_generated_ids(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let conflict = app.create(json!({ "id": "1", "name": "dup" })).await;
+    assert_eq!(conflict.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        body(conflict).await["error"],
+        "an item with this id already exists"
+    );
+    assert_eq!(body(app.get_item("1").await).await["name"], "Laptop Pro");
+
+    let generated = app.create(json!({ "name": "No id" })).await;
+    assert_eq!(generated.status(), StatusCode::CREATED);
+    let location = header(&generated, "location").unwrap().to_owned();
+    let item = body(generated).await;
+    let id = item["id"].as_str().unwrap();
+    assert_eq!(location, format!("/items/{id}"));
+    assert_eq!(
+        (item["price"].as_f64(), item["stock"].as_i64()),
+        (Some(0.0), Some(0))
+    );
+    assert_eq!(body(app.get(&location).await).await, item);
+}
+
+async fn delete_removes_item_and_cache_entry(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.get_item("2").await;
+    assert!(app.redis_get("item:2").await.is_some());
+    assert_eq!(app.delete("2").await.status(), StatusCode::NO_CONTENT);
+    assert!(app.redis_get("item:2").await.is_none());
+    assert_eq!(app.get_item("2").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.delete("2").await.status(), StatusCode::NOT_FOUND);
+}
+
+async fn corrupt_cached_value_is_a_counted_miss_and_overwritten(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let other_item = body(app.get_item("2").await).await.to_string();
+    for garbage in ["not json", r#"{"id":"1"}"#, other_item.as_str()] {
+        app.redis_set("item:1", garbage).await;
+        let response = app.get_item("1").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header(&response, "x-cache-status"), Some("MISS"));
+        assert_eq!(body(response).await["name"], "Laptop Pro");
+        let repaired = app.redis_get("item:1").await.unwrap();
+        assert!(
+            repaired.contains("Laptop Pro"),
+            "overwritten, got {repaired}"
+        );
+    }
+    assert_eq!(app.stats().await["corrupt_values"], 3);
+
+    // A corrupt value for an item that does not exist is removed, not kept.
+    app.redis_set("item:404", "garbage").await;
+    assert_eq!(app.get_item("404").await.status(), StatusCode::NOT_FOUND);
+    assert!(app.redis_get("item:404").await.is_none());
+
+    // In a batch too.
+    app.redis_set("item:2", "garbage").await;
+    let batch = body(app.batch(&["2"]).await).await;
+    assert_eq!(batch["items"][0]["name"], "Wireless Mouse");
+    assert!(
+        app.redis_get("item:2")
+            .await
+            .unwrap()
+            .contains("Wireless Mouse")
+    );
+    let stats = app.stats().await;
+    assert_eq!(stats["corrupt_values"], 5);
+    assert_eq!(
+        stats["hits"], 0,
+        "no corrupt value was ever served as a hit"
+    );
+}

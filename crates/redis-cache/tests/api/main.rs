@@ -1,0 +1,14 @@
+//! The HTTP API, end to end: the real service on a free port with its own
+//! `redis-server` and its own database (SQLite file or PostgreSQL database).
+
+mod helpers;
+
+mod batch;
+mod cache_admin;
+mod faults;
+mod health;
+mod invalidation;
+mod items;
+mod process;
+mod validation;
+mod walkthrough;

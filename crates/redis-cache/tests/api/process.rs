@@ -1,0 +1,226 @@
+//! The `redis-cache` binary itself: configuration errors, `--help`, and
+//! graceful shutdown on signals.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::helpers::{
+    Backend, TestApp, TestDatabase, TestRedis, body, eventually, kill_with_parent,
+};
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_redis-cache"));
+    command.env_clear();
+    command
+}
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = binary();
+    command.args(args);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_settings_exit_non_zero_with_one_line_naming_the_variable() {
+    let cases: [(&str, &str); 8] = [
+        ("CACHE_TTL", "soon"),
+        ("REDIS_TIMEOUT", "-5ms"),
+        ("SERVER_PORT", "99999"),
+        ("BIND_ADDR", "localhost:80"),
+        ("CACHE_KEY_PREFIX", "it*m:"),
+        ("REDIS_URL", "http://admin:s3cr3t-pw@cache:6379"),
+        ("DATABASE_URL", "mysql://root:s3cr3t-pw@db/items"),
+        ("LOG_FORMAT", "xml"),
+    ];
+    for (variable, value) in cases {
+        let (code, stdout, stderr) = run(&[], &[(variable, value)]);
+        assert_eq!(code, 2, "{variable}={value}: {stderr}");
+        assert!(stdout.is_empty(), "{variable}: nothing on stdout");
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{variable}: one line, got {stderr:?}"
+        );
+        assert!(
+            stderr.contains(variable),
+            "{variable} not named in {stderr:?}"
+        );
+        assert!(!stderr.contains("s3cr3t"), "secret leaked: {stderr:?}");
+    }
+}
+
+#[test]
+fn help_lists_every_setting_without_secret_values() {
+    let (code, stdout, _) = run(
+        &["--help"],
+        &[
+            ("REDIS_URL", "redis://u:s3cr3t-a@h:1"),
+            ("REDIS_PASSWORD", "s3cr3t-b"),
+            ("DATABASE_URL", "postgres://u:s3cr3t-c@db/x"),
+            ("ADMIN_TOKEN", "s3cr3t-d-token"),
+        ],
+    );
+    assert_eq!(code, 0);
+    for variable in [
+        "SERVER_PORT",
+        "BIND_ADDR",
+        "REDIS_URL",
+        "REDIS_ADDR",
+        "REDIS_PASSWORD",
+        "REDIS_TIMEOUT",
+        "DATABASE_URL",
+        "CACHE_TTL",
+        "CACHE_KEY_PREFIX",
+        "CACHE_WARM",
+        "SOURCE_DELAY",
+        "ADMIN_TOKEN",
+        "SHUTDOWN_GRACE",
+        "BATCH_MAX_IDS",
+        "--no-demo-data",
+    ] {
+        assert!(
+            stdout.contains(variable),
+            "--help does not mention {variable}"
+        );
+    }
+    assert!(
+        !stdout.contains("s3cr3t"),
+        "a secret value is shown in --help"
+    );
+}
+
+/// Starts the binary with JSON logs and returns it with the port it reports.
+fn start(env: &[(&str, String)]) -> (Child, u16) {
+    let mut command = binary();
+    command
+        .env("SERVER_PORT", "0")
+        .env("BIND_ADDR", "127.0.0.1")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    kill_with_parent(&mut command, libc::SIGKILL);
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if event["message"] == "listening" {
+            let address = event["address"].as_str().unwrap();
+            let port = address.rsplit(':').next().unwrap().parse().unwrap();
+            std::thread::spawn(move || lines.for_each(drop));
+            return (child, port);
+        }
+    }
+    panic!("redis-cache exited before listening: {:?}", child.wait());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_request_in_flight_finish_and_exits_zero() {
+    let redis = TestRedis::start();
+    let database = TestDatabase::new(Backend::Sqlite).await;
+    let (mut child, port) = start(&[
+        ("REDIS_URL", redis.url()),
+        ("DATABASE_URL", database.url.clone()),
+        ("SOURCE_DELAY", "1s".into()),
+    ]);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let in_flight = tokio::spawn({
+        let (http, url) = (http.clone(), format!("{base}/items/1"));
+        async move { http.get(url).send().await }
+    });
+    eventually("the request reaches the source of truth", || async {
+        let stats: serde_json::Value = http
+            .get(format!("{base}/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats["upstream_fetches"] == 1
+    })
+    .await;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body(response).await["name"], "Laptop Pro");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        http.get(format!("{base}/livez")).send().await.is_err(),
+        "no longer accepting connections"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_in_flight_requests_but_not_past_the_grace_period() {
+    let mut app = TestApp::builder(Backend::Sqlite)
+        .config(|c| {
+            c.cache.source_delay = Duration::from_millis(500);
+            c.http.shutdown_grace = Duration::from_secs(10);
+        })
+        .spawn()
+        .await;
+    let in_flight = tokio::spawn({
+        let (http, url) = (app.http.clone(), app.url("/items/2"));
+        async move { http.get(url).send().await }
+    });
+    eventually("the request is in flight", || async {
+        app.stats().await["upstream_fetches"] == 1
+    })
+    .await;
+    let server = app.server_handle();
+    app.trigger_shutdown();
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    server.await.unwrap().expect("clean shutdown");
+
+    // With a grace period shorter than the request, shutdown does not wait for it.
+    let mut app = TestApp::builder(Backend::Sqlite)
+        .config(|c| {
+            c.cache.source_delay = Duration::from_secs(30);
+            c.http.shutdown_grace = Duration::from_millis(100);
+        })
+        .spawn()
+        .await;
+    let stuck = tokio::spawn({
+        let (http, url) = (app.http.clone(), app.url("/items/2"));
+        async move { http.get(url).send().await }
+    });
+    eventually("the slow request is in flight", || async {
+        app.stats().await["upstream_fetches"] == 1
+    })
+    .await;
+    let server = app.server_handle();
+    app.trigger_shutdown();
+    server
+        .await
+        .unwrap()
+        .expect("shutdown after the grace period");
+    stuck.abort();
+}
