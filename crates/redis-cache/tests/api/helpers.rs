@@ -90,12 +90,14 @@ pub struct TestApp {
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
+type ConfigTweak = Box<dyn FnOnce(&mut Config) + Send>;
+
 pub struct TestAppBuilder {
     backend: Backend,
     redis: Option<Arc<TestRedis>>,
     redis_url: Option<String>,
     database: Option<Arc<TestDatabase>>,
-    tweaks: Vec<Box<dyn FnOnce(&mut Config) + Send>>,
+    tweaks: Vec<ConfigTweak>,
     wait_for_cache: bool,
 }
 
