@@ -3,11 +3,14 @@
 //! [`Secret`] and never printed, not even in `--help` or in error messages.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{Parser, ValueEnum};
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
+use redis::{ClientTlsConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, TlsCertificates};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::cache::KeyPrefix;
 use crate::secret::Secret;
@@ -41,6 +44,19 @@ pub struct Cli {
     /// Redis password to go with REDIS_ADDR.
     #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
     pub redis_password: Option<String>,
+
+    /// PEM file of the CA(s) that signed the Redis server certificate, trusted
+    /// instead of the public roots (rediss:// only).
+    #[arg(long, env = "REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS with Redis (with REDIS_CLIENT_KEY).
+    #[arg(long, env = "REDIS_CLIENT_CERT")]
+    pub redis_client_cert: Option<PathBuf>,
+
+    /// PEM private key of REDIS_CLIENT_CERT.
+    #[arg(long, env = "REDIS_CLIENT_KEY")]
+    pub redis_client_key: Option<PathBuf>,
 
     /// Per-command Redis timeout; past it the request is answered from the
     /// source of truth (X-Cache-Status: BYPASS).
@@ -133,6 +149,47 @@ pub struct HttpConfig {
 pub struct RedisConfig {
     pub target: RedisTarget,
     pub timeout: Duration,
+    /// Certificates for `rediss://` beyond the public roots.
+    pub tls: Option<RedisTls>,
+}
+
+/// PEM contents read from `REDIS_CA_CERT`, `REDIS_CLIENT_CERT` and `REDIS_CLIENT_KEY`.
+#[derive(Clone)]
+pub struct RedisTls {
+    pub root_cert: Option<Vec<u8>>,
+    /// Certificate and private key for mutual TLS.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("custom_ca", &self.root_cert.is_some())
+            .field("client_certificate", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl RedisConfig {
+    /// The Redis client for these settings (no connection is made yet).
+    pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        let info = self.target.connection_info();
+        match &self.tls {
+            None => redis::Client::open(info),
+            Some(tls) => redis::Client::build_with_tls(
+                info,
+                TlsCertificates {
+                    client_tls: tls.client.clone().map(|(client_cert, client_key)| {
+                        ClientTlsConfig {
+                            client_cert,
+                            client_key,
+                        }
+                    }),
+                    root_cert: tls.root_cert.clone(),
+                },
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -187,6 +244,7 @@ impl Config {
                 Ok(value)
             }
         };
+        let redis_tls = redis_tls(&cli, &redis_target)?;
         let ms = Duration::from_millis;
         let redis_timeout = in_range("REDIS_TIMEOUT", cli.redis_timeout, ms(1), ms(60_000))?;
         let cache_ttl = in_range(
@@ -229,6 +287,7 @@ impl Config {
             redis: RedisConfig {
                 target: redis_target,
                 timeout: redis_timeout,
+                tls: redis_tls,
             },
             database: DatabaseConfig {
                 url: DatabaseUrl::parse(&cli.database_url)
@@ -250,6 +309,83 @@ impl Config {
 }
 
 const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+fn holds_certificates(pem: &[u8]) -> bool {
+    let mut found = 0;
+    for certificate in CertificateDer::pem_slice_iter(pem) {
+        if certificate.is_err() {
+            return false;
+        }
+        found += 1;
+    }
+    found > 0
+}
+
+/// Reads the TLS files named by the user and checks that they fit together
+/// and parse, so that a typo fails at start rather than on every reconnect.
+fn redis_tls(cli: &Cli, target: &RedisTarget) -> Result<Option<RedisTls>, ConfigError> {
+    let read = |variable: &'static str, path: &Option<PathBuf>| {
+        path.as_deref()
+            .map(|p: &Path| {
+                std::fs::read(p)
+                    .map_err(|e| invalid(variable, format!("cannot read {}: {e}", p.display())))
+            })
+            .transpose()
+    };
+    let root_cert = read("REDIS_CA_CERT", &cli.redis_ca_cert)?;
+    let client = match (
+        read("REDIS_CLIENT_CERT", &cli.redis_client_cert)?,
+        read("REDIS_CLIENT_KEY", &cli.redis_client_key)?,
+    ) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                "REDIS_CLIENT_KEY",
+                "is required with REDIS_CLIENT_CERT",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "REDIS_CLIENT_CERT",
+                "is required with REDIS_CLIENT_KEY",
+            ));
+        }
+    };
+    if root_cert.is_none() && client.is_none() {
+        return Ok(None);
+    }
+    if !target.is_tls() {
+        let variable = if root_cert.is_some() {
+            "REDIS_CA_CERT"
+        } else {
+            "REDIS_CLIENT_CERT"
+        };
+        return Err(invalid(variable, "only applies to a rediss:// REDIS_URL"));
+    }
+    if root_cert
+        .as_deref()
+        .is_some_and(|pem| !holds_certificates(pem))
+    {
+        return Err(invalid("REDIS_CA_CERT", "holds no valid PEM certificate"));
+    }
+    if let Some((cert, key)) = &client {
+        if !holds_certificates(cert) {
+            return Err(invalid(
+                "REDIS_CLIENT_CERT",
+                "holds no valid PEM certificate",
+            ));
+        }
+        if PrivateKeyDer::from_pem_slice(key).is_err() {
+            return Err(invalid(
+                "REDIS_CLIENT_KEY",
+                "holds no valid PEM private key",
+            ));
+        }
+    }
+    let tls = RedisTls { root_cert, client };
+    Ok(Some(tls))
+}
 
 /// `<hostname>-<6 hex digits>`: the pod name in Kubernetes, made unique per
 /// process so that a restarted instance never continues an old sequence.
@@ -312,6 +448,10 @@ impl RedisTarget {
 
     pub fn connection_info(&self) -> ConnectionInfo {
         self.info.clone()
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self.info.addr(), ConnectionAddr::TcpTls { .. })
     }
 }
 
@@ -425,6 +565,39 @@ mod tests {
         assert_eq!(cli.cache_ttl, Duration::from_secs(30));
         let err = Cli::try_parse_from(["redis-cache", "--cache-ttl", "soon"]).unwrap_err();
         assert!(err.to_string().contains("expected a duration"));
+    }
+
+    #[test]
+    fn tls_files_must_exist_fit_together_and_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        let garbage = garbage.to_str().unwrap();
+        let tls_url = ["--redis-url", "rediss://cache:6380"];
+        let err = |extra: &[&str]| parse(&[&tls_url[..], extra].concat()).unwrap_err().variable;
+        assert_eq!(
+            err(&["--redis-ca-cert", "/nonexistent/ca.pem"]),
+            "REDIS_CA_CERT"
+        );
+        assert_eq!(err(&["--redis-client-cert", garbage]), "REDIS_CLIENT_KEY");
+        assert_eq!(
+            err(&[
+                "--redis-client-cert",
+                garbage,
+                "--redis-client-key",
+                garbage
+            ]),
+            "REDIS_CLIENT_CERT"
+        );
+        assert_eq!(err(&["--redis-client-key", garbage]), "REDIS_CLIENT_CERT");
+        assert_eq!(err(&["--redis-ca-cert", garbage]), "REDIS_CA_CERT");
+        let plain = parse(&[
+            "--redis-url",
+            "redis://cache:6379",
+            "--redis-ca-cert",
+            garbage,
+        ]);
+        assert_eq!(plain.unwrap_err().variable, "REDIS_CA_CERT");
     }
 
     #[test]

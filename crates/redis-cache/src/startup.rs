@@ -52,8 +52,7 @@ impl Application {
             tracing::info!(demo_items, "first start: database initialised");
         }
 
-        let client = redis::Client::open(config.redis.target.connection_info())
-            .context("invalid Redis settings")?;
+        let client = config.redis.client().context("invalid Redis settings")?;
         let link = RedisLink::new(client.clone(), config.redis.timeout);
         match link.connect_once().await {
             Ok(()) => tracing::info!(redis = %config.redis.target, "redis connected"),

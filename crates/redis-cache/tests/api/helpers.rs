@@ -114,6 +114,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// Uses `redis` (started with special options) instead of a default one.
+    pub fn with_redis(mut self, redis: TestRedis) -> Self {
+        self.redis = Some(Arc::new(redis));
+        self
+    }
+
     /// Returns as soon as the app serves HTTP, without waiting for Redis.
     pub fn without_waiting_for_cache(mut self) -> Self {
         self.wait_for_cache = false;
@@ -140,6 +146,7 @@ impl TestAppBuilder {
             redis: RedisConfig {
                 target: RedisTarget::from_url(&redis_url).unwrap(),
                 timeout: Duration::from_millis(250),
+                tls: None,
             },
             database: DatabaseConfig {
                 url: DatabaseUrl::parse(&database.url).unwrap(),

@@ -10,5 +10,6 @@ mod health;
 mod invalidation;
 mod items;
 mod process;
+mod redis_connection;
 mod validation;
 mod walkthrough;

@@ -10,16 +10,33 @@ use super::{free_port, kill_with_parent};
 
 pub struct TestRedis {
     port: u16,
+    options: RedisOptions,
     child: Mutex<Option<Child>>,
+}
+
+/// How to run the server and how tests reach it.
+#[derive(Clone, Default)]
+pub struct RedisOptions {
+    /// Appended to the defaults; `{port}` is replaced by the server's port.
+    pub extra_args: Vec<String>,
+    /// Password of the `default` user, if the extra arguments set one.
+    pub password: Option<String>,
+    /// Serve TLS on the port (the extra arguments name the certificate).
+    pub tls: bool,
 }
 
 impl TestRedis {
     pub fn start() -> Self {
+        Self::start_with(RedisOptions::default())
+    }
+
+    pub fn start_with(options: RedisOptions) -> Self {
         for _ in 0..5 {
             let port = free_port();
-            if let Some(child) = spawn(port) {
+            if let Some(child) = spawn(port, &options.extra_args) {
                 return Self {
                     port,
+                    options,
                     child: Mutex::new(Some(child)),
                 };
             }
@@ -31,8 +48,14 @@ impl TestRedis {
         self.port
     }
 
+    /// A URL with which tests (not necessarily the service) reach the server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.options.tls { "rediss" } else { "redis" };
+        let auth = match &self.options.password {
+            Some(password) => format!(":{password}@"),
+            None => String::new(),
+        };
+        format!("{scheme}://{auth}127.0.0.1:{}", self.port)
     }
 
     pub fn client(&self) -> redis::Client {
@@ -58,7 +81,7 @@ impl TestRedis {
     pub fn restart(&self) {
         self.kill();
         for _ in 0..50 {
-            if let Some(child) = spawn(self.port) {
+            if let Some(child) = spawn(self.port, &self.options.extra_args) {
                 *self.child.lock().unwrap() = Some(child);
                 return;
             }
@@ -111,12 +134,17 @@ impl Drop for TestRedis {
 
 /// Starts `redis-server` on `port` and waits for its "ready" log line.
 /// `None` if it exited instead (port taken).
-fn spawn(port: u16) -> Option<Child> {
+fn spawn(port: u16, extra_args: &[String]) -> Option<Child> {
     let mut command = Command::new("redis-server");
     command
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--logfile", ""])
         .args(["--maxmemory-policy", "allkeys-lru"])
+        .args(
+            extra_args
+                .iter()
+                .map(|a| a.replace("{port}", &port.to_string())),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     kill_with_parent(&mut command, libc::SIGKILL);
