@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio_util::task::TaskTracker;
+
 use crate::cache::{
     self, CacheKey, CacheStats, CacheStatus, KeyPattern, KeyPrefix, Overwrite,
     PendingInvalidations, RedisCache, RedisFailure, StatsSnapshot,
@@ -30,6 +32,9 @@ pub struct Catalog {
     instance: Arc<str>,
     /// Sequence number of the last invalidation this instance published.
     seq: Arc<AtomicU64>,
+    /// Write paths in flight, spawned so they finish even if the request is
+    /// dropped (see [`Catalog::detached`]).
+    writes: TaskTracker,
     /// The last namespace key count and when it finished. The async mutex
     /// makes concurrent `/stats` calls share one `SCAN`.
     key_count: Arc<tokio::sync::Mutex<Option<(Instant, u64)>>>,
@@ -91,6 +96,7 @@ impl Catalog {
             source_delay,
             instance: instance.into(),
             seq: Arc::default(),
+            writes: TaskTracker::new(),
             key_count: Arc::default(),
         }
     }
@@ -307,11 +313,15 @@ impl Catalog {
     // ---- writes ------------------------------------------------------------
 
     pub async fn create(&self, new: NewItem) -> Result<Item, WriteError> {
-        let item = self.store.insert(&new).await?;
-        // A create invalidates too: a value for this id may still be cached
-        // from before an earlier delete whose invalidation was deferred.
-        self.invalidate_after_write(&item.id).await;
-        Ok(item)
+        let this = self.clone();
+        self.detached(async move {
+            let item = this.store.insert(&new).await?;
+            // A create invalidates too: a value for this id may still be
+            // cached from before a delete whose invalidation was deferred.
+            this.invalidate_after_write(&item.id).await;
+            Ok(item)
+        })
+        .await
     }
 
     pub async fn update(
@@ -320,15 +330,47 @@ impl Catalog {
         patch: &ItemPatch,
         expected: Option<Version>,
     ) -> Result<Item, WriteError> {
-        let item = self.store.update(id, patch, expected).await?;
-        self.invalidate_after_write(id).await;
-        Ok(item)
+        let (this, id, patch) = (self.clone(), id.clone(), patch.clone());
+        self.detached(async move {
+            let item = this.store.update(&id, &patch, expected).await?;
+            this.invalidate_after_write(&id).await;
+            Ok(item)
+        })
+        .await
     }
 
     pub async fn delete(&self, id: &ItemId, expected: Option<Version>) -> Result<(), WriteError> {
-        self.store.delete(id, expected).await?;
-        self.invalidate_after_write(id).await;
-        Ok(())
+        let (this, id) = (self.clone(), id.clone());
+        self.detached(async move {
+            this.store.delete(&id, expected).await?;
+            this.invalidate_after_write(&id).await;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs a write to completion even if the caller goes away. Axum drops a
+    /// handler whose client hung up; if that happened between the commit and
+    /// the cache delete, the committed value would stay hidden behind the old
+    /// cached one until the TTL. Shutdown waits for these tasks
+    /// ([`Catalog::finish_writes`]).
+    async fn detached<T: Send + 'static>(
+        &self,
+        write: impl Future<Output = T> + Send + 'static,
+    ) -> T {
+        match self.writes.spawn(write).await {
+            Ok(done) => done,
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(err) => unreachable!("write tasks are never aborted: {err}"),
+        }
+    }
+
+    /// Waits, up to `limit`, for writes still running after their callers left.
+    pub async fn finish_writes(&self, limit: Duration) -> bool {
+        self.writes.close();
+        tokio::time::timeout(limit, self.writes.wait())
+            .await
+            .is_ok()
     }
 
     /// Steps 2 and 3 of the write path (see [`crate::cache`]).
@@ -350,9 +392,13 @@ impl Catalog {
         key: Option<CacheKey>,
         pattern: Option<KeyPattern>,
     ) -> Invalidated {
-        let outcome = self.apply_to_redis(key.as_ref(), pattern.as_ref()).await;
-        self.publish(key.as_ref(), pattern.as_ref()).await;
-        outcome
+        let this = self.clone();
+        self.detached(async move {
+            let outcome = this.apply_to_redis(key.as_ref(), pattern.as_ref()).await;
+            this.publish(key.as_ref(), pattern.as_ref()).await;
+            outcome
+        })
+        .await
     }
 
     async fn apply_to_redis(

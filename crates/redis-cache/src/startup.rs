@@ -164,6 +164,9 @@ impl Application {
                 "grace period over with requests still in flight; closing them"
             ),
         }
+        if !self.catalog.finish_writes(BACKGROUND_STOP_TIMEOUT).await {
+            tracing::warn!("writes still running at shutdown");
+        }
         self.background.cancel();
         self.tasks.close();
         if tokio::time::timeout(BACKGROUND_STOP_TIMEOUT, self.tasks.wait())

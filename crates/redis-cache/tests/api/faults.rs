@@ -228,3 +228,46 @@ async fn source_of_truth_down_means_503_but_cached_items_still_served() {
     .await;
     assert_eq!(app.get_item("2").await.status(), StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_hanging_up_mid_write_still_invalidates_the_cache() {
+    use sqlx::Connection;
+    let app = TestApp::spawn(Backend::Postgres).await;
+    app.get_item("1").await;
+    assert_eq!(
+        header(&app.get_item("1").await, "x-cache-status"),
+        Some("HIT")
+    );
+
+    // Hold the row lock so the service's UPDATE waits inside the database.
+    let mut blocker = sqlx::PgConnection::connect(&app.database.url)
+        .await
+        .unwrap();
+    let mut tx = blocker.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM items WHERE id = '1' FOR UPDATE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let impatient = app
+        .http
+        .put(app.url("/items/1"))
+        .json(&json!({ "stock": 99 }))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(
+        impatient.is_err(),
+        "the client gave up while the write waited"
+    );
+    tx.commit().await.unwrap();
+
+    // The write went through after the client left; the cache must not hide it.
+    eventually("the abandoned write is committed and visible", || async {
+        body(app.get_item("1").await).await["stock"] == 99
+    })
+    .await;
+    assert_eq!(
+        header(&app.get_item("1").await, "x-cache-status"),
+        Some("HIT")
+    );
+}
