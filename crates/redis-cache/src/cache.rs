@@ -32,6 +32,7 @@ mod pending;
 mod stats;
 
 pub use codec::{DecodeError, decode, encode};
+pub use glob::matches as glob_matches;
 pub use key::{CacheKey, KeyError, KeyPattern, KeyPrefix};
 pub use l2::{Overwrite, RedisCache};
 pub use link::{LinkState, RedisFailure, RedisLink};

@@ -15,7 +15,60 @@ both_backends!(
     frozen_redis_costs_at_most_the_timeout_then_recovers,
     network_cut_defers_invalidations_until_redis_is_reachable,
     starts_without_redis_and_caches_once_it_appears,
+    redis_refusing_commands_is_a_bypass_not_an_error,
 );
+
+async fn redis_refusing_commands_is_a_bypass_not_an_error(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.get_item("1").await;
+    let mut admin = app.redis.conn().await;
+    // Out of memory with no eviction: every write (fills) is refused.
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let response = app.get_item("2").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            header(&response, "x-cache-status"),
+            Some("MISS"),
+            "fills refused, reads fine"
+        );
+    }
+    assert_eq!(
+        app.put("1", json!({ "stock": 4 })).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(body(app.get_item("1").await).await["stock"], 4);
+
+    // The service's user loses the right to read keys at all.
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-get")
+        .arg("-mget")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let refused = app.get_item("1").await;
+    assert_eq!(refused.status(), StatusCode::OK);
+    assert_eq!(header(&refused, "x-cache-status"), Some("BYPASS"));
+    let batch = app.batch(&["1", "2"]).await;
+    assert_eq!(batch.status(), StatusCode::OK);
+    assert_eq!(header(&batch, "x-cache-status"), Some("BYPASS"));
+    assert_eq!(app.health().await.0, StatusCode::OK);
+}
 
 async fn starts_without_redis_and_caches_once_it_appears(backend: Backend) {
     let placeholder = TestApp::spawn(backend).await;

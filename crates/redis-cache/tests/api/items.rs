@@ -15,7 +15,36 @@ both_backends!(
     create_conflicts_and_generated_ids,
     delete_removes_item_and_cache_entry,
     corrupt_cached_value_is_a_counted_miss_and_overwritten,
+    demo_data_can_be_turned_off,
+    custom_key_prefix_is_the_whole_namespace,
 );
+
+async fn demo_data_can_be_turned_off(backend: Backend) {
+    let app = TestApp::builder(backend)
+        .config(|c| c.database.demo_data = false)
+        .spawn()
+        .await;
+    assert_eq!(app.get_item("1").await.status(), StatusCode::NOT_FOUND);
+    let batch = body(app.batch(&["1", "2", "3"]).await).await;
+    assert_eq!(batch["missing"], json!(["1", "2", "3"]));
+}
+
+async fn custom_key_prefix_is_the_whole_namespace(backend: Backend) {
+    let app = TestApp::builder(backend)
+        .config(|c| c.cache.prefix = redis_cache::cache::KeyPrefix::parse("shop:v2:").unwrap())
+        .spawn()
+        .await;
+    app.get_item("1").await;
+    assert!(app.redis_get("shop:v2:1").await.is_some());
+    assert!(app.redis_get("item:1").await.is_none());
+    app.redis_set("item:9", "someone else's").await;
+    let outside = app.invalidate(json!({ "pattern": "item:*" })).await;
+    assert_eq!(outside.status(), StatusCode::BAD_REQUEST);
+    let inside = app.invalidate(json!({ "pattern": "shop:v2:*" })).await;
+    assert_eq!(body(inside).await["deleted"], 1);
+    assert!(app.redis_get("item:9").await.is_some());
+    assert_eq!(app.stats().await["total_keys"], 0);
+}
 
 async fn second_read_is_a_hit_with_the_same_body(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -192,6 +221,23 @@ async fn create_conflicts_and_generated_ids(backend: Backend) {
         "an item with this id already exists"
     );
     assert_eq!(body(app.get_item("1").await).await["name"], "Laptop Pro");
+
+    let managed = app
+        .create(json!({
+            "id": "m1",
+            "name": "Managed",
+            "version": 9,
+            "created_at": "2000-01-01T00:00:00Z",
+            "updated_at": "2000-01-01T00:00:00Z"
+        }))
+        .await;
+    assert_eq!(managed.status(), StatusCode::CREATED);
+    let managed = body(managed).await;
+    assert_eq!(
+        managed["version"], 1,
+        "server-managed fields in the body are ignored"
+    );
+    assert_ne!(managed["created_at"], "2000-01-01T00:00:00Z");
 
     let generated = app.create(json!({ "name": "No id" })).await;
     assert_eq!(generated.status(), StatusCode::CREATED);

@@ -6,6 +6,7 @@ mod helpers;
 mod batch;
 mod cache_admin;
 mod faults;
+mod glob;
 mod health;
 mod invalidation;
 mod items;

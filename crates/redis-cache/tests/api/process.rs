@@ -105,7 +105,12 @@ fn help_lists_every_setting_without_secret_values() {
 
 /// Starts the binary with JSON logs and returns it with the port it reports.
 fn start(env: &[(&str, String)]) -> (Child, u16) {
+    start_in(std::env::temp_dir().as_path(), env)
+}
+
+fn start_in(dir: &std::path::Path, env: &[(&str, String)]) -> (Child, u16) {
     let mut command = binary();
+    command.current_dir(dir);
     command
         .env("SERVER_PORT", "0")
         .env("BIND_ADDR", "127.0.0.1")
@@ -226,4 +231,36 @@ async fn shutdown_waits_for_in_flight_requests_but_not_past_the_grace_period() {
         .unwrap()
         .expect("shutdown after the grace period");
     stuck.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_database_is_a_sqlite_file_under_data_in_wal_mode() {
+    use sqlx::Connection;
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, port) = start_in(dir.path(), &[("REDIS_URL", redis.url())]);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let item = http
+        .get(format!("http://127.0.0.1:{port}/items/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(item.status(), StatusCode::OK);
+    let file = dir.path().join("data/redis-cache.db");
+    assert!(file.exists(), "created on first start");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
 }
