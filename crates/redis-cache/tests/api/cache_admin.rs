@@ -1,6 +1,6 @@
 //! Admin routes: bearer-token protection and cache warming.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::both_backends;
@@ -30,23 +30,23 @@ async fn admin_routes_need_the_bearer_token_when_configured(backend: Backend) {
             body(anonymous).await["error"],
             "missing or invalid bearer token"
         );
-        let wrong = app
-            .http
-            .post(app.url(path))
-            .bearer_auth("correct-horsf")
-            .json(payload)
-            .send()
-            .await
-            .unwrap();
+        let app = &app;
+        let with_token = |token: &str| {
+            let header = format!("Bearer {token}");
+            let payload = payload.clone();
+            async move {
+                app.send_with(
+                    Method::POST,
+                    path,
+                    ("Authorization", &header),
+                    Some(payload),
+                )
+                .await
+            }
+        };
+        let wrong = with_token("correct-horsf").await;
         assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "{path}");
-        let right = app
-            .http
-            .post(app.url(path))
-            .bearer_auth("correct-horse")
-            .json(payload)
-            .send()
-            .await
-            .unwrap();
+        let right = with_token("correct-horse").await;
         assert_eq!(right.status(), StatusCode::OK, "{path}");
     }
     // Reads stay open.

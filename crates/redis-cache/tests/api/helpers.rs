@@ -237,6 +237,24 @@ impl TestApp {
         self.http.get(self.url(path)).send().await.unwrap()
     }
 
+    /// A request with one extra header, e.g. `If-Match`, and an optional JSON body.
+    pub async fn send_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        header: (&str, &str),
+        json: Option<Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .request(method, self.url(path))
+            .header(header.0, header.1);
+        if let Some(json) = json {
+            request = request.json(&json);
+        }
+        request.send().await.unwrap()
+    }
+
     pub async fn get_item(&self, id: &str) -> reqwest::Response {
         self.get(&format!("/items/{id}")).await
     }

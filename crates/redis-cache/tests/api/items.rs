@@ -145,71 +145,44 @@ async fn update_is_visible_on_another_instance_at_once(backend: Backend) {
 }
 
 async fn conditional_requests_use_the_version_as_etag(backend: Backend) {
+    use reqwest::Method;
     let app = TestApp::spawn(backend).await;
-    let not_modified = app
-        .http
-        .get(app.url("/items/1"))
-        .header("If-None-Match", "\"1\"")
-        .send()
-        .await
-        .unwrap();
+    let if_none_match = |tag| app.send_with(Method::GET, "/items/1", ("If-None-Match", tag), None);
+    let not_modified = if_none_match("\"1\"").await;
     assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(header(&not_modified, "etag"), Some("\"1\""));
     assert!(header(&not_modified, "x-cache-status").is_some());
 
-    let stale_put = app
-        .http
-        .put(app.url("/items/1"))
-        .header("If-Match", "\"7\"")
-        .json(&json!({ "stock": 1 }))
-        .send()
-        .await
-        .unwrap();
+    let put_if_match = |tag| {
+        app.send_with(
+            Method::PUT,
+            "/items/1",
+            ("If-Match", tag),
+            Some(json!({ "stock": 1 })),
+        )
+    };
+    let stale_put = put_if_match("\"7\"").await;
     assert_eq!(stale_put.status(), StatusCode::PRECONDITION_FAILED);
-    let details = body(stale_put).await;
-    assert_eq!(details["details"]["current_version"], 1);
+    assert_eq!(body(stale_put).await["details"]["current_version"], 1);
     assert_eq!(
         body(app.get_item("1").await).await["stock"],
         15,
         "nothing written"
     );
-
-    let fresh_put = app
-        .http
-        .put(app.url("/items/1"))
-        .header("If-Match", "\"1\"")
-        .json(&json!({ "stock": 1 }))
-        .send()
-        .await
-        .unwrap();
+    let fresh_put = put_if_match("\"1\"").await;
     assert_eq!(fresh_put.status(), StatusCode::OK);
     assert_eq!(header(&fresh_put, "etag"), Some("\"2\""));
+    assert_eq!(if_none_match("\"1\"").await.status(), StatusCode::OK);
 
-    let changed = app
-        .http
-        .get(app.url("/items/1"))
-        .header("If-None-Match", "\"1\"")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(changed.status(), StatusCode::OK);
-
-    let stale_delete = app
-        .http
-        .delete(app.url("/items/1"))
-        .header("If-Match", "\"1\"")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stale_delete.status(), StatusCode::PRECONDITION_FAILED);
-    let delete = app
-        .http
-        .delete(app.url("/items/1"))
-        .header("If-Match", "\"2\"")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(delete.status(), StatusCode::NO_CONTENT);
+    let delete_if_match = |tag| app.send_with(Method::DELETE, "/items/1", ("If-Match", tag), None);
+    assert_eq!(
+        delete_if_match("\"1\"").await.status(),
+        StatusCode::PRECONDITION_FAILED
+    );
+    assert_eq!(
+        delete_if_match("\"2\"").await.status(),
+        StatusCode::NO_CONTENT
+    );
 }
 
 async fn create_conflicts_and_generated_ids(backend: Backend) {

@@ -46,7 +46,7 @@ async fn acl_user_from_the_url_is_used() {
     });
     let url = format!("redis://cache-svc:pa55-word@127.0.0.1:{}", redis.port());
     let app = app_on(redis, move |c| {
-        c.redis.target = redis_cache::config::RedisTarget::from_url(&url).unwrap();
+        c.redis.target = RedisTarget::from_url(&url).unwrap();
     })
     .await;
     app.wait_until_cache_ready().await;
@@ -60,42 +60,33 @@ async fn acl_user_from_the_url_is_used() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_password_degrades_without_leaking_it() {
+async fn original_redis_addr_and_password_are_honoured_and_never_leaked() {
     let redis = TestRedis::start_with(RedisOptions {
         extra_args: args(&["--requirepass", "right-pass"]),
         password: Some("right-pass".into()),
         ..RedisOptions::default()
     });
     let addr = format!("127.0.0.1:{}", redis.port());
-    let app = app_on(redis, move |c| {
-        c.redis.target =
-            redis_cache::config::RedisTarget::from_addr(&addr, Some("wrong-pass")).unwrap();
-    })
-    .await;
-    let response = app.get_item("1").await;
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(header(&response, "x-cache-status"), Some("BYPASS"));
-    let (status, health) = app.health().await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(health["status"], "degraded");
-    assert!(!health.to_string().contains("wrong-pass"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn original_redis_addr_and_password_are_honoured() {
-    let redis = TestRedis::start_with(RedisOptions {
-        extra_args: args(&["--requirepass", "right-pass"]),
-        password: Some("right-pass".into()),
-        ..RedisOptions::default()
-    });
-    let addr = format!("127.0.0.1:{}", redis.port());
-    let app = app_on(redis, move |c| {
-        c.redis.target =
-            redis_cache::config::RedisTarget::from_addr(&addr, Some("right-pass")).unwrap();
-    })
-    .await;
+    let target = move |password: &str| RedisTarget::from_addr(&addr, Some(password)).unwrap();
+    let right = target("right-pass");
+    let app = app_on(redis, move |c| c.redis.target = right).await;
     app.wait_until_cache_ready().await;
     assert!(caches(&app).await);
+
+    let wrong = target("wrong-pass");
+    let refused = app
+        .peer()
+        .config(move |c| c.redis.target = wrong)
+        .without_waiting_for_cache()
+        .spawn()
+        .await;
+    let response = refused.get_item("1").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "x-cache-status"), Some("BYPASS"));
+    let (status, health) = refused.health().await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["status"], "degraded");
+    assert!(!health.to_string().contains("pass"));
 }
 
 /// PEM files of a test CA, a Redis server certificate for 127.0.0.1 and a
