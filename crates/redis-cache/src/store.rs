@@ -181,6 +181,40 @@ pub fn now() -> OffsetDateTime {
         .unwrap_or(now)
 }
 
+/// Opens the PostgreSQL pool, waiting up to [`STARTUP_WAIT`] for a database
+/// that is not reachable yet (containers starting together); errors that
+/// waiting cannot fix, such as a wrong password, fail at once.
+async fn connect_postgres(
+    options: PgConnectOptions,
+    max_connections: u32,
+) -> Result<PgPool, sqlx::Error> {
+    let started = std::time::Instant::now();
+    let mut backoff =
+        crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(3));
+    loop {
+        let attempt = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await;
+        match attempt {
+            Err(err) if is_unreachable(&err) && started.elapsed() < STARTUP_WAIT => {
+                tracing::warn!(error = %err, "postgres not reachable yet; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long start-up waits for an unreachable PostgreSQL.
+const STARTUP_WAIT: Duration = Duration::from_secs(30);
+
+fn is_unreachable(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
+        || matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P0")))
+}
+
 impl Store {
     /// Connects, creating the SQLite file (and its folder) if needed, and runs
     /// the dialect's migrations.
@@ -217,10 +251,7 @@ impl Store {
             DatabaseUrl::Postgres(raw) => {
                 let options = PgConnectOptions::from_str(raw.expose())
                     .context("DATABASE_URL is not a valid postgres URL")?;
-                let pool = PgPoolOptions::new()
-                    .max_connections(max_connections)
-                    .acquire_timeout(ACQUIRE_TIMEOUT)
-                    .connect_with(options)
+                let pool = connect_postgres(options, max_connections)
                     .await
                     .with_context(|| format!("cannot connect to postgres at {url}"))?;
                 // Migrations take an advisory lock, so instances starting

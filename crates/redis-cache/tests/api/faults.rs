@@ -324,3 +324,40 @@ async fn client_hanging_up_mid_write_still_invalidates_the_cache() {
         Some("HIT")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_waits_for_a_postgres_that_is_not_reachable_yet() {
+    let database = crate::helpers::TestDatabase::new(Backend::Postgres).await;
+    let port: u16 = database
+        .url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let proxy = TcpProxy::start(port).await;
+    proxy.cut();
+    let proxied = database
+        .url
+        .replace(&format!(":{port}/"), &format!(":{}/", proxy.port()));
+    let starting = tokio::spawn(
+        TestApp::builder(Backend::Postgres)
+            .config(move |c| {
+                c.database.url = redis_cache::store::DatabaseUrl::parse(&proxied).unwrap()
+            })
+            .spawn(),
+    );
+    eventually("start-up retries the database", || async {
+        proxy.refused() >= 2
+    })
+    .await;
+    assert!(!starting.is_finished(), "start-up must wait, not fail");
+    proxy.restore();
+    let app = starting
+        .await
+        .expect("the service starts once the database answers");
+    assert_eq!(app.get_item("1").await.status(), StatusCode::OK);
+}

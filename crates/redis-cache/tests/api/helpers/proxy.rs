@@ -1,7 +1,8 @@
-//! A TCP proxy in front of Redis that a test can cut and restore, to simulate
-//! a network partition (as opposed to a Redis restart, which empties it).
+//! A TCP proxy that a test can cut and restore: a network partition in front
+//! of Redis (as opposed to a restart, which empties it), or a database that
+//! is not reachable yet.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -15,6 +16,8 @@ pub struct TcpProxy {
 #[derive(Default)]
 struct State {
     cut: AtomicBool,
+    /// Connections turned away while cut.
+    refused: AtomicUsize,
     connections: Mutex<Vec<AbortHandle>>,
 }
 
@@ -27,7 +30,10 @@ impl TcpProxy {
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if accept_state.cut.load(Ordering::SeqCst) {
+                    // Reset rather than close, as a host with nothing listening would.
+                    let _ = client.set_zero_linger();
                     drop(client);
+                    accept_state.refused.fetch_add(1, Ordering::SeqCst);
                     continue;
                 }
                 let task = tokio::spawn(async move {
@@ -47,6 +53,15 @@ impl TcpProxy {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// How many connections were turned away while cut.
+    pub fn refused(&self) -> usize {
+        self.state.refused.load(Ordering::SeqCst)
     }
 
     /// Closes every proxied connection and refuses new ones.
