@@ -359,7 +359,7 @@ impl Store {
             .await)?;
         match row {
             Some(row) => Ok(Item::try_from(row)?),
-            None => Err(self.why_not_written(id).await),
+            None => Err(self.why_not_written(id, expected).await),
         }
     }
 
@@ -373,13 +373,17 @@ impl Store {
         if deleted == 1 {
             Ok(())
         } else {
-            Err(self.why_not_written(id).await)
+            Err(self.why_not_written(id, expected).await)
         }
     }
 
-    /// After a conditional write matched no row: was the item missing, or at
-    /// another version?
-    async fn why_not_written(&self, id: &ItemId) -> WriteError {
+    /// After a write matched no row: was the item missing, or at another
+    /// version? Without a version condition only a missing row explains it,
+    /// even if a concurrent create has made the id exist since.
+    async fn why_not_written(&self, id: &ItemId, expected: Option<Version>) -> WriteError {
+        if expected.is_none() {
+            return WriteError::NotFound;
+        }
         let current = on_pool!(self, pool => sqlx::query_scalar::<_, i64>(SELECT_VERSION)
             .bind(id.as_str())
             .fetch_optional(pool)
