@@ -17,6 +17,8 @@ use crate::domain::{Item, ItemId, ItemPatch, NewItem, Version};
 use crate::invalidation::{self, InvalidationMessage};
 use crate::store::{Store, StoreError, WriteError};
 
+/// Bound on one `total_keys` count, however large or slow Redis is.
+const KEY_COUNT_DEADLINE: Duration = Duration::from_secs(5);
 /// Fills sent per pipeline when warming.
 const WARM_CHUNK: usize = 500;
 
@@ -77,6 +79,8 @@ pub struct Warmed {
     pub read: usize,
     /// Of those, items written to Redis (the rest were already cached).
     pub loaded: usize,
+    /// False when Redis stopped answering part-way.
+    pub complete: bool,
 }
 
 impl Catalog {
@@ -132,6 +136,7 @@ impl Catalog {
     // ---- reads -------------------------------------------------------------
 
     pub async fn get(&self, id: &ItemId) -> Result<Lookup, StoreError> {
+        CacheStats::bump(&self.stats.lookups);
         let key = self.prefix.key(id);
         let cached = if self.pending.blocks(&key) {
             Err(RedisFailure::Disconnected)
@@ -175,6 +180,7 @@ impl Catalog {
     /// Looks up distinct `ids` with one Redis round trip for all of them, one
     /// source-of-truth query for all misses and one pipeline for all fills.
     pub async fn get_many(&self, ids: &[ItemId]) -> Result<BatchLookup, StoreError> {
+        CacheStats::add(&self.stats.lookups, ids.len() as u64);
         let keys: Vec<CacheKey> = ids.iter().map(|id| self.prefix.key(id)).collect();
         let askable: Vec<usize> = (0..ids.len())
             .filter(|&i| !self.pending.blocks(&keys[i]))
@@ -490,6 +496,7 @@ impl Catalog {
         let mut warmed = Warmed {
             read: items.len(),
             loaded: 0,
+            complete: true,
         };
         let entries: Vec<(CacheKey, Vec<u8>)> = items
             .iter()
@@ -501,6 +508,7 @@ impl Catalog {
                 Ok(written) => warmed.loaded += written,
                 Err(failure) => {
                     tracing::warn!(error = %failure, "cache warming stopped: redis unavailable");
+                    warmed.complete = false;
                     break;
                 }
             }
@@ -521,13 +529,21 @@ impl Catalog {
         {
             return Some(count);
         }
-        match self.l2.count_matching(&self.prefix.everything()).await {
-            Ok(count) => {
+        let everything = self.prefix.everything();
+        let count = self.l2.count_matching(&everything);
+        match tokio::time::timeout(KEY_COUNT_DEADLINE, count).await {
+            Ok(Ok(count)) => {
                 *last = Some((Instant::now(), count));
                 Some(count)
             }
-            Err(failure) => {
+            Ok(Err(failure)) => {
                 tracing::debug!(error = %failure, "cannot count cached keys");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "counting cached keys took too long; is the Redis database very large or slow?"
+                );
                 None
             }
         }

@@ -101,6 +101,11 @@ pub struct Cli {
     #[arg(long, env = "BATCH_MAX_IDS", default_value_t = 1000)]
     pub batch_max_ids: usize,
 
+    /// After SIGTERM/SIGINT, how long to keep accepting requests while /readyz
+    /// already reports 503, so load balancers stop routing here first.
+    #[arg(long, env = "SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -140,6 +145,7 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub bind: SocketAddr,
+    pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
     pub batch_max_ids: usize,
     pub admin_token: Option<Secret>,
@@ -280,6 +286,7 @@ impl Config {
         Ok(Config {
             http: HttpConfig {
                 bind: SocketAddr::new(cli.bind_addr, cli.server_port),
+                shutdown_delay: cli.shutdown_delay,
                 shutdown_grace: cli.shutdown_grace,
                 batch_max_ids: cli.batch_max_ids,
                 admin_token,

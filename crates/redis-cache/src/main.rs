@@ -2,7 +2,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use redis_cache::{Application, Cli, Config, shutdown, telemetry};
+use redis_cache::shutdown::Signals;
+use redis_cache::{Application, Cli, Config, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -32,16 +33,29 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init(config.log_format);
-    let result = match Application::build(config).await {
-        Ok(app) => app.run_until(shutdown::signal()).await,
-        Err(err) => Err(err),
+    let mut signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(err) => return fail(anyhow::Error::new(err).context("cannot install signal handlers")),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "redis-cache stopped");
-            eprintln!("redis-cache: {err:#}");
-            ExitCode::FAILURE
+    // Start-up can wait on the database; a signal meanwhile is a clean stop.
+    let app = tokio::select! {
+        app = Application::build(config) => app,
+        name = signals.recv() => {
+            tracing::info!(signal = name, "stopped during start-up");
+            return ExitCode::SUCCESS;
         }
+    };
+    match app {
+        Ok(app) => match app.run_until(signals.shutdown()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => fail(err),
+        },
+        Err(err) => fail(err),
     }
+}
+
+fn fail(err: anyhow::Error) -> ExitCode {
+    tracing::error!(error = format!("{err:#}"), "redis-cache stopped");
+    eprintln!("redis-cache: {err:#}");
+    ExitCode::FAILURE
 }

@@ -1,30 +1,45 @@
-//! The shutdown signal: the first SIGTERM or SIGINT.
+//! Shutdown signals: SIGTERM (orchestrators) and SIGINT (Ctrl-C).
 
-/// Resolves on SIGTERM (orchestrators) or SIGINT (Ctrl-C).
-pub async fn signal() {
-    let interrupt = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+/// Handlers for both signals, installed as soon as this is created, so a
+/// signal that arrives during start-up is not lost (or fatal).
+pub struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    pub fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next signal and returns its name.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => tracing::info!("SIGINT received; shutting down"),
-        _ = terminate => tracing::info!("SIGTERM received; shutting down"),
+    }
+
+    /// Resolves on the first signal; a second one ends the process at once,
+    /// for when a graceful shutdown takes longer than the operator will wait.
+    pub async fn shutdown(mut self) {
+        let name = self.recv().await;
+        tracing::info!(
+            signal = name,
+            "shutting down gracefully (send it again to stop at once)"
+        );
+        tokio::spawn(async move {
+            let name = self.recv().await;
+            tracing::warn!(
+                signal = name,
+                "second signal: exiting without finishing requests"
+            );
+            std::process::exit(1);
+        });
     }
 }

@@ -25,6 +25,7 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     catalog: Catalog,
+    shutdown_delay: Duration,
     shutdown_grace: Duration,
     /// Cancelled when shutdown begins (shared with `/readyz`).
     draining: CancellationToken,
@@ -112,6 +113,7 @@ impl Application {
             listener,
             router,
             catalog,
+            shutdown_delay: config.http.shutdown_delay,
             shutdown_grace: config.http.shutdown_grace,
             draining,
             background,
@@ -133,28 +135,32 @@ impl Application {
         &self.catalog
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting connections,
-    /// gives in-flight requests up to the grace period to finish, and stops
-    /// the background tasks.
+    /// Serves until `shutdown` resolves; then reports not-ready for the
+    /// shutdown delay, stops accepting connections, gives in-flight requests up
+    /// to the grace period, applies what it can of deferred invalidations and
+    /// stops the background tasks.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(address = %self.local_addr(), instance = self.catalog.instance(), "listening");
-        let draining = self.draining.clone();
+        let closing = CancellationToken::new();
         tokio::spawn({
-            let draining = draining.clone();
+            let (draining, closing, delay) =
+                (self.draining.clone(), closing.clone(), self.shutdown_delay);
             async move {
                 shutdown.await;
                 draining.cancel();
+                tokio::time::sleep(delay).await;
+                closing.cancel();
             }
         });
         let serve = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(draining.clone().cancelled_owned())
+            .with_graceful_shutdown(closing.clone().cancelled_owned())
             .into_future();
         let grace = self.shutdown_grace;
         let deadline = async {
-            draining.cancelled().await;
+            closing.cancelled().await;
             tokio::time::sleep(grace).await;
         };
         tokio::select! {
@@ -166,6 +172,20 @@ impl Application {
         }
         if !self.catalog.finish_writes(BACKGROUND_STOP_TIMEOUT).await {
             tracing::warn!("writes still running at shutdown");
+        }
+        let everything = self.catalog.prefix().everything();
+        let flush = self
+            .catalog
+            .pending()
+            .apply_once(self.catalog.l2(), &everything);
+        if !matches!(
+            tokio::time::timeout(BACKGROUND_STOP_TIMEOUT, flush).await,
+            Ok(true)
+        ) {
+            tracing::warn!(
+                pending = self.catalog.pending().len(),
+                "deferred invalidations not applied before exit; they expire with the TTL"
+            );
         }
         self.background.cancel();
         self.tasks.close();

@@ -47,6 +47,10 @@ pub enum StoreError {
     Unavailable(#[source] sqlx::Error),
     #[error("source of truth query failed")]
     Query(#[source] sqlx::Error),
+    /// The database refused the values (a constraint or encoding check);
+    /// validation should have caught it, so it is reported as bad input.
+    #[error("the database refused the values")]
+    Rejected(#[source] sqlx::Error),
     #[error("stored row has an invalid id {0:?}")]
     CorruptRow(String),
 }
@@ -67,10 +71,30 @@ impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         if is_unavailable(&err) {
             StoreError::Unavailable(err)
+        } else if is_rejected_input(&err) {
+            StoreError::Rejected(err)
         } else {
             StoreError::Query(err)
         }
     }
+}
+
+/// SQLite reports extended result codes (e.g. 517 = BUSY_SNAPSHOT); the
+/// primary code is the low byte.
+fn sqlite_primary_code(code: &str) -> Option<i64> {
+    code.parse::<i64>().ok().map(|c| c & 0xff)
+}
+
+fn is_rejected_input(err: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = err else {
+        return false;
+    };
+    let Some(code) = db.code() else { return false };
+    // PostgreSQL: check violation, not-null violation, invalid encoding or
+    // character; SQLite: CONSTRAINT (19).
+    matches!(code.as_ref(), "23514" | "23502" | "22021" | "22P05")
+        || (db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+            && sqlite_primary_code(&code) == Some(19))
 }
 
 impl From<sqlx::Error> for WriteError {
@@ -401,6 +425,22 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlite_extended_codes_reduce_to_their_primary_code() {
+        assert_eq!(sqlite_primary_code("5"), Some(5));
+        assert_eq!(sqlite_primary_code("517"), Some(5), "SQLITE_BUSY_SNAPSHOT");
+        assert_eq!(
+            sqlite_primary_code("262"),
+            Some(6),
+            "SQLITE_LOCKED_SHAREDCACHE"
+        );
+        assert_eq!(
+            sqlite_primary_code("275"),
+            Some(19),
+            "SQLITE_CONSTRAINT_CHECK"
+        );
+    }
 
     #[test]
     fn now_keeps_microseconds_only() {

@@ -247,8 +247,14 @@ impl RedisLink {
     }
 }
 
-/// Errors after which the connection cannot be trusted any more. Server-side
-/// errors (`WRONGTYPE`, `NOSCRIPT`, ...) leave it perfectly usable.
+/// Errors after which the connection cannot be trusted any more. Most
+/// server-side errors (`WRONGTYPE`, `NOSCRIPT`, `OOM`, ...) leave it perfectly
+/// usable; but `READONLY` and `MASTERDOWN` mean the server behind the address is
+/// (no longer) a usable primary, as after a failover that moved a DNS name, and
+/// `LOADING` means it restarted: a new connection may reach the right server.
 fn breaks_connection(err: &RedisError) -> bool {
-    err.is_connection_dropped() || err.is_io_error() || err.is_unrecoverable_error()
+    err.is_connection_dropped()
+        || err.is_io_error()
+        || err.is_unrecoverable_error()
+        || matches!(err.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
 }

@@ -138,6 +138,18 @@ impl PendingInvalidations {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// One attempt to apply everything pending; true when nothing is left.
+    pub async fn apply_once(&self, l2: &RedisCache, everything: &KeyPattern) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let work = self.snapshot();
+        if apply(l2, &work, everything).await.is_ok() {
+            self.settle(work);
+        }
+        self.is_empty()
+    }
+
     /// Applies pending invalidations whenever Redis is reachable, until
     /// `cancel` fires.
     pub async fn retry_until_cancelled(

@@ -8,6 +8,9 @@ use time::OffsetDateTime;
 
 #[derive(Debug)]
 pub struct CacheStats {
+    /// Ids looked up, counted on entry; once lookups finish it equals
+    /// `hits + misses`, a cross-check that no path forgets to count.
+    pub lookups: AtomicU64,
     pub hits: AtomicU64,
     /// Every lookup that was not answered by Redis, including bypasses.
     pub misses: AtomicU64,
@@ -27,6 +30,7 @@ pub struct CacheStats {
 impl Default for CacheStats {
     fn default() -> Self {
         Self {
+            lookups: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             bypasses: AtomicU64::new(0),
@@ -69,16 +73,16 @@ impl CacheStats {
     pub fn snapshot(&self) -> StatsSnapshot {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let (hits, misses) = (load(&self.hits), load(&self.misses));
-        let lookups = hits + misses;
+        let answered = hits + misses;
         StatsSnapshot {
             hits,
             misses,
-            hit_rate: if lookups == 0 {
+            hit_rate: if answered == 0 {
                 0.0
             } else {
-                hits as f64 / lookups as f64
+                hits as f64 / answered as f64
             },
-            lookups,
+            lookups: load(&self.lookups),
             bypasses: load(&self.bypasses),
             fills: load(&self.fills),
             corrupt_values: load(&self.corrupt),
@@ -91,6 +95,7 @@ impl CacheStats {
 
     pub fn reset(&self) {
         for counter in [
+            &self.lookups,
             &self.hits,
             &self.misses,
             &self.bypasses,
@@ -114,6 +119,7 @@ mod tests {
     fn hit_rate_is_zero_without_lookups_and_a_ratio_otherwise() {
         let stats = CacheStats::default();
         assert_eq!(stats.snapshot().hit_rate, 0.0);
+        CacheStats::add(&stats.lookups, 4);
         CacheStats::add(&stats.hits, 3);
         CacheStats::bump(&stats.misses);
         let snap = stats.snapshot();

@@ -159,6 +159,13 @@ fn text_field(
 }
 
 fn check_length(field: &'static str, text: &str, max_chars: usize) -> Result<(), ValidationError> {
+    // PostgreSQL cannot store U+0000 in text and SQLite's length() stops at it.
+    if text.contains('\0') {
+        return Err(ValidationError::new(
+            field,
+            "must not contain NUL characters",
+        ));
+    }
     if text.chars().count() > max_chars {
         return Err(ValidationError::new(
             field,
@@ -246,6 +253,19 @@ mod tests {
                 .field,
             "category"
         );
+        assert_eq!(
+            NewItem::parse(fields(r#"{"name":"a\u0000b"}"#))
+                .unwrap_err()
+                .field,
+            "name"
+        );
+        assert_eq!(
+            NewItem::parse(fields(r#"{"name":"a","category":"\u0000"}"#))
+                .unwrap_err()
+                .field,
+            "category"
+        );
+        assert!(NewItem::parse(fields(r#"{"name":"tab\tand\nnewline"}"#)).is_ok());
         let name = format!(r#"{{"name":"{}"}}"#, "n".repeat(201));
         assert_eq!(NewItem::parse(fields(&name)).unwrap_err().field, "name");
     }

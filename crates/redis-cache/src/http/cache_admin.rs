@@ -97,10 +97,16 @@ async fn warm(
         });
     }
     let warmed = state.catalog.warm(limit).await?;
+    let message = if warmed.complete {
+        "cache warmed"
+    } else {
+        "cache warming incomplete: redis stopped answering"
+    };
     Ok(Json(json!({
-        "message": "cache warmed",
+        "message": message,
         "read": warmed.read,
         "loaded": warmed.loaded,
+        "complete": warmed.complete,
     }))
     .into_response())
 }

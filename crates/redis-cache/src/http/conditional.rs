@@ -5,6 +5,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 
 use super::error::ApiError;
 use crate::domain::Version;
+use crate::store::WriteError;
 
 pub fn etag(version: Version) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).expect("digits and quotes are valid")
@@ -22,9 +23,39 @@ pub fn not_modified(headers: &HeaderMap, version: Version) -> bool {
         .any(|tag| tag == "*" || parse_tag(tag.trim_start_matches("W/")) == Some(version))
 }
 
-/// `If-Match` as a version the stored item must still have, or `None` when the
-/// header is absent or `*` (any existing item).
-pub fn required_version(headers: &HeaderMap) -> Result<Option<Version>, ApiError> {
+/// What `If-Match` asks of the stored item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfMatch {
+    /// No header: write unconditionally.
+    Absent,
+    /// `*`: the item must exist.
+    Exists,
+    /// The item must still be at this version.
+    Version(Version),
+}
+
+impl IfMatch {
+    pub fn version(self) -> Option<Version> {
+        match self {
+            IfMatch::Version(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The error for a write that failed: with any `If-Match`, a missing item
+    /// is a failed precondition (RFC 9110), not a 404.
+    pub fn explain(self, err: WriteError) -> ApiError {
+        match err {
+            WriteError::NotFound if self != IfMatch::Absent => {
+                ApiError::PreconditionFailed { current: None }
+            }
+            other => other.into(),
+        }
+    }
+}
+
+/// Parses `If-Match`. Only one entity tag (or `*`) is supported.
+pub fn if_match(headers: &HeaderMap) -> Result<IfMatch, ApiError> {
     let mut tags = headers
         .get_all(header::IF_MATCH)
         .iter()
@@ -36,17 +67,17 @@ pub fn required_version(headers: &HeaderMap) -> Result<Option<Version>, ApiError
         .filter(|t| !t.is_empty())
         .peekable();
     if tags.peek().is_none() {
-        return Ok(None);
+        return Ok(IfMatch::Absent);
     }
     let tags: Vec<&str> = tags.collect();
     if tags.contains(&"*") {
-        return Ok(None);
+        return Ok(IfMatch::Exists);
     }
     // Strong comparison: weak or foreign tags can never match.
     let versions: Vec<Version> = tags.iter().filter_map(|t| parse_tag(t)).collect();
     match versions.as_slice() {
         [] => Err(ApiError::PreconditionFailed { current: None }),
-        [one] => Ok(Some(*one)),
+        [one] => Ok(IfMatch::Version(*one)),
         _ => Err(ApiError::bad_request(
             "If-Match with more than one entity tag is not supported",
         )),
@@ -87,22 +118,37 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_item_fails_any_if_match() {
+        let missing = || WriteError::NotFound;
+        assert!(matches!(
+            IfMatch::Absent.explain(missing()),
+            ApiError::NotFound(_)
+        ));
+        for condition in [IfMatch::Exists, IfMatch::Version(Version(1))] {
+            assert!(matches!(
+                condition.explain(missing()),
+                ApiError::PreconditionFailed { .. }
+            ));
+        }
+    }
+
+    #[test]
     fn if_match_uses_strong_comparison() {
-        assert_eq!(required_version(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(if_match(&HeaderMap::new()).unwrap(), IfMatch::Absent);
         assert_eq!(
-            required_version(&headers(header::IF_MATCH, "*")).unwrap(),
-            None
+            if_match(&headers(header::IF_MATCH, "*")).unwrap(),
+            IfMatch::Exists
         );
         assert_eq!(
-            required_version(&headers(header::IF_MATCH, "\"4\"")).unwrap(),
-            Some(Version(4))
+            if_match(&headers(header::IF_MATCH, "\"4\"")).unwrap(),
+            IfMatch::Version(Version(4))
         );
         assert!(matches!(
-            required_version(&headers(header::IF_MATCH, "W/\"4\"")),
+            if_match(&headers(header::IF_MATCH, "W/\"4\"")),
             Err(ApiError::PreconditionFailed { .. })
         ));
         assert!(matches!(
-            required_version(&headers(header::IF_MATCH, "\"1\", \"2\"")),
+            if_match(&headers(header::IF_MATCH, "\"1\", \"2\"")),
             Err(ApiError::BadRequest { .. })
         ));
     }

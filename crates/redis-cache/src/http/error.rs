@@ -137,6 +137,7 @@ impl From<StoreError> for ApiError {
                 what: "source of truth",
                 cause: Some(err.into()),
             },
+            StoreError::Rejected(_) => ApiError::bad_request("invalid item"),
             other => ApiError::Internal(other.into()),
         }
     }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::AppState;
-use super::conditional::{etag, not_modified, required_version};
+use super::conditional::{etag, if_match, not_modified};
 use super::error::ApiError;
 use super::json::ApiJson;
 use crate::cache::CacheStatus;
@@ -106,9 +106,13 @@ async fn update(
     headers: HeaderMap,
     ApiJson(fields): ApiJson<ItemFields>,
 ) -> Result<Response, ApiError> {
-    let expected = required_version(&headers)?;
+    let condition = if_match(&headers)?;
     let patch = ItemPatch::parse(&id, fields).map_err(invalid_item)?;
-    let item: Item = state.catalog.update(&id, &patch, expected).await?;
+    let item: Item = state
+        .catalog
+        .update(&id, &patch, condition.version())
+        .await
+        .map_err(|e| condition.explain(e))?;
     Ok(([(header::ETAG, etag(item.version))], Json(item)).into_response())
 }
 
@@ -118,8 +122,12 @@ async fn remove(
     IdPath(id): IdPath,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let expected = required_version(&headers)?;
-    state.catalog.delete(&id, expected).await?;
+    let condition = if_match(&headers)?;
+    state
+        .catalog
+        .delete(&id, condition.version())
+        .await
+        .map_err(|e| condition.explain(e))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

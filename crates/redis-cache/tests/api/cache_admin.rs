@@ -61,7 +61,7 @@ async fn warming_loads_items_without_replacing_them(backend: Backend) {
     assert_eq!(warmed.status(), StatusCode::OK);
     assert_eq!(
         body(warmed).await,
-        json!({ "message": "cache warmed", "read": 2, "loaded": 2 })
+        json!({ "message": "cache warmed", "read": 2, "loaded": 2, "complete": true })
     );
     // The two most recently updated: 2 (just updated) and 1 (updated 1 h ago).
     assert!(app.redis_get("item:2").await.is_some());
@@ -70,7 +70,7 @@ async fn warming_loads_items_without_replacing_them(backend: Backend) {
     let again = body(app.post("/cache/warm", &json!({ "limit": 3 })).await).await;
     assert_eq!(
         again,
-        json!({ "message": "cache warmed", "read": 3, "loaded": 1 })
+        json!({ "message": "cache warmed", "read": 3, "loaded": 1, "complete": true })
     );
     assert_eq!(app.get_item("3").await.headers()["x-cache-status"], "HIT");
     assert_eq!(

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::process::Command;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use redis_cache::Application;
@@ -139,6 +140,7 @@ impl TestAppBuilder {
         let mut config = Config {
             http: HttpConfig {
                 bind: "127.0.0.1:0".parse().unwrap(),
+                shutdown_delay: Duration::ZERO,
                 shutdown_grace: Duration::from_secs(10),
                 batch_max_ids: 1000,
                 admin_token: None,
@@ -379,12 +381,26 @@ pub fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str
     response.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
+/// A free port for a test server, never handed out twice in this process.
+///
+/// Ports come from below the kernel's ephemeral range (32768 and up on Linux),
+/// so no client socket of a parallel test can take one while its server is
+/// down for a restart; each port stays reserved for the rest of the run.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 1000) as u16 * 10,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(port < 32_000, "ran out of test ports");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Makes the spawned process receive `signal` when the spawning thread ends,

@@ -117,7 +117,10 @@ async fn writes_publish_invalidations_with_source_and_sequence(backend: Backend)
 
     let mut received: Vec<Value> = Vec::new();
     for _ in 0..3 {
-        let message = messages.next().await.unwrap();
+        let message = tokio::time::timeout(std::time::Duration::from_secs(10), messages.next())
+            .await
+            .expect("an invalidation message within 10 s")
+            .unwrap();
         received.push(serde_json::from_slice(message.get_payload_bytes()).unwrap());
     }
     let instance = app.stats().await["instance"].clone();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use crate::helpers::{
-    Backend, TestApp, TestDatabase, TestRedis, body, eventually, kill_with_parent,
+    Backend, TcpProxy, TestApp, TestDatabase, TestRedis, body, eventually, kill_with_parent,
 };
 
 fn binary() -> Command {
@@ -109,13 +109,23 @@ fn start(env: &[(&str, String)]) -> (Child, u16) {
 }
 
 fn start_in(dir: &std::path::Path, env: &[(&str, String)]) -> (Child, u16) {
+    let (child, port, _) = start_logging(dir, env);
+    (child, port)
+}
+
+/// Like [`start_in`], but also returns every log line printed, collected
+/// until the process exits.
+fn start_logging(
+    dir: &std::path::Path,
+    env: &[(&str, String)],
+) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
     let mut command = binary();
     command.current_dir(dir);
     command
         .env("SERVER_PORT", "0")
         .env("BIND_ADDR", "127.0.0.1")
         .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "debug,hyper=info,h2=info,rustls=info")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     for (k, v) in env {
@@ -124,16 +134,20 @@ fn start_in(dir: &std::path::Path, env: &[(&str, String)]) -> (Child, u16) {
     kill_with_parent(&mut command, libc::SIGKILL);
     let mut child = command.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (tx, rx) = std::sync::mpsc::channel();
     for line in lines.by_ref() {
         let line = line.unwrap();
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
+        let event = serde_json::from_str::<serde_json::Value>(&line).unwrap_or_default();
+        let _ = tx.send(line);
         if event["message"] == "listening" {
             let address = event["address"].as_str().unwrap();
             let port = address.rsplit(':').next().unwrap().parse().unwrap();
-            std::thread::spawn(move || lines.for_each(drop));
-            return (child, port);
+            std::thread::spawn(move || {
+                for line in lines.map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+            return (child, port, rx);
         }
     }
     panic!("redis-cache exited before listening: {:?}", child.wait());
@@ -263,4 +277,166 @@ async fn default_database_is_a_sqlite_file_under_data_in_wal_mode() {
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+fn signal(child: &Child, signal: libc::c_int) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+}
+
+async fn exit_code(mut child: Child) -> Option<i32> {
+    tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap()
+        .code()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_start_up_is_a_clean_stop() {
+    // PostgreSQL that is not reachable yet: start-up waits for it.
+    let database = TestDatabase::new(Backend::Postgres).await;
+    let port: u16 = database
+        .url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let proxy = TcpProxy::start(port).await;
+    proxy.cut();
+    let proxied = database
+        .url
+        .replace(&format!(":{port}/"), &format!(":{}/", proxy.port()));
+    let redis = TestRedis::start();
+    let mut command = binary();
+    command
+        .env("DATABASE_URL", proxied)
+        .env("REDIS_URL", redis.url())
+        .env("SERVER_PORT", "0")
+        .stdout(Stdio::null());
+    kill_with_parent(&mut command, libc::SIGKILL);
+    let child = command.spawn().unwrap();
+    eventually("start-up is waiting for the database", || async {
+        proxy.refused() >= 1
+    })
+    .await;
+    signal(&child, libc::SIGTERM);
+    assert_eq!(exit_code(child).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_at_once() {
+    let redis = TestRedis::start();
+    let database = TestDatabase::new(Backend::Sqlite).await;
+    let (child, port) = start(&[
+        ("REDIS_URL", redis.url()),
+        ("DATABASE_URL", database.url.clone()),
+        ("SOURCE_DELAY", "60s".into()),
+        ("SHUTDOWN_GRACE", "60s".into()),
+    ]);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let stuck = tokio::spawn({
+        let (http, url) = (http.clone(), format!("{base}/items/1"));
+        async move { http.get(url).send().await }
+    });
+    eventually("the request is in flight", || async {
+        let stats: serde_json::Value = http
+            .get(format!("{base}/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats["upstream_fetches"] == 1
+    })
+    .await;
+    signal(&child, libc::SIGTERM);
+    eventually("graceful shutdown has begun", || async {
+        http.get(format!("{base}/livez")).send().await.is_err()
+    })
+    .await;
+    signal(&child, libc::SIGTERM);
+    assert_eq!(
+        exit_code(child).await,
+        Some(1),
+        "stopped without waiting a minute"
+    );
+    stuck.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_logs() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("items.db").display());
+    // A wrong Redis password: every connection attempt fails and is logged.
+    let redis_url = format!("redis://:s3cr3t-redis-pw@127.0.0.1:{}", redis.port());
+    let (child, port, logs) = start_logging(
+        dir.path(),
+        &[
+            ("REDIS_URL", redis_url),
+            ("DATABASE_URL", database),
+            ("ADMIN_TOKEN", "s3cr3t-admin-token".into()),
+        ],
+    );
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    for path in ["/items/1", "/health", "/stats"] {
+        let response = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert!(!response.text().await.unwrap().contains("s3cr3t"), "{path}");
+    }
+    let refused = http
+        .post(format!("{base}/cache/invalidate"))
+        .bearer_auth("s3cr3t-admin-guess")
+        .json(&serde_json::json!({ "key": "item:1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    signal(&child, libc::SIGTERM);
+    assert_eq!(exit_code(child).await, Some(0));
+    // The channel closes when the process's output ends.
+    let logs: Vec<String> = logs.into_iter().collect();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("redis unavailable at start")),
+        "the failed Redis login was logged"
+    );
+    for line in &logs {
+        assert!(!line.contains("s3cr3t"), "secret in log line: {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_delay_keeps_serving_while_readiness_fails() {
+    let mut app = TestApp::builder(Backend::Sqlite)
+        .config(|c| c.http.shutdown_delay = Duration::from_secs(2))
+        .spawn()
+        .await;
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    let server = app.server_handle();
+    app.trigger_shutdown();
+    eventually("readiness turns away new traffic", || async {
+        app.get("/readyz").await.status() == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    assert_eq!(
+        body(app.get("/readyz").await).await["status"],
+        "shutting down"
+    );
+    assert_eq!(
+        app.get_item("1").await.status(),
+        StatusCode::OK,
+        "still serving"
+    );
+    server
+        .await
+        .unwrap()
+        .expect("clean shutdown after the delay");
 }

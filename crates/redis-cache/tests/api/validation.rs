@@ -124,6 +124,18 @@ async fn bad_input_is_a_clear_4xx_json_error(backend: Backend) {
         json_case(
             M::POST,
             "/items",
+            json!({ "name": "nul\u{0}" }),
+            S::BAD_REQUEST,
+        ),
+        json_case(
+            M::PUT,
+            "/items/1",
+            json!({ "description": "\u{0}" }),
+            S::BAD_REQUEST,
+        ),
+        json_case(
+            M::POST,
+            "/items",
             json!({ "id": "a b", "name": "a" }),
             S::BAD_REQUEST,
         ),

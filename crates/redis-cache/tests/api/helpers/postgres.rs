@@ -43,6 +43,14 @@ pub async fn admin_execute(sql: String) {
         .unwrap();
 }
 
+/// A single number from a superuser query on the cluster's `postgres` database.
+pub async fn admin_count(sql: &'static str) -> i64 {
+    let cluster = CLUSTER.get().unwrap().as_ref().unwrap();
+    let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", cluster.port);
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+}
+
 fn bin_dir() -> Result<PathBuf, String> {
     if let Ok(dir) = std::env::var("PG_BIN_DIR") {
         return Ok(dir.into());
