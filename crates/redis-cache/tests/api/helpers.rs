@@ -390,7 +390,8 @@ pub fn free_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let _ = NEXT.compare_exchange(
         0,
-        20_000 + (std::process::id() % 1000) as u16 * 10,
+        // Test processes run one at a time, but spread them anyway.
+        20_000 + (std::process::id() % 60) as u16 * 200,
         Ordering::SeqCst,
         Ordering::SeqCst,
     );
