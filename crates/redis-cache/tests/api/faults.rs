@@ -375,22 +375,8 @@ async fn client_hanging_up_mid_write_still_invalidates_the_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_waits_for_a_postgres_that_is_not_reachable_yet() {
-    let database = crate::helpers::TestDatabase::new(Backend::Postgres).await;
-    let port: u16 = database
-        .url
-        .split(':')
-        .nth(2)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let proxy = TcpProxy::start(port).await;
-    proxy.cut();
-    let proxied = database
-        .url
-        .replace(&format!(":{port}/"), &format!(":{}/", proxy.port()));
+    let postgres = crate::helpers::UnreachablePostgres::new().await;
+    let (proxy, proxied) = (&postgres.proxy, postgres.url.clone());
     let starting = tokio::spawn(
         TestApp::builder(Backend::Postgres)
             .config(move |c| {

@@ -80,6 +80,38 @@ impl TestDatabase {
     }
 }
 
+/// A fresh PostgreSQL database behind a [`TcpProxy`] that is cut: the URL
+/// given to the service reaches nothing until the proxy is restored.
+pub struct UnreachablePostgres {
+    pub proxy: TcpProxy,
+    pub url: String,
+    _database: TestDatabase,
+}
+
+impl UnreachablePostgres {
+    pub async fn new() -> Self {
+        let database = TestDatabase::new(Backend::Postgres).await;
+        let port = database
+            .url
+            .split(':')
+            .nth(2)
+            .and_then(|rest| rest.split('/').next());
+        let port: u16 = port
+            .and_then(|p| p.parse().ok())
+            .expect("a port in the URL");
+        let proxy = TcpProxy::start(port).await;
+        proxy.cut();
+        let url = database
+            .url
+            .replace(&format!(":{port}/"), &format!(":{}/", proxy.port()));
+        Self {
+            proxy,
+            url,
+            _database: database,
+        }
+    }
+}
+
 pub struct TestApp {
     pub address: String,
     pub redis: Arc<TestRedis>,

@@ -8,7 +8,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use crate::helpers::{
-    Backend, TcpProxy, TestApp, TestDatabase, TestRedis, body, eventually, kill_with_parent,
+    Backend, TestApp, TestDatabase, TestRedis, UnreachablePostgres, body, eventually,
+    kill_with_parent,
 };
 
 fn binary() -> Command {
@@ -157,7 +158,7 @@ fn start_logging(
 async fn sigterm_lets_the_request_in_flight_finish_and_exits_zero() {
     let redis = TestRedis::start();
     let database = TestDatabase::new(Backend::Sqlite).await;
-    let (mut child, port) = start(&[
+    let (child, port) = start(&[
         ("REDIS_URL", redis.url()),
         ("DATABASE_URL", database.url.clone()),
         ("SOURCE_DELAY", "1s".into()),
@@ -169,30 +170,17 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_zero() {
         async move { http.get(url).send().await }
     });
     eventually("the request reaches the source of truth", || async {
-        let stats: serde_json::Value = http
-            .get(format!("{base}/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        stats["upstream_fetches"] == 1
+        upstream_fetches(&http, &base).await == 1
     })
     .await;
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    signal(&child, libc::SIGTERM);
     let response = in_flight
         .await
         .unwrap()
         .expect("the in-flight request is answered");
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(body(response).await["name"], "Laptop Pro");
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(exit_code(child).await, Some(0));
     assert!(
         http.get(format!("{base}/livez")).send().await.is_err(),
         "no longer accepting connections"
@@ -252,7 +240,7 @@ async fn default_database_is_a_sqlite_file_under_data_in_wal_mode() {
     use sqlx::Connection;
     let redis = TestRedis::start();
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, port) = start_in(dir.path(), &[("REDIS_URL", redis.url())]);
+    let (child, port) = start_in(dir.path(), &[("REDIS_URL", redis.url())]);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let item = http
         .get(format!("http://127.0.0.1:{port}/items/1"))
@@ -270,13 +258,21 @@ async fn default_database_is_a_sqlite_file_under_data_in_wal_mode() {
         .await
         .unwrap();
     assert_eq!(mode, "wal");
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    signal(&child, libc::SIGTERM);
+    assert_eq!(exit_code(child).await, Some(0));
+}
+
+/// Source-of-truth reads so far, as the service's `/stats` reports them.
+async fn upstream_fetches(http: &reqwest::Client, base: &str) -> u64 {
+    let stats: serde_json::Value = http
+        .get(format!("{base}/stats"))
+        .send()
         .await
         .unwrap()
+        .json()
+        .await
         .unwrap();
-    assert_eq!(status.code(), Some(0));
+    stats["upstream_fetches"].as_u64().unwrap()
 }
 
 fn signal(child: &Child, signal: libc::c_int) {
@@ -295,22 +291,8 @@ async fn exit_code(mut child: Child) -> Option<i32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_start_up_is_a_clean_stop() {
     // PostgreSQL that is not reachable yet: start-up waits for it.
-    let database = TestDatabase::new(Backend::Postgres).await;
-    let port: u16 = database
-        .url
-        .split(':')
-        .nth(2)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let proxy = TcpProxy::start(port).await;
-    proxy.cut();
-    let proxied = database
-        .url
-        .replace(&format!(":{port}/"), &format!(":{}/", proxy.port()));
+    let postgres = UnreachablePostgres::new().await;
+    let (proxy, proxied) = (&postgres.proxy, postgres.url.clone());
     let redis = TestRedis::start();
     let mut command = binary();
     command
@@ -345,15 +327,7 @@ async fn a_second_signal_stops_at_once() {
         async move { http.get(url).send().await }
     });
     eventually("the request is in flight", || async {
-        let stats: serde_json::Value = http
-            .get(format!("{base}/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        stats["upstream_fetches"] == 1
+        upstream_fetches(&http, &base).await == 1
     })
     .await;
     signal(&child, libc::SIGTERM);
