@@ -24,17 +24,12 @@ impl Backoff {
         let ceiling = self.current;
         self.current = (self.current * 2).min(self.max);
         let half = ceiling / 2;
-        half + half.mul_f64(jitter_fraction())
+        half + half.mul_f64(crate::random::unit())
     }
 
     pub fn reset(&mut self) {
         self.current = self.initial;
     }
-}
-
-fn jitter_fraction() -> f64 {
-    // Low bits of a v4 UUID are enough randomness for spreading reconnects.
-    (uuid::Uuid::new_v4().as_u128() as u64 % 1_000_000) as f64 / 1_000_000.0
 }
 
 #[cfg(test)]

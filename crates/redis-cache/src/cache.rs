@@ -23,7 +23,8 @@
 //! older value after the writer's delete (the stale-set race). It lasts at most
 //! one TTL.
 
-mod codec;
+mod breaker;
+mod entry;
 mod glob;
 mod key;
 mod l2;
@@ -31,10 +32,11 @@ mod link;
 mod pending;
 mod stats;
 
-pub use codec::{DecodeError, decode, encode};
+pub use breaker::{Breaker, CircuitState};
+pub use entry::{DecodeError, Entry, Freshness, decode, now_ms};
 pub use glob::matches as glob_matches;
 pub use key::{CacheKey, KeyError, KeyPattern, KeyPrefix};
-pub use l2::{Overwrite, RedisCache};
+pub use l2::{Fill, Overwrite, RedisCache};
 pub use link::{LinkState, RedisFailure, RedisLink};
 pub use pending::PendingInvalidations;
 pub use stats::{CacheStats, StatsSnapshot};
@@ -46,6 +48,8 @@ pub enum CacheStatus {
     Miss,
     /// Redis could not be used; the source of truth answered.
     Bypass,
+    /// The source of truth failed; a value past its freshness was served.
+    Stale,
 }
 
 impl CacheStatus {
@@ -54,6 +58,7 @@ impl CacheStatus {
             CacheStatus::Hit => "HIT",
             CacheStatus::Miss => "MISS",
             CacheStatus::Bypass => "BYPASS",
+            CacheStatus::Stale => "STALE",
         }
     }
 }

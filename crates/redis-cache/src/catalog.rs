@@ -1,25 +1,53 @@
-//! The catalogue service: item reads through the cache and writes that keep the
-//! cache honest. HTTP handlers call this; it calls the store and the cache. The
-//! order of operations and the races it closes are described in [`crate::cache`].
+//! The catalogue service: item reads through the cache and writes that keep
+//! the cache honest. HTTP handlers call this; it calls the store and Redis.
+//!
+//! A lookup is answered, in order of preference:
+//! - from a **fresh** Redis entry (`HIT`), an absence included (404, `HIT`),
+//!   refreshing it in the background when it is close to expiring;
+//! - by a **load** (`MISS`): concurrent lookups of one id in this process
+//!   share one ([`flight`]), instances share one through a Redis lease, and the
+//!   source of truth is read once for all ids of a batch ([`load`]);
+//! - without Redis (`BYPASS`) when it is down, slow or has a delete pending;
+//! - from a **stale** entry (`STALE`, with its age) when the source of truth
+//!   fails, within `STALE_IF_ERROR` of its freshness.
+//!
+//! Writes ([`write`]) commit, delete the key and its lease (voiding loads in
+//! progress), publish the invalidation, then answer. `docs/cache-design.md`
+//! walks through the races this closes.
+
+mod failsafe;
+mod flight;
+mod hooks;
+mod load;
+mod policy;
+mod refresh;
+mod write;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use tokio_util::task::TaskTracker;
 
 use crate::cache::{
-    self, CacheKey, CacheStats, CacheStatus, KeyPattern, KeyPrefix, Overwrite,
-    PendingInvalidations, RedisCache, RedisFailure, StatsSnapshot,
+    self, CacheKey, CacheStats, CacheStatus, Entry, Freshness, KeyPrefix, PendingInvalidations,
+    RedisCache, RedisFailure, StatsSnapshot,
 };
-use crate::domain::{Item, ItemId, ItemPatch, NewItem, Version};
-use crate::invalidation::{self, InvalidationMessage};
-use crate::store::{Store, StoreError, WriteError};
+use crate::config::CacheConfig;
+use crate::domain::{Item, ItemId};
+use crate::store::{Store, StoreError};
+use failsafe::Failsafe;
+use flight::Flights;
+pub use hooks::FillHook;
+use hooks::Hooks;
+pub use load::{Loaded, SourceError, Via};
+pub use policy::Policy;
+use refresh::Refreshing;
 
 /// Bound on one `total_keys` count, however large or slow Redis is.
 const KEY_COUNT_DEADLINE: Duration = Duration::from_secs(5);
-/// Fills sent per pipeline when warming.
+/// Ids looked at per round of warming.
 const WARM_CHUNK: usize = 500;
 
 /// Cheap to clone: every field is a handle.
@@ -28,9 +56,13 @@ pub struct Catalog {
     store: Store,
     l2: RedisCache,
     prefix: KeyPrefix,
+    policy: Arc<Policy>,
     pending: Arc<PendingInvalidations>,
     stats: Arc<CacheStats>,
-    source_delay: Duration,
+    flights: Arc<Flights>,
+    failsafe: Arc<Failsafe>,
+    refreshing: Arc<Refreshing>,
+    hooks: Arc<Hooks>,
     instance: Arc<str>,
     /// Sequence number of the last invalidation this instance published.
     seq: Arc<AtomicU64>,
@@ -47,6 +79,8 @@ pub struct Catalog {
 pub struct Lookup {
     pub item: Option<Item>,
     pub status: CacheStatus,
+    /// For `STALE` answers: how old the value is.
+    pub age: Option<Duration>,
 }
 
 /// The answer to a batch lookup of distinct ids.
@@ -56,10 +90,20 @@ pub struct BatchLookup {
     pub items: Vec<Item>,
     /// Ids with no item, in the order asked for.
     pub missing: Vec<ItemId>,
+    /// Ids answered from a fresh cache entry.
     pub hits: usize,
     pub misses: usize,
-    /// `BYPASS` if Redis could not be used, else `HIT` when every id hit.
+    /// `BYPASS` if Redis could not be used, `STALE` if a stale value was
+    /// served, `HIT` when every id hit, else `MISS`.
     pub status: CacheStatus,
+}
+
+/// Some ids could be answered neither by the cache nor by the source of truth.
+#[derive(Debug, thiserror::Error)]
+#[error("{cause}")]
+pub struct LookupError {
+    pub ids: Vec<ItemId>,
+    pub cause: SourceError,
 }
 
 /// What a manual invalidation did.
@@ -75,7 +119,7 @@ pub struct Invalidated {
 /// What warming did.
 #[derive(Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Warmed {
-    /// Items read from the source of truth.
+    /// Ids considered (the most recently updated).
     pub read: usize,
     /// Of those, items written to Redis (the rest were already cached).
     pub loaded: usize,
@@ -83,21 +127,30 @@ pub struct Warmed {
     pub complete: bool,
 }
 
+/// What Redis said about one key.
+enum Cached {
+    Fresh(Entry),
+    /// Past its freshness: served only if the source of truth fails.
+    Stale(Entry),
+    Missing,
+    /// Redis was not asked (or did not answer).
+    Bypassed,
+}
+
 impl Catalog {
-    pub fn new(
-        store: Store,
-        l2: RedisCache,
-        prefix: KeyPrefix,
-        source_delay: Duration,
-        instance: &str,
-    ) -> Self {
+    pub fn new(store: Store, l2: RedisCache, cache: &CacheConfig, instance: &str) -> Self {
+        let policy = Policy::from_config(cache);
         Self {
             store,
             l2,
-            prefix,
+            prefix: cache.prefix.clone(),
+            flights: Arc::new(Flights::new(policy.coalescing)),
+            failsafe: Arc::new(Failsafe::new(policy.failsafe_throttle)),
+            policy: Arc::new(policy),
             pending: Arc::default(),
             stats: Arc::default(),
-            source_delay,
+            refreshing: Arc::default(),
+            hooks: Arc::default(),
             instance: instance.into(),
             seq: Arc::default(),
             writes: TaskTracker::new(),
@@ -133,126 +186,144 @@ impl Catalog {
         self.stats.reset();
     }
 
+    /// Test hook: runs before each fill, after the source-of-truth read.
+    #[doc(hidden)]
+    pub fn set_before_fill_hook(&self, hook: Option<FillHook>) {
+        self.hooks.set_before_fill(hook);
+    }
+
     // ---- reads -------------------------------------------------------------
 
-    pub async fn get(&self, id: &ItemId) -> Result<Lookup, StoreError> {
+    pub async fn get(&self, id: &ItemId) -> Result<Lookup, LookupError> {
         CacheStats::bump(&self.stats.lookups);
         let key = self.prefix.key(id);
         let cached = if self.pending.blocks(&key) {
-            Err(RedisFailure::Disconnected)
+            Cached::Bypassed
         } else {
-            self.l2.get(&key).await
-        };
-        let mut corrupt = false;
-        let status = match cached {
-            Ok(Some(bytes)) => match cache::decode(id, &bytes) {
-                Ok(item) => {
-                    CacheStats::bump(&self.stats.hits);
-                    return Ok(Lookup {
-                        item: Some(item),
-                        status: CacheStatus::Hit,
-                    });
+            match self.l2.get(&key).await {
+                Ok(value) => self.classify(id, &key, value),
+                Err(failure) => {
+                    log_bypass(&failure);
+                    Cached::Bypassed
                 }
-                Err(err) => {
-                    self.note_corrupt(&key, &err);
-                    corrupt = true;
-                    CacheStatus::Miss
-                }
-            },
-            Ok(None) => CacheStatus::Miss,
-            Err(failure) => {
-                tracing::debug!(%key, error = %failure, "redis bypassed for lookup");
-                CacheStatus::Bypass
             }
         };
-        self.count_misses(status, 1);
-        let item = self.load(|store| store.get(id)).await?;
-        if status == CacheStatus::Miss {
-            match &item {
-                Some(item) => self.fill(vec![(key, cache::encode(item))]).await,
-                None if corrupt => self.forget_corrupt(&key).await,
-                None => {}
+        let bypassed = matches!(cached, Cached::Bypassed);
+        let stale = match cached {
+            Cached::Fresh(entry) => {
+                self.count_hit(&entry);
+                self.refresh_if_due(id, &entry);
+                return Ok(Lookup {
+                    item: entry.item,
+                    status: CacheStatus::Hit,
+                    age: None,
+                });
             }
+            Cached::Stale(entry) => Some(entry),
+            Cached::Missing | Cached::Bypassed => None,
+        };
+        CacheStats::bump(&self.stats.misses);
+        if bypassed {
+            CacheStats::bump(&self.stats.bypassed);
         }
-        Ok(Lookup { item, status })
+        let outcome = self.load(std::slice::from_ref(id)).await.pop();
+        match outcome {
+            Some(Ok(loaded)) => Ok(Lookup {
+                item: loaded.item,
+                status: if bypassed {
+                    CacheStatus::Bypass
+                } else {
+                    CacheStatus::Miss
+                },
+                age: None,
+            }),
+            Some(Err(cause)) => match stale {
+                Some(entry) => Ok(self.serve_stale(entry)),
+                None => Err(LookupError {
+                    ids: vec![id.clone()],
+                    cause,
+                }),
+            },
+            None => Err(LookupError {
+                ids: vec![id.clone()],
+                cause: SourceError::failed("no outcome for the id"),
+            }),
+        }
     }
 
-    /// Looks up distinct `ids` with one Redis round trip for all of them, one
-    /// source-of-truth query for all misses and one pipeline for all fills.
-    pub async fn get_many(&self, ids: &[ItemId]) -> Result<BatchLookup, StoreError> {
+    /// Looks up distinct `ids` with one Redis round trip for all of them and
+    /// one load for all that missed (see [`load`]).
+    pub async fn get_many(&self, ids: &[ItemId]) -> Result<BatchLookup, LookupError> {
         CacheStats::add(&self.stats.lookups, ids.len() as u64);
         let keys: Vec<CacheKey> = ids.iter().map(|id| self.prefix.key(id)).collect();
         let askable: Vec<usize> = (0..ids.len())
             .filter(|&i| !self.pending.blocks(&keys[i]))
             .collect();
         let asked: Vec<CacheKey> = askable.iter().map(|&i| keys[i].clone()).collect();
-        let mut found: Vec<Option<Item>> = vec![None; ids.len()];
-        let mut status = vec![CacheStatus::Bypass; ids.len()];
-        let mut corrupt = vec![false; ids.len()];
+        let mut cached: Vec<Cached> = (0..ids.len()).map(|_| Cached::Bypassed).collect();
         match self.l2.get_many(&asked).await {
             Ok(values) => {
                 for (&i, value) in askable.iter().zip(values) {
-                    status[i] = CacheStatus::Miss;
-                    let Some(bytes) = value else { continue };
-                    match cache::decode(&ids[i], &bytes) {
-                        Ok(item) => {
-                            found[i] = Some(item);
-                            status[i] = CacheStatus::Hit;
-                        }
-                        Err(err) => {
-                            self.note_corrupt(&keys[i], &err);
-                            corrupt[i] = true;
-                        }
-                    }
+                    cached[i] = self.classify(&ids[i], &keys[i], value);
                 }
             }
-            Err(failure) => {
-                tracing::debug!(error = %failure, keys = asked.len(), "redis bypassed for batch");
-            }
+            Err(failure) => log_bypass(&failure),
         }
 
-        let hits = status.iter().filter(|s| **s == CacheStatus::Hit).count();
-        let bypassed = status.iter().filter(|s| **s == CacheStatus::Bypass).count();
-        CacheStats::add(&self.stats.hits, hits as u64);
+        let mut answers: Vec<Option<Option<Item>>> = vec![None; ids.len()];
+        let mut stale: HashMap<usize, Entry> = HashMap::new();
+        let (mut hits, mut bypassed) = (0, 0);
+        let mut to_load = Vec::new();
+        for (i, state) in cached.into_iter().enumerate() {
+            match state {
+                Cached::Fresh(entry) => {
+                    hits += 1;
+                    self.count_hit(&entry);
+                    self.refresh_if_due(&ids[i], &entry);
+                    answers[i] = Some(entry.item);
+                    continue;
+                }
+                Cached::Stale(entry) => {
+                    stale.insert(i, entry);
+                }
+                Cached::Bypassed => bypassed += 1,
+                Cached::Missing => {}
+            }
+            to_load.push(i);
+        }
         CacheStats::add(&self.stats.misses, (ids.len() - hits) as u64);
-        CacheStats::add(&self.stats.bypasses, bypassed as u64);
+        CacheStats::add(&self.stats.bypassed, bypassed as u64);
 
-        let to_load: Vec<ItemId> = (0..ids.len())
-            .filter(|&i| found[i].is_none())
-            .map(|i| ids[i].clone())
-            .collect();
-        if !to_load.is_empty() {
-            let loaded = self.load(|store| store.get_many(&to_load)).await?;
-            let mut by_id: HashMap<ItemId, Item> = loaded
-                .into_iter()
-                .map(|item| (item.id.clone(), item))
-                .collect();
-            let mut fills = Vec::new();
-            let mut corrupt_gone = Vec::new();
-            for i in 0..ids.len() {
-                if found[i].is_some() {
-                    continue;
-                }
-                found[i] = by_id.remove(&ids[i]);
-                if status[i] != CacheStatus::Miss {
-                    continue;
-                }
-                match &found[i] {
-                    Some(item) => fills.push((keys[i].clone(), cache::encode(item))),
-                    None if corrupt[i] => corrupt_gone.push(keys[i].clone()),
-                    None => {}
-                }
+        let load_ids: Vec<ItemId> = to_load.iter().map(|&i| ids[i].clone()).collect();
+        let outcomes = self.load(&load_ids).await;
+        let mut served_stale = false;
+        let mut failed: Option<LookupError> = None;
+        for (&i, outcome) in to_load.iter().zip(outcomes) {
+            match outcome {
+                Ok(loaded) => answers[i] = Some(loaded.item),
+                Err(cause) => match stale.remove(&i) {
+                    Some(entry) => {
+                        served_stale = true;
+                        answers[i] = Some(self.serve_stale(entry).item);
+                    }
+                    None => {
+                        let failure = failed.get_or_insert_with(|| LookupError {
+                            ids: Vec::new(),
+                            cause,
+                        });
+                        failure.ids.push(ids[i].clone());
+                    }
+                },
             }
-            self.fill(fills).await;
-            if !corrupt_gone.is_empty() {
-                let _ = self.l2.delete(&corrupt_gone).await;
-            }
+        }
+        if let Some(failure) = failed {
+            return Err(failure);
         }
 
         let mut items = Vec::with_capacity(ids.len());
         let mut missing = Vec::new();
-        for (id, item) in ids.iter().zip(found) {
-            match item {
+        for (id, answer) in ids.iter().zip(answers) {
+            match answer.flatten() {
                 Some(item) => items.push(item),
                 None => missing.push(id.clone()),
             }
@@ -264,6 +335,8 @@ impl Catalog {
             misses: ids.len() - hits,
             status: if bypassed > 0 {
                 CacheStatus::Bypass
+            } else if served_stale {
+                CacheStatus::Stale
             } else if hits == ids.len() {
                 CacheStatus::Hit
             } else {
@@ -272,251 +345,86 @@ impl Catalog {
         })
     }
 
-    /// One source-of-truth read on behalf of lookups, with the configured
-    /// artificial delay in front of it.
-    async fn load<'a, T, Fut>(
-        &'a self,
-        query: impl FnOnce(&'a Store) -> Fut,
-    ) -> Result<T, StoreError>
-    where
-        Fut: Future<Output = Result<T, StoreError>>,
-    {
-        CacheStats::bump(&self.stats.upstream_fetches);
-        if !self.source_delay.is_zero() {
-            tokio::time::sleep(self.source_delay).await;
-        }
-        query(&self.store).await
-    }
-
-    fn count_misses(&self, status: CacheStatus, n: u64) {
-        CacheStats::add(&self.stats.misses, n);
-        if status == CacheStatus::Bypass {
-            CacheStats::add(&self.stats.bypasses, n);
-        }
-    }
-
-    /// Writes freshly read items to Redis in one pipeline. Keys with pending
-    /// invalidations are skipped: Redis may still hold an older value for them
-    /// that the pending delete must remove first. Failures only cost a future miss.
-    async fn fill(&self, mut entries: Vec<(CacheKey, Vec<u8>)>) {
-        entries.retain(|(key, _)| !self.pending.blocks(key));
-        let n = entries.len() as u64;
-        match self.l2.fill_many(entries, Overwrite::Always).await {
-            Ok(_) => CacheStats::add(&self.stats.fills, n),
-            Err(failure) => tracing::debug!(error = %failure, "cache fill failed"),
-        }
-    }
-
-    fn note_corrupt(&self, key: &CacheKey, err: &cache::DecodeError) {
-        CacheStats::bump(&self.stats.corrupt);
-        tracing::warn!(%key, error = %err, "undecodable cached value; treating it as a miss");
-    }
-
-    async fn forget_corrupt(&self, key: &CacheKey) {
-        let _ = self.l2.delete(std::slice::from_ref(key)).await;
-    }
-
-    // ---- writes ------------------------------------------------------------
-
-    pub async fn create(&self, new: NewItem) -> Result<Item, WriteError> {
-        let this = self.clone();
-        self.detached(async move {
-            let item = this.store.insert(&new).await?;
-            // A create invalidates too: a value for this id may still be
-            // cached from before a delete whose invalidation was deferred.
-            this.invalidate_after_write(&item.id).await;
-            Ok(item)
-        })
-        .await
-    }
-
-    pub async fn update(
-        &self,
-        id: &ItemId,
-        patch: &ItemPatch,
-        expected: Option<Version>,
-    ) -> Result<Item, WriteError> {
-        let (this, id, patch) = (self.clone(), id.clone(), patch.clone());
-        self.detached(async move {
-            let item = this.store.update(&id, &patch, expected).await?;
-            this.invalidate_after_write(&id).await;
-            Ok(item)
-        })
-        .await
-    }
-
-    pub async fn delete(&self, id: &ItemId, expected: Option<Version>) -> Result<(), WriteError> {
-        let (this, id) = (self.clone(), id.clone());
-        self.detached(async move {
-            this.store.delete(&id, expected).await?;
-            this.invalidate_after_write(&id).await;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Runs a write to completion even if the caller goes away. Axum drops a
-    /// handler whose client hung up; if that happened between the commit and
-    /// the cache delete, the committed value would stay hidden behind the old
-    /// cached one until the TTL. Shutdown waits for these tasks
-    /// ([`Catalog::finish_writes`]).
-    async fn detached<T: Send + 'static>(
-        &self,
-        write: impl Future<Output = T> + Send + 'static,
-    ) -> T {
-        match self.writes.spawn(write).await {
-            Ok(done) => done,
-            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-            Err(err) => unreachable!("write tasks are never aborted: {err}"),
-        }
-    }
-
-    /// Waits, up to `limit`, for writes still running after their callers left.
-    pub async fn finish_writes(&self, limit: Duration) -> bool {
-        self.writes.close();
-        tokio::time::timeout(limit, self.writes.wait())
-            .await
-            .is_ok()
-    }
-
-    /// Steps 2 and 3 of the write path (see [`crate::cache`]).
-    async fn invalidate_after_write(&self, id: &ItemId) {
-        let key = self.prefix.key(id);
-        if let Err(failure) = self.l2.delete(std::slice::from_ref(&key)).await {
-            log_deferred(&failure, key.as_str());
-            self.pending.add_key(key.clone());
-        }
-        self.publish(Some(&key), None).await;
-    }
-
-    // ---- invalidation ------------------------------------------------------
-
-    /// Deletes `key` and/or every key matching `pattern` in Redis, then tells
-    /// the other instances.
-    pub async fn invalidate(
-        &self,
-        key: Option<CacheKey>,
-        pattern: Option<KeyPattern>,
-    ) -> Invalidated {
-        let this = self.clone();
-        self.detached(async move {
-            let outcome = this.apply_to_redis(key.as_ref(), pattern.as_ref()).await;
-            this.publish(key.as_ref(), pattern.as_ref()).await;
-            outcome
-        })
-        .await
-    }
-
-    async fn apply_to_redis(
-        &self,
-        key: Option<&CacheKey>,
-        pattern: Option<&KeyPattern>,
-    ) -> Invalidated {
-        let mut outcome = Invalidated {
-            deleted: 0,
-            deferred: false,
+    fn classify(&self, id: &ItemId, key: &CacheKey, value: Option<Vec<u8>>) -> Cached {
+        let Some(bytes) = value else {
+            return Cached::Missing;
         };
-        if let Some(key) = key {
-            match self.l2.delete(std::slice::from_ref(key)).await {
-                Ok(n) => outcome.deleted += n,
-                Err(failure) => {
-                    log_deferred(&failure, key.as_str());
-                    self.pending.add_key(key.clone());
-                    outcome.deferred = true;
-                }
-            }
-        }
-        if let Some(pattern) = pattern {
-            match self.l2.delete_matching(pattern).await {
-                Ok(n) => outcome.deleted += n,
-                Err(failure) => {
-                    log_deferred(&failure, pattern.as_str());
-                    self.pending.add_pattern(pattern.clone());
-                    outcome.deferred = true;
-                }
-            }
-        }
-        outcome
-    }
-
-    async fn publish(&self, key: Option<&CacheKey>, pattern: Option<&KeyPattern>) {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let message = InvalidationMessage::new(key, pattern, &self.instance, seq);
-        match self
-            .l2
-            .publish(invalidation::CHANNEL, &message.to_json())
-            .await
-        {
-            Ok(_) => CacheStats::bump(&self.stats.invalidations_published),
-            Err(RedisFailure::Disconnected) => {
-                tracing::debug!(seq, "invalidation not published: redis is down")
-            }
-            Err(failure) => {
-                tracing::warn!(error = %failure, seq, "invalidation could not be published")
-            }
-        }
-    }
-
-    /// Handles a message from the invalidation channel. Our peers have already
-    /// deleted the keys in Redis; other publishers (such as `redis-cli
-    /// PUBLISH` or the original example) only announce, so their messages are
-    /// applied here.
-    pub async fn on_invalidation_message(&self, payload: &[u8]) {
-        let message = match InvalidationMessage::parse(payload) {
-            Ok(message) => message,
+        match cache::decode(id, &bytes) {
+            Ok(entry) => match entry.freshness(cache::now_ms()) {
+                Freshness::Fresh { .. } => Cached::Fresh(entry),
+                Freshness::Stale => Cached::Stale(entry),
+            },
             Err(err) => {
-                tracing::warn!(error = %err, "ignoring malformed invalidation message");
-                return;
+                CacheStats::bump(&self.stats.corrupt);
+                tracing::warn!(%key, error = %err, "undecodable cached value; treating it as a miss");
+                Cached::Missing
             }
-        };
-        if message.source == *self.instance && message.is_from_peer() {
-            return;
         }
-        let targets = match message.targets(&self.prefix) {
-            Ok(targets) => targets,
-            Err(err) => {
-                tracing::warn!(error = %err, source = %message.source, "ignoring invalidation outside the cache namespace");
-                return;
-            }
-        };
-        if !message.is_from_peer() {
-            self.apply_to_redis(targets.key.as_ref(), targets.pattern.as_ref())
-                .await;
+    }
+
+    fn count_hit(&self, entry: &Entry) {
+        CacheStats::bump(&self.stats.hits);
+        if entry.item.is_none() {
+            CacheStats::bump(&self.stats.negative_hits);
         }
-        CacheStats::bump(&self.stats.invalidations_received);
-        tracing::debug!(key = %message.key, pattern = %message.pattern, source = %message.source, "invalidation applied");
+    }
+
+    /// Fail-safe: the source of truth failed, but Redis still holds a value
+    /// within its stale window.
+    fn serve_stale(&self, entry: Entry) -> Lookup {
+        CacheStats::bump(&self.stats.stale_served);
+        let age = entry.age(cache::now_ms());
+        Lookup {
+            item: entry.item,
+            status: CacheStatus::Stale,
+            age: Some(age),
+        }
     }
 
     // ---- maintenance -------------------------------------------------------
 
-    /// Loads up to `limit` of the most recently updated items into Redis,
-    /// leaving values already cached untouched.
+    /// Loads up to `limit` of the most recently updated items that Redis does
+    /// not hold yet, through the normal load path (leases included).
     pub async fn warm(&self, limit: u32) -> Result<Warmed, StoreError> {
-        let items = self.store.recent(limit).await?;
+        let ids = self.store.recent_ids(limit).await?;
         let mut warmed = Warmed {
-            read: items.len(),
+            read: ids.len(),
             loaded: 0,
             complete: true,
         };
-        let entries: Vec<(CacheKey, Vec<u8>)> = items
-            .iter()
-            .map(|item| (self.prefix.key(&item.id), cache::encode(item)))
-            .filter(|(key, _)| !self.pending.blocks(key))
-            .collect();
-        for chunk in entries.chunks(WARM_CHUNK) {
-            match self.l2.fill_many(chunk.to_vec(), Overwrite::IfAbsent).await {
-                Ok(written) => warmed.loaded += written,
-                Err(failure) => {
-                    tracing::warn!(error = %failure, "cache warming stopped: redis unavailable");
-                    warmed.complete = false;
-                    break;
+        for chunk in ids.chunks(WARM_CHUNK) {
+            let keys: Vec<CacheKey> = chunk.iter().map(|id| self.prefix.key(id)).collect();
+            let Ok(values) = self.l2.get_many(&keys).await else {
+                warmed.complete = false;
+                break;
+            };
+            let now = cache::now_ms();
+            let absent: Vec<ItemId> = chunk
+                .iter()
+                .zip(values)
+                .filter(|(id, value)| {
+                    !value
+                        .as_deref()
+                        .and_then(|bytes| cache::decode(id, bytes).ok())
+                        .is_some_and(|e| matches!(e.freshness(now), Freshness::Fresh { .. }))
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for outcome in self.load(&absent).await {
+                if matches!(outcome, Ok(Loaded { filled: true, .. })) {
+                    warmed.loaded += 1;
                 }
             }
+            if !self.l2.link().usable() {
+                warmed.complete = false;
+                break;
+            }
         }
-        CacheStats::add(&self.stats.fills, warmed.loaded as u64);
+        if !warmed.complete {
+            tracing::warn!("cache warming stopped: redis unavailable");
+        }
         Ok(warmed)
     }
-
     /// Keys under the cache prefix, counted with `SCAN` (never `DBSIZE`, which
     /// would count foreign keys too). Concurrent callers share one scan: a
     /// count that finished after a caller asked is as fresh as its own would
@@ -550,18 +458,6 @@ impl Catalog {
     }
 }
 
-/// A known outage was already reported by the connection; only a surprise
-/// (timeout, refused command) deserves a warning per invalidation.
-fn log_deferred(failure: &RedisFailure, target: &str) {
-    match failure {
-        RedisFailure::Disconnected => {
-            tracing::debug!(
-                target,
-                "redis is down; invalidation deferred until it is back"
-            )
-        }
-        other => {
-            tracing::warn!(target, error = %other, "invalidation deferred until redis answers")
-        }
-    }
+fn log_bypass(failure: &RedisFailure) {
+    tracing::debug!(error = %failure, "redis bypassed");
 }

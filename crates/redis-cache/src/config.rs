@@ -87,6 +87,60 @@ pub struct Cli {
     #[arg(long, env = "CACHE_WARM", default_value_t = 0)]
     pub cache_warm: u32,
 
+    /// How long an absent id is remembered (404 served from the cache);
+    /// 0 turns negative caching off.
+    #[arg(long, env = "NEGATIVE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub negative_ttl: Duration,
+
+    /// Random spread of every TTL, as a fraction (0.1 = ±10 %), so keys cached
+    /// together do not expire together; 0 turns it off.
+    #[arg(long, env = "CACHE_TTL_JITTER", default_value_t = 0.1)]
+    pub cache_ttl_jitter: f64,
+
+    /// A hit in the last part of its freshness (as a fraction of its TTL)
+    /// refreshes the key once in the background; 0 turns early refresh off.
+    #[arg(long, env = "EARLY_REFRESH", default_value_t = 0.1)]
+    pub early_refresh: f64,
+
+    /// How long past its freshness a cached value may still be served, marked
+    /// STALE, while the source of truth fails; 0 turns fail-safe off.
+    #[arg(long, env = "STALE_IF_ERROR", default_value = "10m", value_parser = parse_duration)]
+    pub stale_if_error: Duration,
+
+    /// Lifetime of the per-key lease an instance takes in Redis before reading
+    /// the source of truth on a miss; a crashed holder's lease expires after it.
+    #[arg(long, env = "LEASE_TTL", default_value = "2s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+
+    /// Use leases (cross-instance miss coalescing, protection against stale
+    /// fills). Only turn off to measure what they buy.
+    #[arg(long, env = "CACHE_LEASES", value_parser = BoolishValueParser::new(), default_value_t = true, action = clap::ArgAction::Set)]
+    pub cache_leases: bool,
+
+    /// Coalesce concurrent lookups of one id in this process into one load.
+    /// Only turn off to measure what it buys.
+    #[arg(long, env = "CACHE_COALESCING", value_parser = BoolishValueParser::new(), default_value_t = true, action = clap::ArgAction::Set)]
+    pub cache_coalescing: bool,
+
+    /// Bound on one source-of-truth read; past it the read counts as failed
+    /// (and a cached value may be served STALE).
+    #[arg(long, env = "SOURCE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub source_timeout: Duration,
+
+    /// After a failed source-of-truth read of an id, how long to wait before
+    /// trying that id again.
+    #[arg(long, env = "FAILSAFE_THROTTLE", default_value = "2s", value_parser = parse_duration)]
+    pub failsafe_throttle: Duration,
+
+    /// Consecutive Redis timeouts or connection failures that open the circuit
+    /// breaker (Redis is then skipped for a cool-down); 0 turns it off.
+    #[arg(long, env = "REDIS_BREAKER_FAILURES", default_value_t = 5)]
+    pub redis_breaker_failures: u32,
+
+    /// How long an open breaker skips Redis before one probe is let through.
+    #[arg(long, env = "REDIS_BREAKER_COOLDOWN", default_value = "5s", value_parser = parse_duration)]
+    pub redis_breaker_cooldown: Duration,
+
     /// Artificial latency added to every source-of-truth read, for
     /// demonstrations and benchmarks.
     #[arg(long, env = "SOURCE_DELAY", default_value = "0ms", value_parser = parse_duration)]
@@ -155,6 +209,9 @@ pub struct HttpConfig {
 pub struct RedisConfig {
     pub target: RedisTarget,
     pub timeout: Duration,
+    /// Zero: breaker off.
+    pub breaker_failures: u32,
+    pub breaker_cooldown: Duration,
     /// Certificates for `rediss://` beyond the public roots.
     pub tls: Option<RedisTls>,
 }
@@ -211,6 +268,19 @@ pub struct CacheConfig {
     pub prefix: KeyPrefix,
     pub source_delay: Duration,
     pub warm_on_start: u32,
+    /// Zero: negative caching off.
+    pub negative_ttl: Duration,
+    /// Fraction in `0.0..=0.5`.
+    pub ttl_jitter: f64,
+    /// Fraction in `0.0..1.0`; zero: early refresh off.
+    pub early_refresh: f64,
+    /// Zero: fail-safe off.
+    pub stale_if_error: Duration,
+    pub lease_ttl: Duration,
+    pub leases: bool,
+    pub coalescing: bool,
+    pub source_timeout: Duration,
+    pub failsafe_throttle: Duration,
 }
 
 /// A bad setting, named by its environment variable, in one line.
@@ -260,6 +330,46 @@ impl Config {
             Duration::from_secs(365 * 86_400),
         )?;
         let source_delay = in_range("SOURCE_DELAY", cli.source_delay, ms(0), ms(60_000))?;
+        let source_timeout = in_range(
+            "SOURCE_TIMEOUT",
+            cli.source_timeout,
+            ms(1),
+            Duration::from_secs(600),
+        )?;
+        if source_delay >= source_timeout {
+            return Err(invalid(
+                "SOURCE_DELAY",
+                "must be shorter than SOURCE_TIMEOUT",
+            ));
+        }
+        let year = Duration::from_secs(365 * 86_400);
+        let negative_ttl = in_range("NEGATIVE_TTL", cli.negative_ttl, ms(0), year)?;
+        let stale_if_error = in_range("STALE_IF_ERROR", cli.stale_if_error, ms(0), year)?;
+        let lease_ttl = in_range("LEASE_TTL", cli.lease_ttl, ms(10), ms(600_000))?;
+        let failsafe_throttle = in_range(
+            "FAILSAFE_THROTTLE",
+            cli.failsafe_throttle,
+            ms(0),
+            ms(3_600_000),
+        )?;
+        let breaker_cooldown = in_range(
+            "REDIS_BREAKER_COOLDOWN",
+            cli.redis_breaker_cooldown,
+            ms(1),
+            ms(3_600_000),
+        )?;
+        let fraction = |variable, value: f64, max: f64| {
+            if value.is_finite() && (0.0..=max).contains(&value) {
+                Ok(value)
+            } else {
+                Err(invalid(
+                    variable,
+                    format!("must be a fraction between 0 and {max}"),
+                ))
+            }
+        };
+        let ttl_jitter = fraction("CACHE_TTL_JITTER", cli.cache_ttl_jitter, 0.5)?;
+        let early_refresh = fraction("EARLY_REFRESH", cli.early_refresh, 0.9)?;
         if !(1..=100_000).contains(&cli.batch_max_ids) {
             return Err(invalid("BATCH_MAX_IDS", "must be between 1 and 100000"));
         }
@@ -294,6 +404,8 @@ impl Config {
             redis: RedisConfig {
                 target: redis_target,
                 timeout: redis_timeout,
+                breaker_failures: cli.redis_breaker_failures,
+                breaker_cooldown,
                 tls: redis_tls,
             },
             database: DatabaseConfig {
@@ -308,6 +420,15 @@ impl Config {
                     .map_err(|r| invalid("CACHE_KEY_PREFIX", r))?,
                 source_delay,
                 warm_on_start: cli.cache_warm,
+                negative_ttl,
+                ttl_jitter,
+                early_refresh,
+                stale_if_error,
+                lease_ttl,
+                leases: cli.cache_leases,
+                coalescing: cli.cache_coalescing,
+                source_timeout,
+                failsafe_throttle,
             },
             instance_id,
             log_format: cli.log_format,

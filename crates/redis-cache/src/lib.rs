@@ -36,6 +36,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod invalidation;
+pub mod random;
 pub mod secret;
 pub mod shutdown;
 pub mod startup;

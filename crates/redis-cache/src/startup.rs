@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cache::{RedisCache, RedisLink};
+use crate::cache::{Breaker, RedisCache, RedisLink};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::http::{self, AppState};
@@ -54,7 +54,8 @@ impl Application {
         }
 
         let client = config.redis.client().context("invalid Redis settings")?;
-        let link = RedisLink::new(client.clone(), config.redis.timeout);
+        let breaker = Breaker::new(config.redis.breaker_failures, config.redis.breaker_cooldown);
+        let link = RedisLink::new(client.clone(), config.redis.timeout, breaker);
         match link.connect_once().await {
             Ok(()) => tracing::info!(redis = %config.redis.target, "redis connected"),
             Err(err) => tracing::warn!(
@@ -63,14 +64,8 @@ impl Application {
                 "redis unavailable at start; serving from the source of truth until it is reachable"
             ),
         }
-        let l2 = RedisCache::new(link.clone(), config.cache.ttl);
-        let catalog = Catalog::new(
-            store,
-            l2.clone(),
-            config.cache.prefix.clone(),
-            config.cache.source_delay,
-            &config.instance_id,
-        );
+        let l2 = RedisCache::new(link.clone());
+        let catalog = Catalog::new(store, l2.clone(), &config.cache, &config.instance_id);
 
         let background = CancellationToken::new();
         let tasks = TaskTracker::new();

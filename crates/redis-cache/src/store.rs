@@ -140,11 +140,7 @@ const SELECT_MANY_SQLITE: &str = concat!(
     " FROM items WHERE id IN (SELECT value FROM json_each($1))"
 );
 const SELECT_MANY_POSTGRES: &str = concat!("SELECT ", columns!(), " FROM items WHERE id = ANY($1)");
-const SELECT_RECENT: &str = concat!(
-    "SELECT ",
-    columns!(),
-    " FROM items ORDER BY updated_at DESC, id LIMIT $1"
-);
+const SELECT_RECENT_IDS: &str = "SELECT id FROM items ORDER BY updated_at DESC, id LIMIT $1";
 const INSERT: &str = concat!(
     "INSERT INTO items (",
     columns!(),
@@ -334,13 +330,15 @@ impl Store {
         to_items(rows)
     }
 
-    /// Up to `limit` items, most recently updated first.
-    pub async fn recent(&self, limit: u32) -> Result<Vec<Item>, StoreError> {
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, ItemRow>(SELECT_RECENT)
+    /// The ids of up to `limit` items, most recently updated first.
+    pub async fn recent_ids(&self, limit: u32) -> Result<Vec<ItemId>, StoreError> {
+        let ids = on_pool!(self, pool => sqlx::query_scalar::<_, String>(SELECT_RECENT_IDS)
             .bind(i64::from(limit))
             .fetch_all(pool)
             .await)?;
-        to_items(rows)
+        ids.into_iter()
+            .map(|raw| ItemId::parse(&raw).map_err(|_| StoreError::CorruptRow(raw)))
+            .collect()
     }
 
     pub async fn insert(&self, new: &NewItem) -> Result<Item, WriteError> {

@@ -90,9 +90,22 @@ impl fmt::Debug for KeyPrefix {
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CacheKey(String);
 
+/// Suffix of a key's lease. Ids cannot contain `:`, so no item key ends in it.
+const LEASE_SUFFIX: &str = ":lease";
+
 impl CacheKey {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The key of this key's lease: in the namespace, so pattern invalidations
+    /// and namespace flushes remove leases too (voiding their fills).
+    pub fn lease(&self) -> CacheKey {
+        CacheKey(format!("{}{LEASE_SUFFIX}", self.0))
+    }
+
+    pub fn is_lease(raw: &[u8]) -> bool {
+        raw.ends_with(LEASE_SUFFIX.as_bytes())
     }
 }
 
@@ -127,6 +140,11 @@ impl KeyPattern {
 
     pub fn matches(&self, key: &CacheKey) -> bool {
         super::glob::matches(self.0.as_bytes(), key.as_str().as_bytes())
+    }
+
+    /// Matches the leases of exactly the keys this pattern matches.
+    pub fn leases(&self) -> KeyPattern {
+        KeyPattern(format!("{}{LEASE_SUFFIX}", self.0))
     }
 }
 
@@ -188,6 +206,22 @@ mod tests {
             prefix().parse_pattern(&format!("item:{}", "*".repeat(300))),
             Err(KeyError::PatternTooLong)
         );
+    }
+
+    #[test]
+    fn leases_live_in_the_namespace_beside_their_key() {
+        let key = prefix().parse_key("item:42").unwrap();
+        assert_eq!(key.lease().as_str(), "item:42:lease");
+        assert!(CacheKey::is_lease(key.lease().as_str().as_bytes()));
+        assert!(!CacheKey::is_lease(key.as_str().as_bytes()));
+        assert!(
+            prefix().parse_key("item:42:lease").is_err(),
+            "never parsed as an item key"
+        );
+        let pattern = prefix().parse_pattern("item:4*").unwrap();
+        assert!(pattern.matches(&key));
+        assert!(pattern.leases().matches(&key.lease()));
+        assert!(!pattern.leases().matches(&key));
     }
 
     #[test]

@@ -6,27 +6,67 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{Pipeline, RedisError};
+use redis::{Pipeline, RedisError, Script};
 
 use super::key::{CacheKey, KeyPattern};
 use super::link::{RedisFailure, RedisLink};
 
-/// Keys asked for per `SCAN` call and deleted per `UNLINK` call.
+/// Keys asked for per `SCAN` call.
 const SCAN_BATCH: usize = 1000;
+
+/// Writes each value only if the caller still holds its key's lease, then
+/// releases the lease. A writer deletes the lease together with the key, so a
+/// fill that read the source of truth before a write committed can never land
+/// after it. KEYS: item key and lease key, in pairs; ARGV[1]: the lease token,
+/// then a value and a TTL in milliseconds per pair. Returns 1 or 0 per pair.
+const FILL_LEASED: &str = r"
+local filled = {}
+for i = 1, #KEYS, 2 do
+  local n = (i + 1) / 2
+  if redis.call('GET', KEYS[i + 1]) == ARGV[1] then
+    redis.call('SET', KEYS[i], ARGV[2 * n], 'PX', ARGV[2 * n + 1])
+    redis.call('DEL', KEYS[i + 1])
+    filled[n] = 1
+  else
+    filled[n] = 0
+  end
+end
+return filled
+";
+
+/// Deletes each lease that still holds the caller's token. KEYS: lease keys;
+/// ARGV[1]: the token.
+const RELEASE_LEASES: &str = r"
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
+    redis.call('DEL', KEYS[i])
+  end
+end
+return 1
+";
 
 #[derive(Clone)]
 pub struct RedisCache {
     link: RedisLink,
-    ttl: Duration,
     round_trips: Arc<AtomicU64>,
+    fill_leased: Arc<Script>,
+    release_leases: Arc<Script>,
+}
+
+/// A value to write, with how long Redis should keep it.
+pub struct Fill {
+    pub key: CacheKey,
+    pub value: Vec<u8>,
+    pub keep_for: Duration,
 }
 
 impl RedisCache {
-    pub fn new(link: RedisLink, ttl: Duration) -> Self {
+    pub fn new(link: RedisLink) -> Self {
         Self {
             link,
-            ttl,
             round_trips: Arc::default(),
+            fill_leased: Arc::new(Script::new(FILL_LEASED)),
+            release_leases: Arc::new(Script::new(RELEASE_LEASES)),
         }
     }
 
@@ -57,21 +97,95 @@ impl RedisCache {
             .await
     }
 
-    /// One `SET … PX ttl` per entry, all in one pipeline: one round trip.
-    /// Returns how many values were written (with [`Overwrite::IfAbsent`],
-    /// keys that already held a value are left alone and not counted).
-    pub async fn fill_many(
+    /// Tries to take the lease of every key (`SET <key>:lease <token> NX PX`),
+    /// all in one pipeline: one round trip. Returns which ones were taken.
+    pub async fn try_leases(
         &self,
-        entries: Vec<(CacheKey, Vec<u8>)>,
+        keys: &[CacheKey],
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Vec<bool>, RedisFailure> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = Pipeline::with_capacity(keys.len());
+        for key in keys {
+            pipe.cmd("SET")
+                .arg(key.lease())
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(ttl));
+        }
+        let replies: Vec<redis::Value> = self
+            .run(move |mut c| async move { pipe.query_async(&mut c).await })
+            .await?;
+        Ok(replies
+            .iter()
+            .map(|reply| !matches!(reply, redis::Value::Nil))
+            .collect())
+    }
+
+    /// Writes values under leases held with `token` (see [`FILL_LEASED`]):
+    /// one round trip. Returns which ones were written.
+    pub async fn fill_leased(
+        &self,
+        token: &str,
+        fills: Vec<Fill>,
+    ) -> Result<Vec<bool>, RedisFailure> {
+        if fills.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.fill_leased.prepare_invoke();
+        invocation.arg(token);
+        for fill in &fills {
+            invocation
+                .key(&fill.key)
+                .key(fill.key.lease())
+                .arg(&fill.value[..])
+                .arg(millis(fill.keep_for).max(1));
+        }
+        let written: Vec<i64> = self
+            .run(move |mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        Ok(written.iter().map(|w| *w == 1).collect())
+    }
+
+    /// Gives back leases still held with `token`: one round trip.
+    pub async fn release_leases(&self, keys: &[CacheKey], token: &str) -> Result<(), RedisFailure> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.release_leases.prepare_invoke();
+        invocation.arg(token);
+        for key in keys {
+            invocation.key(key.lease());
+        }
+        self.run(move |mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
+            .await
+            .map(drop)
+    }
+
+    /// One `SET … PX` per value, all in one pipeline: one round trip. With
+    /// [`Overwrite::IfAbsent`] existing keys are left alone. Returns how many
+    /// values were written. No lease is checked: only for warming absent keys
+    /// and for running with leases switched off.
+    pub async fn fill_unleased(
+        &self,
+        fills: Vec<Fill>,
         overwrite: Overwrite,
     ) -> Result<usize, RedisFailure> {
-        if entries.is_empty() {
+        if fills.is_empty() {
             return Ok(0);
         }
-        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
-        let mut pipe = Pipeline::with_capacity(entries.len());
-        for (key, value) in entries {
-            let cmd = pipe.cmd("SET").arg(key).arg(value).arg("PX").arg(ttl_ms);
+        let mut pipe = Pipeline::with_capacity(fills.len());
+        for fill in fills {
+            let cmd = pipe
+                .cmd("SET")
+                .arg(fill.key)
+                .arg(fill.value)
+                .arg("PX")
+                .arg(millis(fill.keep_for).max(1));
             if overwrite == Overwrite::IfAbsent {
                 cmd.arg("NX");
             }
@@ -85,20 +199,33 @@ impl RedisCache {
             .count())
     }
 
-    /// `UNLINK` of all keys: one round trip. Returns how many existed.
+    /// `UNLINK` of the keys and their leases (voiding fills in progress): one
+    /// round trip. Returns how many values existed (leases are not counted).
     pub async fn delete(&self, keys: &[CacheKey]) -> Result<u64, RedisFailure> {
         if keys.is_empty() {
             return Ok(0);
         }
-        let cmd = redis::cmd("UNLINK").arg(keys).to_owned();
-        self.run(move |mut c| async move { cmd.query_async(&mut c).await })
-            .await
+        let mut pipe = Pipeline::with_capacity(2);
+        pipe.cmd("UNLINK").arg(keys);
+        let leases: Vec<CacheKey> = keys.iter().map(CacheKey::lease).collect();
+        pipe.cmd("UNLINK").arg(leases).ignore();
+        let (deleted,): (u64,) = self
+            .run(move |mut c| async move { pipe.query_async(&mut c).await })
+            .await?;
+        Ok(deleted)
     }
 
-    /// Deletes every key matching `pattern` with `SCAN MATCH … COUNT 1000` and
-    /// `UNLINK` per batch (never `KEYS`, which blocks Redis): about two round
-    /// trips per thousand keys in the database. Returns how many were deleted.
+    /// Deletes every key matching `pattern`, and the leases of those keys, with
+    /// `SCAN MATCH … COUNT 1000` and `UNLINK` per batch (never `KEYS`, which
+    /// blocks Redis): about two round trips per thousand keys in the database,
+    /// twice over. Returns how many values were deleted.
     pub async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64, RedisFailure> {
+        let deleted = self.unlink_matching(pattern).await?;
+        self.unlink_matching(&pattern.leases()).await?;
+        Ok(deleted)
+    }
+
+    async fn unlink_matching(&self, pattern: &KeyPattern) -> Result<u64, RedisFailure> {
         let (mut cursor, mut deleted) = (0, 0);
         loop {
             let (next, keys) = self.scan_page(pattern, cursor).await?;
@@ -115,14 +242,14 @@ impl RedisCache {
         }
     }
 
-    /// Counts keys matching `pattern` with `SCAN`: one round trip per thousand
-    /// keys in the database. `SCAN` may return a key twice while Redis resizes
-    /// its table, so under heavy churn the count can be slightly high.
+    /// Counts values (not leases) under `pattern` with `SCAN`: one round trip
+    /// per thousand keys in the database. `SCAN` may return a key twice while
+    /// Redis resizes its table, so under heavy churn the count can be slightly high.
     pub async fn count_matching(&self, pattern: &KeyPattern) -> Result<u64, RedisFailure> {
         let (mut cursor, mut count) = (0, 0);
         loop {
             let (next, keys) = self.scan_page(pattern, cursor).await?;
-            count += keys.len() as u64;
+            count += keys.iter().filter(|k| !CacheKey::is_lease(k)).count() as u64;
             if next == 0 {
                 return Ok(count);
             }
@@ -164,10 +291,13 @@ impl RedisCache {
     }
 }
 
-/// Whether a fill may replace a value already in Redis.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whether an unleased fill may replace a value already in Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overwrite {
-    /// Read-through fills: the source of truth was just read, so it wins.
     Always,
     /// Warming: never replace what readers have already filled.
     IfAbsent,

@@ -10,6 +10,7 @@ use redis::{AsyncConnectionConfig, Client, RedisError};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::breaker::{Breaker, CircuitState};
 use crate::backoff::Backoff;
 
 /// How often an idle, healthy connection is checked with `PING`. A connection
@@ -31,6 +32,8 @@ pub enum LinkState {
 pub enum RedisFailure {
     #[error("not connected to redis")]
     Disconnected,
+    #[error("redis circuit breaker is open")]
+    CircuitOpen,
     #[error("redis did not answer within the command timeout")]
     Timeout,
     #[error("redis command failed")]
@@ -45,6 +48,8 @@ pub struct RedisLink {
 
 struct Inner {
     client: Client,
+    /// Skips Redis for a while after repeated timeouts (see [`Breaker`]).
+    breaker: Breaker,
     command_timeout: Duration,
     connect_timeout: Duration,
     /// The live connection, if any. A plain `RwLock` is enough: it is held only
@@ -64,11 +69,12 @@ struct Slot {
 }
 
 impl RedisLink {
-    pub fn new(client: Client, command_timeout: Duration) -> Self {
+    pub fn new(client: Client, command_timeout: Duration, breaker: Breaker) -> Self {
         let (state, _) = watch::channel(LinkState::Disconnected);
         Self {
             inner: Arc::new(Inner {
                 client,
+                breaker,
                 command_timeout,
                 connect_timeout: (command_timeout * 4).max(Duration::from_secs(1)),
                 slot: RwLock::new(Slot {
@@ -101,23 +107,49 @@ impl RedisLink {
         self.inner.state.subscribe()
     }
 
+    pub fn circuit(&self) -> CircuitState {
+        self.inner.breaker.state()
+    }
+
+    /// Whether an operation would be attempted right now (connected, circuit
+    /// not open). A hint for skipping optional work, not a promise.
+    pub fn usable(&self) -> bool {
+        self.state() == LinkState::Connected && self.circuit() != CircuitState::Open
+    }
+
     /// Runs one operation (a command or a pipeline) on the shared connection,
-    /// bounded by the command timeout. Fails fast when there is no connection.
+    /// bounded by the command timeout. Fails fast when there is no connection
+    /// or the circuit breaker is open.
     pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, RedisFailure>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        let (generation, conn) = self.current().ok_or(RedisFailure::Disconnected)?;
+        let breaker = &self.inner.breaker;
+        let permit = breaker.allow().ok_or(RedisFailure::CircuitOpen)?;
+        let Some((generation, conn)) = self.current() else {
+            breaker.release(permit);
+            return Err(RedisFailure::Disconnected);
+        };
         match tokio::time::timeout(self.inner.command_timeout, op(conn)).await {
-            Ok(Ok(value)) => Ok(value),
+            Ok(Ok(value)) => {
+                breaker.success();
+                Ok(value)
+            }
             Ok(Err(err)) => {
                 if breaks_connection(&err) {
                     self.mark_broken(generation);
+                    breaker.failure(permit);
+                } else {
+                    // Refused, but answered: Redis is there.
+                    breaker.success();
                 }
                 Err(RedisFailure::Command(err))
             }
-            Err(_elapsed) => Err(RedisFailure::Timeout),
+            Err(_elapsed) => {
+                breaker.failure(permit);
+                Err(RedisFailure::Timeout)
+            }
         }
     }
 

@@ -14,8 +14,20 @@ pub struct CacheStats {
     pub hits: AtomicU64,
     /// Every lookup that was not answered by Redis, including bypasses.
     pub misses: AtomicU64,
-    /// Misses where Redis could not be used at all (down, slow, pending work).
-    pub bypasses: AtomicU64,
+    /// Misses where Redis could not be used at all (down, slow, circuit open,
+    /// a delete pending).
+    pub bypassed: AtomicU64,
+    /// Hits on a cached absence (answered 404 without the source of truth).
+    pub negative_hits: AtomicU64,
+    /// Misses that joined a load of the same id already running here.
+    pub coalesced: AtomicU64,
+    /// Ids another instance was loading (it held the lease) and that were
+    /// taken from its fill instead of the source of truth.
+    pub lease_waits: AtomicU64,
+    /// Answers served past their freshness because the source of truth failed.
+    pub stale_served: AtomicU64,
+    /// Background refreshes of hot keys before they expired.
+    pub early_refreshes: AtomicU64,
     /// Values written to Redis after a miss (read-through and warming).
     pub fills: AtomicU64,
     /// Cached values that could not be decoded and were treated as misses.
@@ -33,7 +45,12 @@ impl Default for CacheStats {
             lookups: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
-            bypasses: AtomicU64::new(0),
+            bypassed: AtomicU64::new(0),
+            negative_hits: AtomicU64::new(0),
+            coalesced: AtomicU64::new(0),
+            lease_waits: AtomicU64::new(0),
+            stale_served: AtomicU64::new(0),
+            early_refreshes: AtomicU64::new(0),
             fills: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
             upstream_fetches: AtomicU64::new(0),
@@ -51,7 +68,12 @@ pub struct StatsSnapshot {
     pub misses: u64,
     pub hit_rate: f64,
     pub lookups: u64,
-    pub bypasses: u64,
+    pub bypassed: u64,
+    pub negative_hits: u64,
+    pub coalesced: u64,
+    pub lease_waits: u64,
+    pub stale_served: u64,
+    pub early_refreshes: u64,
     pub fills: u64,
     pub corrupt_values: u64,
     pub upstream_fetches: u64,
@@ -83,7 +105,12 @@ impl CacheStats {
                 hits as f64 / answered as f64
             },
             lookups: load(&self.lookups),
-            bypasses: load(&self.bypasses),
+            bypassed: load(&self.bypassed),
+            negative_hits: load(&self.negative_hits),
+            coalesced: load(&self.coalesced),
+            lease_waits: load(&self.lease_waits),
+            stale_served: load(&self.stale_served),
+            early_refreshes: load(&self.early_refreshes),
             fills: load(&self.fills),
             corrupt_values: load(&self.corrupt),
             upstream_fetches: load(&self.upstream_fetches),
@@ -98,7 +125,12 @@ impl CacheStats {
             &self.lookups,
             &self.hits,
             &self.misses,
-            &self.bypasses,
+            &self.bypassed,
+            &self.negative_hits,
+            &self.coalesced,
+            &self.lease_waits,
+            &self.stale_served,
+            &self.early_refreshes,
             &self.fills,
             &self.corrupt,
             &self.upstream_fetches,

@@ -93,6 +93,7 @@ async fn warm(
     if state.catalog.l2().link().state() != LinkState::Connected {
         return Err(ApiError::Unavailable {
             what: "redis",
+            details: None,
             cause: None,
         });
     }

@@ -9,6 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::catalog::LookupError;
 use crate::domain::Version;
 use crate::store::{StoreError, WriteError};
 
@@ -42,6 +43,7 @@ pub enum ApiError {
     #[error("{what} unavailable")]
     Unavailable {
         what: &'static str,
+        details: Option<Value>,
         #[source]
         cause: Option<anyhow::Error>,
     },
@@ -86,6 +88,7 @@ impl ApiError {
                 Some(json!({ "current_version": v.0 }))
             }
             ApiError::PayloadTooLarge { limit } => Some(json!({ "limit_bytes": limit })),
+            ApiError::Unavailable { details, .. } => details.clone(),
             _ => None,
         }
     }
@@ -135,10 +138,28 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::Unavailable(_) => ApiError::Unavailable {
                 what: "source of truth",
+                details: None,
                 cause: Some(err.into()),
             },
             StoreError::Rejected(_) => ApiError::bad_request("invalid item"),
             other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+/// Nothing cached and the source of truth failed: 503 when it is unreachable
+/// (retrying helps), 500 otherwise.
+impl From<LookupError> for ApiError {
+    fn from(err: LookupError) -> Self {
+        let cause = anyhow::anyhow!("{}", err.cause.cause);
+        if err.cause.unavailable {
+            ApiError::Unavailable {
+                what: "source of truth",
+                details: None,
+                cause: Some(cause),
+            }
+        } else {
+            ApiError::Internal(cause)
         }
     }
 }

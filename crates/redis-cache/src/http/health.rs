@@ -48,6 +48,7 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         Json(json!({
             "status": status,
             "redis": connected(redis),
+            "redis_circuit": state.catalog.l2().link().circuit().as_str(),
             "database": connected(database),
             "subscriber": subscriber.as_str(),
             "instance": state.catalog.instance(),

@@ -15,7 +15,6 @@ use super::AppState;
 use super::conditional::{etag, if_match, not_modified};
 use super::error::ApiError;
 use super::json::ApiJson;
-use crate::cache::CacheStatus;
 use crate::domain::{Item, ItemFields, ItemId, ItemPatch, NewItem, ValidationError};
 
 pub const X_CACHE_STATUS: HeaderName = HeaderName::from_static("x-cache-status");
@@ -48,10 +47,6 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     }
 }
 
-fn cache_status(status: CacheStatus) -> [(HeaderName, HeaderValue); 1] {
-    [(X_CACHE_STATUS, HeaderValue::from_static(status.as_str()))]
-}
-
 fn invalid_item(err: ValidationError) -> ApiError {
     ApiError::bad_request_with(
         "invalid item",
@@ -67,15 +62,22 @@ async fn fetch(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let lookup = state.catalog.get(&id).await?;
-    let status = cache_status(lookup.status);
+    let mut cache_headers = HeaderMap::new();
+    cache_headers.insert(
+        X_CACHE_STATUS,
+        HeaderValue::from_static(lookup.status.as_str()),
+    );
+    if let Some(age) = lookup.age {
+        cache_headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
+    }
     let Some(item) = lookup.item else {
-        return Ok((status, ApiError::NotFound("item not found")).into_response());
+        return Ok((cache_headers, ApiError::NotFound("item not found")).into_response());
     };
     let tag = [(header::ETAG, etag(item.version))];
     if not_modified(&headers, item.version) {
-        return Ok((StatusCode::NOT_MODIFIED, status, tag).into_response());
+        return Ok((StatusCode::NOT_MODIFIED, cache_headers, tag).into_response());
     }
-    Ok((status, tag, Json(item)).into_response())
+    Ok((cache_headers, tag, Json(item)).into_response())
 }
 
 /// `POST /items`: 201 with `Location`; an existing id is a 409.
@@ -170,7 +172,17 @@ async fn batch(
             ids.push(id);
         }
     }
-    let found = state.catalog.get_many(&ids).await?;
+    let found = state.catalog.get_many(&ids).await.map_err(|err| {
+        let ids: Vec<String> = err.ids.iter().map(ToString::to_string).collect();
+        match ApiError::from(err) {
+            ApiError::Unavailable { what, cause, .. } => ApiError::Unavailable {
+                what,
+                details: Some(json!({ "unavailable_ids": ids })),
+                cause,
+            },
+            other => other,
+        }
+    })?;
     let headers = [
         (
             X_CACHE_STATUS,

@@ -25,6 +25,7 @@ struct StatsBody {
     total_keys: Option<u64>,
     instance: String,
     redis: &'static str,
+    redis_circuit: &'static str,
     pending_invalidations: usize,
     redis_round_trips: u64,
 }
@@ -42,6 +43,7 @@ async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
             LinkState::Connected => "connected",
             LinkState::Disconnected => "disconnected",
         },
+        redis_circuit: catalog.l2().link().circuit().as_str(),
         pending_invalidations: catalog.pending().len(),
         redis_round_trips: catalog.l2().round_trips(),
     })

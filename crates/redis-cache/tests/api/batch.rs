@@ -8,7 +8,7 @@ use crate::helpers::{Backend, TestApp, body, header};
 
 both_backends!(
     batch_keeps_first_occurrence_order_dedupes_and_lists_missing,
-    batch_costs_one_lookup_one_query_and_one_fill_pipeline,
+    batch_costs_one_lookup_one_lease_pipeline_one_query_and_one_fill,
     batch_limits_and_empty_lists,
 );
 
@@ -49,7 +49,7 @@ async fn batch_keeps_first_occurrence_order_dedupes_and_lists_missing(backend: B
     assert_eq!(stats["misses"], 5);
 }
 
-async fn batch_costs_one_lookup_one_query_and_one_fill_pipeline(backend: Backend) {
+async fn batch_costs_one_lookup_one_lease_pipeline_one_query_and_one_fill(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     for i in 0..100 {
         let id = format!("b{i:03}");
@@ -78,13 +78,16 @@ async fn batch_costs_one_lookup_one_query_and_one_fill_pipeline(backend: Backend
         commands_after.get(name).copied().unwrap_or(0)
             - commands_before.get(name).copied().unwrap_or(0)
     };
-    assert_eq!(trips, 2, "one MGET round trip and one fill pipeline");
+    assert_eq!(
+        trips, 3,
+        "one MGET, one pipeline taking the 30 leases, one script filling the 30"
+    );
     assert_eq!(calls("mget"), 1);
-    assert_eq!(calls("get"), 0, "no per-id GET");
+    assert_eq!(calls("evalsha"), 1, "all fills in one script call");
     assert_eq!(
         calls("set"),
-        30,
-        "one SET per miss, all in the fill pipeline"
+        60,
+        "30 lease SETs (pipelined) and 30 fills (in the script)"
     );
     assert_eq!(fetches, 1, "one source-of-truth query for all 30 misses");
 }

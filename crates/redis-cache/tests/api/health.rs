@@ -38,17 +38,16 @@ async fn stats_count_every_lookup_exactly_once(backend: Backend) {
     }
     app.batch(&["1", "2", "3", "3", "nope"]).await;
     let stats = app.stats().await;
-    // singles: 1 miss, 1 hit, 2 miss, nope miss, nope miss; batch (unique): 1 hit, 2 hit, 3 miss, nope miss
-    assert_eq!(stats["hits"], 3);
-    assert_eq!(stats["misses"], 6);
+    // singles: 1 miss, 1 hit, 2 miss, nope miss, nope hit (cached absence);
+    // batch (distinct ids): 1 hit, 2 hit, 3 miss, nope hit.
+    assert_eq!(stats["hits"], 5);
+    assert_eq!(stats["negative_hits"], 2);
+    assert_eq!(stats["misses"], 4);
     assert_eq!(stats["lookups"], 9);
-    assert_eq!(stats["hit_rate"], 3.0 / 9.0);
-    assert_eq!(
-        stats["total_keys"], 3,
-        "1, 2 and 3 are cached; unknown ids are not"
-    );
-    assert_eq!(stats["fills"], 3);
-    assert_eq!(stats["upstream_fetches"], 5);
+    assert_eq!(stats["hit_rate"], 5.0 / 9.0);
+    assert_eq!(stats["total_keys"], 4, "1, 2, 3 and the absence of nope");
+    assert_eq!(stats["fills"], 4);
+    assert_eq!(stats["upstream_fetches"], 4);
     assert!(stats["instance"].as_str().unwrap().starts_with("test-"));
 
     let reset = app.post("/stats/reset", &json!({})).await;
@@ -59,7 +58,7 @@ async fn stats_count_every_lookup_exactly_once(backend: Backend) {
         (Some(0), Some(0))
     );
     assert_eq!(
-        stats["total_keys"], 3,
+        stats["total_keys"], 4,
         "resetting counters does not touch the cache"
     );
 }

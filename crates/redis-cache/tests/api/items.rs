@@ -56,15 +56,21 @@ async fn second_read_is_a_hit_with_the_same_body(backend: Backend) {
     assert_eq!(body(hit).await, miss);
     let cached: serde_json::Value =
         serde_json::from_str(&app.redis_get("item:2").await.unwrap()).unwrap();
-    assert_eq!(cached, miss, "Redis holds the item's JSON under item:<id>");
+    assert_eq!(cached["item"], miss, "Redis holds the item under item:<id>");
+    let fresh_for =
+        cached["fresh_until"].as_i64().unwrap() - cached["fetched_at"].as_i64().unwrap();
+    assert!(
+        (270_000..=330_000).contains(&fresh_for),
+        "fresh for the 5m TTL ± 10 %, got {fresh_for} ms"
+    );
     let ttl: i64 = redis::cmd("PTTL")
         .arg("item:2")
         .query_async(&mut app.redis.conn().await)
         .await
         .unwrap();
     assert!(
-        ttl > 290_000 && ttl <= 300_000,
-        "filled with the 5m TTL, got {ttl} ms"
+        ttl > fresh_for + 590_000 && ttl <= fresh_for + 600_000,
+        "kept 10 m past its freshness for fail-safe, got {ttl} ms"
     );
     let stats = app.stats().await;
     assert_eq!(
@@ -252,10 +258,12 @@ async fn corrupt_cached_value_is_a_counted_miss_and_overwritten(backend: Backend
     }
     assert_eq!(app.stats().await["corrupt_values"], 3);
 
-    // A corrupt value for an item that does not exist is removed, not kept.
+    // A corrupt value for an item that does not exist is replaced by its absence.
     app.redis_set("item:404", "garbage").await;
     assert_eq!(app.get_item("404").await.status(), StatusCode::NOT_FOUND);
-    assert!(app.redis_get("item:404").await.is_none());
+    let absent: serde_json::Value =
+        serde_json::from_str(&app.redis_get("item:404").await.unwrap()).unwrap();
+    assert_eq!(absent["item"], serde_json::Value::Null);
 
     // In a batch too.
     app.redis_set("item:2", "garbage").await;

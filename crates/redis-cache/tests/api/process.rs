@@ -214,6 +214,7 @@ async fn shutdown_waits_for_in_flight_requests_but_not_past_the_grace_period() {
     let mut app = TestApp::builder(Backend::Sqlite)
         .config(|c| {
             c.cache.source_delay = Duration::from_secs(30);
+            c.cache.source_timeout = Duration::from_secs(60);
             c.http.shutdown_grace = Duration::from_millis(100);
         })
         .spawn()
@@ -318,6 +319,7 @@ async fn a_second_signal_stops_at_once() {
         ("REDIS_URL", redis.url()),
         ("DATABASE_URL", database.url.clone()),
         ("SOURCE_DELAY", "60s".into()),
+        ("SOURCE_TIMEOUT", "120s".into()),
         ("SHUTDOWN_GRACE", "60s".into()),
     ]);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();

@@ -131,9 +131,10 @@ async fn original_walkthrough_works_step_by_step(backend: Backend) {
     );
     let by_pattern = app.invalidate(json!({"pattern": "item:*"})).await;
     assert_eq!(by_pattern.status(), StatusCode::OK);
+    // item:2, item:3, and the cached absence of the deleted item 100.
     assert_eq!(
         body(by_pattern).await,
-        json!({ "message": "invalidation published", "deleted": 2 })
+        json!({ "message": "invalidation published", "deleted": 3 })
     );
     assert_eq!(app.stats().await["total_keys"], 0);
 

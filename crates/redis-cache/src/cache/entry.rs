@@ -1,0 +1,164 @@
+//! The value stored under an item key: the item, or the fact that it does not
+//! exist, with the two times that govern how it may be served.
+//!
+//! ```json
+//! {"fetched_at":1764097523241,"fresh_until":1764097823241,"item":{"id":"1",…}}
+//! {"fetched_at":1764097523241,"fresh_until":1764097553241,"item":null}
+//! ```
+//!
+//! Times are milliseconds since the Unix epoch, so every instance reads them
+//! the same way. Redis keeps the key until `fresh_until` plus the fail-safe
+//! window: past `fresh_until` the value is only served when the source of
+//! truth fails.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Item, ItemId};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// When the value was read from the source of truth.
+    pub fetched_at: i64,
+    /// Until when it may be served as a hit.
+    pub fresh_until: i64,
+    /// The item, or `None` when the id is known not to exist (a negative entry).
+    pub item: Option<Item>,
+}
+
+/// How an entry may be used at a given moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Serve it; `remaining` is left of its freshness.
+    Fresh { remaining: Duration },
+    /// Only serve it if the source of truth fails.
+    Stale,
+}
+
+impl Entry {
+    pub fn freshness(&self, now_ms: i64) -> Freshness {
+        if now_ms < self.fresh_until {
+            Freshness::Fresh {
+                remaining: Duration::from_millis((self.fresh_until - now_ms) as u64),
+            }
+        } else {
+            Freshness::Stale
+        }
+    }
+
+    /// How long it was meant to be fresh for.
+    pub fn lifetime(&self) -> Duration {
+        Duration::from_millis((self.fresh_until - self.fetched_at).max(0) as u64)
+    }
+
+    /// Time since the value was read from the source of truth (the HTTP `Age`).
+    pub fn age(&self, now_ms: i64) -> Duration {
+        Duration::from_millis((now_ms - self.fetched_at).max(0) as u64)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("entries always serialize")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("cached value is not a valid entry: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("cached value belongs to item {found:?}")]
+    WrongItem { found: ItemId },
+}
+
+/// Decodes the value found under `id`'s key. A value that does not parse, or
+/// that holds another item, is rejected so the caller treats it as a miss.
+pub fn decode(id: &ItemId, bytes: &[u8]) -> Result<Entry, DecodeError> {
+    let entry: Entry = serde_json::from_slice(bytes)?;
+    if let Some(item) = &entry.item
+        && &item.id != id
+    {
+        return Err(DecodeError::WrongItem {
+            found: item.id.clone(),
+        });
+    }
+    Ok(entry)
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Version;
+
+    fn item(id: &str) -> Item {
+        Item {
+            id: ItemId::parse(id).unwrap(),
+            name: "n".into(),
+            description: String::new(),
+            price: 1.5,
+            category: String::new(),
+            stock: 2,
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            updated_at: time::OffsetDateTime::UNIX_EPOCH,
+            version: Version::FIRST,
+        }
+    }
+
+    fn entry(item: Option<Item>) -> Entry {
+        Entry {
+            fetched_at: 1_000,
+            fresh_until: 301_000,
+            item,
+        }
+    }
+
+    #[test]
+    fn round_trips_items_and_absences() {
+        let id = ItemId::parse("1").unwrap();
+        for e in [entry(Some(item("1"))), entry(None)] {
+            assert_eq!(decode(&id, &e.encode()).unwrap(), e);
+        }
+        let json = String::from_utf8(entry(None).encode()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"fetched_at":1000,"fresh_until":301000,"item":null}"#
+        );
+    }
+
+    #[test]
+    fn rejects_garbage_bare_items_and_foreign_items() {
+        let id = ItemId::parse("1").unwrap();
+        assert!(matches!(
+            decode(&id, b"not json"),
+            Err(DecodeError::Malformed(_))
+        ));
+        let bare = serde_json::to_vec(&item("1")).unwrap();
+        assert!(matches!(decode(&id, &bare), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            decode(&id, &entry(Some(item("2"))).encode()),
+            Err(DecodeError::WrongItem { .. })
+        ));
+    }
+
+    #[test]
+    fn freshness_age_and_lifetime() {
+        let e = entry(None);
+        assert_eq!(
+            e.freshness(1_000),
+            Freshness::Fresh {
+                remaining: Duration::from_secs(300)
+            }
+        );
+        assert_eq!(e.freshness(301_000), Freshness::Stale);
+        assert_eq!(e.lifetime(), Duration::from_secs(300));
+        assert_eq!(e.age(61_000), Duration::from_secs(60));
+        assert_eq!(e.age(0), Duration::ZERO, "never negative under clock skew");
+    }
+}

@@ -1,0 +1,216 @@
+//! `Flights`: concurrent lookups of one id in this process share one load.
+//!
+//! The first caller for an id *leads*: it starts the load in a task of its
+//! own; later callers *join* and await the same outcome. Because the load is
+//! its own task, a leader whose client hangs up cancels nothing (futures that
+//! are cancelled and retried would otherwise stampede anyway). A write removes
+//! the id's flight, so a lookup that starts after the write returned never
+//! joins a load that may have read the value before it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use tokio::sync::oneshot;
+
+use super::load::{Outcome, SourceError};
+use crate::domain::ItemId;
+
+pub type SharedOutcome = Shared<BoxFuture<'static, Outcome>>;
+
+pub struct Flights {
+    /// Off only to measure what coalescing buys: every caller then leads.
+    enabled: bool,
+    /// Flights in progress. Held only to look up, insert or remove; shared
+    /// with the leads so that each removes its own flight when done.
+    map: Arc<Mutex<FlightMap>>,
+    next: AtomicU64,
+}
+
+type FlightMap = HashMap<ItemId, Flight>;
+
+struct Flight {
+    /// Tells this flight from a newer one for the same id.
+    generation: u64,
+    outcome: SharedOutcome,
+}
+
+/// A load the caller must perform and then [`Lead::finish`]. Dropping it
+/// unfinished (a panic) fails its waiters and frees the id for a new flight.
+pub struct Lead {
+    pub id: ItemId,
+    generation: u64,
+    tx: Option<oneshot::Sender<Outcome>>,
+    map: Arc<Mutex<FlightMap>>,
+}
+
+impl Lead {
+    /// Ends the flight: later lookups start afresh, current ones get `outcome`.
+    pub fn finish(mut self, outcome: Outcome) {
+        self.unregister();
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(outcome);
+        }
+    }
+
+    fn unregister(&self) {
+        let mut map = lock(&self.map);
+        if map
+            .get(&self.id)
+            .is_some_and(|f| f.generation == self.generation)
+        {
+            map.remove(&self.id);
+        }
+    }
+}
+
+impl Drop for Lead {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            self.unregister();
+        }
+    }
+}
+
+fn lock(map: &Mutex<FlightMap>) -> std::sync::MutexGuard<'_, FlightMap> {
+    map.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What [`Flights::join_or_lead`] handed out.
+pub struct Ticket {
+    /// One per id asked for, in the same order.
+    pub outcomes: Vec<SharedOutcome>,
+    pub leads: Vec<Lead>,
+    /// How many ids joined a flight already in progress.
+    pub joined: usize,
+}
+
+impl Flights {
+    pub fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            map: Arc::default(),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    pub fn join_or_lead(&self, ids: &[ItemId]) -> Ticket {
+        let mut ticket = Ticket {
+            outcomes: Vec::with_capacity(ids.len()),
+            leads: Vec::new(),
+            joined: 0,
+        };
+        let mut map = lock(&self.map);
+        for id in ids {
+            if self.enabled
+                && let Some(flight) = map.get(id)
+            {
+                ticket.outcomes.push(flight.outcome.clone());
+                ticket.joined += 1;
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            let outcome: SharedOutcome = async move {
+                rx.await
+                    .unwrap_or_else(|_| Err(SourceError::failed("the load was abandoned")))
+            }
+            .boxed()
+            .shared();
+            let generation = self.next.fetch_add(1, Ordering::Relaxed);
+            if self.enabled {
+                map.insert(
+                    id.clone(),
+                    Flight {
+                        generation,
+                        outcome: outcome.clone(),
+                    },
+                );
+            }
+            ticket.outcomes.push(outcome);
+            ticket.leads.push(Lead {
+                id: id.clone(),
+                generation,
+                tx: Some(tx),
+                map: self.map.clone(),
+            });
+        }
+        ticket
+    }
+
+    /// Called after a write: lookups from now on do not join a load that may
+    /// have read the value from before the write.
+    pub fn forget(&self, id: &ItemId) {
+        lock(&self.map).remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::load::{Loaded, Via};
+
+    fn ids(raw: &[&str]) -> Vec<ItemId> {
+        raw.iter().map(|r| ItemId::parse(r).unwrap()).collect()
+    }
+
+    fn loaded() -> Outcome {
+        Ok(Loaded {
+            item: None,
+            via: Via::Source,
+            filled: false,
+        })
+    }
+
+    #[tokio::test]
+    async fn later_callers_join_and_share_the_outcome() {
+        let flights = Flights::new(true);
+        let first = flights.join_or_lead(&ids(&["1", "2"]));
+        assert_eq!((first.leads.len(), first.joined), (2, 0));
+        let second = flights.join_or_lead(&ids(&["2", "3"]));
+        assert_eq!((second.leads.len(), second.joined), (1, 1));
+        for lead in first.leads.into_iter().chain(second.leads) {
+            lead.finish(loaded());
+        }
+        for outcome in first.outcomes.into_iter().chain(second.outcomes) {
+            assert!(outcome.await.is_ok());
+        }
+        let third = flights.join_or_lead(&ids(&["1"]));
+        assert_eq!(third.leads.len(), 1, "finished flights are not joined");
+    }
+
+    #[tokio::test]
+    async fn forgetting_makes_the_next_caller_lead() {
+        let flights = Flights::new(true);
+        let first = flights.join_or_lead(&ids(&["1"]));
+        flights.forget(&ids(&["1"])[0]);
+        let second = flights.join_or_lead(&ids(&["1"]));
+        assert_eq!(second.leads.len(), 1);
+        // The old flight finishing must not remove the new one.
+        for lead in first.leads {
+            lead.finish(loaded());
+        }
+        assert_eq!(flights.join_or_lead(&ids(&["1"])).joined, 1);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_lead_fails_its_waiters() {
+        let flights = Flights::new(true);
+        let ticket = flights.join_or_lead(&ids(&["1"]));
+        drop(ticket.leads);
+        assert!(ticket.outcomes[0].clone().await.is_err());
+        assert_eq!(
+            flights.join_or_lead(&ids(&["1"])).leads.len(),
+            1,
+            "the id is free again"
+        );
+    }
+
+    #[test]
+    fn disabled_means_everyone_leads() {
+        let flights = Flights::new(false);
+        flights.join_or_lead(&ids(&["1"]));
+        assert_eq!(flights.join_or_lead(&ids(&["1"])).joined, 0);
+    }
+}

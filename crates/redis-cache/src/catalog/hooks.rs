@@ -1,0 +1,35 @@
+//! Test hooks: a way for tests to hold a load at a chosen point, so that an
+//! interleaving that is otherwise a matter of luck happens every time. Unset
+//! (the normal case) they cost one uncontended read lock.
+
+use std::sync::{Arc, RwLock};
+
+use futures::future::BoxFuture;
+
+use crate::domain::ItemId;
+
+/// Called with the ids of a load after its source-of-truth read and before
+/// its fill; the fill waits for the returned future.
+pub type FillHook = Arc<dyn Fn(Vec<ItemId>) -> BoxFuture<'static, ()> + Send + Sync>;
+
+#[derive(Default)]
+pub struct Hooks {
+    before_fill: RwLock<Option<FillHook>>,
+}
+
+impl Hooks {
+    pub fn set_before_fill(&self, hook: Option<FillHook>) {
+        *self.before_fill.write().unwrap_or_else(|e| e.into_inner()) = hook;
+    }
+
+    pub async fn before_fill(&self, ids: &[ItemId]) {
+        let hook = self
+            .before_fill
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook(ids.to_vec()).await;
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! Loading what the cache could not answer, for a group of ids at once:
+//!
+//! 1. ids whose last source-of-truth read failed within the throttle
+//!    interval fail at once (see [`super::failsafe`]);
+//! 2. take the ids' leases in Redis (one pipeline). A lease held by another
+//!    instance means it is loading that id: wait for its fill instead of
+//!    reading the source of truth too, and take over if its lease expires;
+//! 3. read the source of truth once for every id still to load;
+//! 4. fill Redis under the leases (one script): a writer deletes the lease
+//!    with the key, so a fill whose read may predate a commit is refused;
+//!    the ids it was refused for are read once more, so nobody is handed a
+//!    value that a write has already replaced.
+//!
+//! Without a usable Redis (down, circuit open, invalidation pending) steps 2
+//! and 4 are skipped: the source of truth is read and nothing is filled.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Catalog;
+use super::flight::Lead;
+use crate::cache::{self, CacheKey, CacheStats, Fill, Freshness, Overwrite};
+use crate::domain::{Item, ItemId};
+use crate::store::StoreError;
+
+/// First and longest pause between two looks at a key whose lease another
+/// instance holds.
+const PEER_POLL_FIRST: Duration = Duration::from_millis(5);
+const PEER_POLL_MAX: Duration = Duration::from_millis(50);
+
+pub type Outcome = Result<Loaded, SourceError>;
+
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub item: Option<Item>,
+    pub via: Via,
+    /// Whether this load wrote the value to Redis.
+    pub filled: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// This instance read the source of truth.
+    Source,
+    /// Another instance held the lease; its fill was read from Redis.
+    Peer,
+}
+
+/// Why the source of truth gave no answer. Cloned to every waiter.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{cause}")]
+pub struct SourceError {
+    /// Unreachable, timing out or throttled, as opposed to failing a query.
+    pub unavailable: bool,
+    pub cause: Arc<str>,
+}
+
+impl SourceError {
+    pub fn failed(cause: &str) -> Self {
+        Self {
+            unavailable: false,
+            cause: cause.into(),
+        }
+    }
+
+    fn unavailable(cause: &str) -> Self {
+        Self {
+            unavailable: true,
+            cause: cause.into(),
+        }
+    }
+
+    fn from_store(err: &StoreError) -> Self {
+        Self {
+            unavailable: matches!(err, StoreError::Unavailable(_)),
+            cause: error_chain(err).into(),
+        }
+    }
+}
+
+/// An error and its causes on one line (`StoreError` is not `Clone`, so
+/// waiters share this text instead).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+impl Catalog {
+    /// Loads distinct `ids`, joining loads of the same ids already in
+    /// progress in this process. Outcomes come in the order of `ids`.
+    pub(super) async fn load(&self, ids: &[ItemId]) -> Vec<Outcome> {
+        let ticket = self.flights.join_or_lead(ids);
+        CacheStats::add(&self.stats.coalesced, ticket.joined as u64);
+        if !ticket.leads.is_empty() {
+            // Its own task: waiters that give up (clients hanging up) must not
+            // cancel a load others are waiting for.
+            let this = self.clone();
+            tokio::spawn(async move { this.lead(ticket.leads).await });
+        }
+        futures::future::join_all(ticket.outcomes).await
+    }
+
+    async fn lead(&self, leads: Vec<Lead>) {
+        let ids: Vec<ItemId> = leads.iter().map(|lead| lead.id.clone()).collect();
+        let mut outcomes = self.load_group(ids).await;
+        for lead in leads {
+            let outcome = outcomes
+                .remove(&lead.id)
+                .unwrap_or_else(|| Err(SourceError::failed("id was not loaded")));
+            lead.finish(outcome);
+        }
+    }
+
+    async fn load_group(&self, ids: Vec<ItemId>) -> HashMap<ItemId, Outcome> {
+        let mut outcomes = HashMap::with_capacity(ids.len());
+        let (throttled, ids): (Vec<ItemId>, Vec<ItemId>) =
+            ids.into_iter().partition(|id| self.failsafe.throttled(id));
+        for id in throttled {
+            let cause = "source of truth failed recently; not retried yet";
+            outcomes.insert(id, Err(SourceError::unavailable(cause)));
+        }
+
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let mut leased = Vec::new();
+        let mut unleased = Vec::new();
+        let mut held = Vec::new();
+        let redis_usable = self.l2.link().usable();
+        for id in ids {
+            if redis_usable && !self.pending.blocks(&self.prefix.key(&id)) {
+                leased.push(id);
+            } else {
+                unleased.push(id);
+            }
+        }
+        if self.policy.leases && !leased.is_empty() {
+            let keys = self.keys(&leased);
+            match self
+                .l2
+                .try_leases(&keys, &token, self.policy.lease_ttl)
+                .await
+            {
+                Ok(taken) => {
+                    let candidates = std::mem::take(&mut leased);
+                    for (id, taken) in candidates.into_iter().zip(taken) {
+                        if taken {
+                            leased.push(id)
+                        } else {
+                            held.push(id)
+                        }
+                    }
+                }
+                Err(failure) => {
+                    tracing::debug!(error = %failure, "cannot take leases; reading without");
+                    unleased.append(&mut leased);
+                }
+            }
+        }
+        // With leases switched off, ids Redis can take are filled unleased.
+        let fill_unleased = if self.policy.leases {
+            Vec::new()
+        } else {
+            std::mem::take(&mut leased)
+        };
+
+        if !held.is_empty() {
+            let waited = self.wait_for_peers(held, &token).await;
+            CacheStats::add(&self.stats.lease_waits, waited.from_peers.len() as u64);
+            for (id, item) in waited.from_peers {
+                outcomes.insert(
+                    id,
+                    Ok(Loaded {
+                        item,
+                        via: Via::Peer,
+                        filled: false,
+                    }),
+                );
+            }
+            leased.extend(waited.taken_over);
+            unleased.extend(waited.gave_up);
+        }
+
+        let to_read: Vec<ItemId> = leased
+            .iter()
+            .chain(&unleased)
+            .chain(&fill_unleased)
+            .cloned()
+            .collect();
+        if to_read.is_empty() {
+            return outcomes;
+        }
+        let fetched_at = cache::now_ms();
+        let mut found = match self.read_source(&to_read).await {
+            Ok(found) => found,
+            Err(err) => {
+                self.failsafe.failed(&to_read);
+                if !leased.is_empty() {
+                    let _ = self.l2.release_leases(&self.keys(&leased), &token).await;
+                }
+                for id in to_read {
+                    outcomes.insert(id, Err(err.clone()));
+                }
+                return outcomes;
+            }
+        };
+        self.failsafe.succeeded(&to_read);
+        self.hooks.before_fill(&to_read).await;
+
+        let FillResult { mut filled, voided } =
+            self.fill(&leased, &found, fetched_at, &token).await;
+        filled.extend(
+            self.fill_without_leases(&fill_unleased, &found, fetched_at)
+                .await,
+        );
+        if !voided.is_empty() {
+            // A write deleted these leases after we took them: what we read
+            // may predate it. Read once more; that answer is not cached.
+            if let Ok(again) = self.read_source(&voided).await {
+                for id in &voided {
+                    match again.get(id) {
+                        Some(item) => found.insert(id.clone(), item.clone()),
+                        None => found.remove(id),
+                    };
+                }
+            }
+        }
+        for id in to_read {
+            let item = found.remove(&id);
+            let filled = filled.contains(&id);
+            outcomes.insert(
+                id,
+                Ok(Loaded {
+                    item,
+                    via: Via::Source,
+                    filled,
+                }),
+            );
+        }
+        outcomes
+    }
+
+    /// Fills the leased ids (one script). Absences are filled only with
+    /// negative caching on; otherwise their leases are given back.
+    async fn fill(
+        &self,
+        leased: &[ItemId],
+        found: &HashMap<ItemId, Item>,
+        fetched_at: i64,
+        token: &str,
+    ) -> FillResult {
+        let mut fills = Vec::new();
+        let mut filling = Vec::new();
+        let mut released = Vec::new();
+        for id in leased {
+            let key = self.prefix.key(id);
+            match self
+                .policy
+                .entry(found.get(id).cloned(), fetched_at, fetched_at)
+            {
+                Some((entry, keep_for)) => {
+                    fills.push(Fill {
+                        key,
+                        value: entry.encode(),
+                        keep_for,
+                    });
+                    filling.push(id.clone());
+                }
+                None => released.push(key),
+            }
+        }
+        if !released.is_empty() {
+            let _ = self.l2.release_leases(&released, token).await;
+        }
+        let mut result = FillResult::default();
+        match self.l2.fill_leased(token, fills).await {
+            Ok(written) => {
+                for (id, written) in filling.into_iter().zip(written) {
+                    if written {
+                        result.filled.insert(id);
+                    } else {
+                        result.voided.push(id);
+                    }
+                }
+                CacheStats::add(&self.stats.fills, result.filled.len() as u64);
+            }
+            Err(failure) => tracing::debug!(error = %failure, "cache fill failed"),
+        }
+        result
+    }
+
+    /// Leases switched off: plain `SET`s, exposed to the stale-set race.
+    async fn fill_without_leases(
+        &self,
+        ids: &[ItemId],
+        found: &HashMap<ItemId, Item>,
+        fetched_at: i64,
+    ) -> HashSet<ItemId> {
+        let mut fills = Vec::new();
+        let mut filling = HashSet::new();
+        for id in ids {
+            if let Some((entry, keep_for)) =
+                self.policy
+                    .entry(found.get(id).cloned(), fetched_at, fetched_at)
+            {
+                fills.push(Fill {
+                    key: self.prefix.key(id),
+                    value: entry.encode(),
+                    keep_for,
+                });
+                filling.insert(id.clone());
+            }
+        }
+        match self.l2.fill_unleased(fills, Overwrite::Always).await {
+            Ok(n) => {
+                CacheStats::add(&self.stats.fills, n as u64);
+                filling
+            }
+            Err(_) => HashSet::new(),
+        }
+    }
+
+    /// Waits while other instances load `held` ids: returns what they filled,
+    /// the ids whose lease expired and which we now hold, and the ids we gave
+    /// up waiting for (read without a lease). Bounded by about one lease TTL.
+    async fn wait_for_peers(&self, held: Vec<ItemId>, token: &str) -> PeerWait {
+        let mut wait = PeerWait::default();
+        let mut waiting = held;
+        let deadline = Instant::now() + self.policy.lease_ttl + PEER_POLL_MAX * 2;
+        let mut pause = PEER_POLL_FIRST;
+        while !waiting.is_empty() {
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(PEER_POLL_MAX);
+            let keys = self.keys(&waiting);
+            let Ok(values) = self.l2.get_many(&keys).await else {
+                break;
+            };
+            let now = cache::now_ms();
+            let mut still = Vec::new();
+            for (id, value) in waiting.into_iter().zip(values) {
+                let fresh = value
+                    .and_then(|bytes| cache::decode(&id, &bytes).ok())
+                    .filter(|entry| matches!(entry.freshness(now), Freshness::Fresh { .. }));
+                match fresh {
+                    Some(entry) => wait.from_peers.push((id, entry.item)),
+                    None => still.push(id),
+                }
+            }
+            waiting = still;
+            if waiting.is_empty() {
+                break;
+            }
+            // A holder that died leaves a lease that expires: take over.
+            let keys = self.keys(&waiting);
+            let Ok(taken) = self
+                .l2
+                .try_leases(&keys, token, self.policy.lease_ttl)
+                .await
+            else {
+                break;
+            };
+            let mut still = Vec::new();
+            for (id, taken) in waiting.into_iter().zip(taken) {
+                if taken {
+                    wait.taken_over.push(id)
+                } else {
+                    still.push(id)
+                }
+            }
+            waiting = still;
+        }
+        wait.gave_up = waiting;
+        wait
+    }
+
+    /// One source-of-truth read for `ids`, after the configured artificial
+    /// delay, bounded by the source timeout. Returns the items that exist.
+    pub(super) async fn read_source(
+        &self,
+        ids: &[ItemId],
+    ) -> Result<HashMap<ItemId, Item>, SourceError> {
+        CacheStats::bump(&self.stats.upstream_fetches);
+        let read = async {
+            if !self.policy.source_delay.is_zero() {
+                tokio::time::sleep(self.policy.source_delay).await;
+            }
+            match ids {
+                [id] => self
+                    .store
+                    .get(id)
+                    .await
+                    .map(|item| item.into_iter().collect::<Vec<_>>()),
+                _ => self.store.get_many(ids).await,
+            }
+        };
+        match tokio::time::timeout(self.policy.source_timeout, read).await {
+            Ok(Ok(items)) => Ok(items
+                .into_iter()
+                .map(|item| (item.id.clone(), item))
+                .collect()),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %error_chain(&err), ids = ids.len(), "source of truth read failed");
+                Err(SourceError::from_store(&err))
+            }
+            Err(_) => {
+                tracing::warn!(ids = ids.len(), "source of truth read timed out");
+                Err(SourceError::unavailable("source of truth timed out"))
+            }
+        }
+    }
+
+    fn keys(&self, ids: &[ItemId]) -> Vec<CacheKey> {
+        ids.iter().map(|id| self.prefix.key(id)).collect()
+    }
+}
+
+#[derive(Default)]
+struct FillResult {
+    filled: HashSet<ItemId>,
+    /// Refused: a write deleted the lease.
+    voided: Vec<ItemId>,
+}
+
+#[derive(Default)]
+struct PeerWait {
+    from_peers: Vec<(ItemId, Option<Item>)>,
+    taken_over: Vec<ItemId>,
+    gave_up: Vec<ItemId>,
+}

@@ -1,0 +1,99 @@
+//! Early refresh: a hit on a value close to the end of its freshness reloads
+//! it once, in the background, while every reader keeps getting the current
+//! value. The lease makes it once across instances; `refreshing` makes it once
+//! within this one. The new value's freshness continues from the old expiry,
+//! so a key read without pause costs one source-of-truth read per TTL.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use super::Catalog;
+use crate::cache::{self, CacheStats, Entry, Fill, Overwrite};
+use crate::domain::ItemId;
+
+/// Ids being refreshed by this instance. Held only to insert or remove.
+#[derive(Default)]
+pub struct Refreshing(Mutex<HashSet<ItemId>>);
+
+impl Refreshing {
+    fn begin(&self, id: &ItemId) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone())
+    }
+
+    fn end(&self, id: &ItemId) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+}
+
+impl Catalog {
+    /// Starts a background refresh of `id` if `entry`, just served, is due.
+    pub(super) fn refresh_if_due(&self, id: &ItemId, entry: &Entry) {
+        if !self.policy.refresh_due(entry, cache::now_ms()) || !self.refreshing.begin(id) {
+            return;
+        }
+        let (this, id, fresh_until) = (self.clone(), id.clone(), entry.fresh_until);
+        tokio::spawn(async move {
+            this.refresh(&id, fresh_until).await;
+            this.refreshing.end(&id);
+        });
+    }
+
+    async fn refresh(&self, id: &ItemId, old_fresh_until: i64) {
+        let key = self.prefix.key(id);
+        if self.failsafe.throttled(id) || !self.l2.link().usable() || self.pending.blocks(&key) {
+            return;
+        }
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let keys = std::slice::from_ref(&key);
+        if self.policy.leases {
+            match self
+                .l2
+                .try_leases(keys, &token, self.policy.lease_ttl)
+                .await
+                .as_deref()
+            {
+                Ok([true]) => {}
+                // Another instance is loading it, or Redis is not answering.
+                _ => return,
+            }
+        }
+        let fetched_at = cache::now_ms();
+        let ids = std::slice::from_ref(id);
+        let item = match self.read_source(ids).await {
+            Ok(mut found) => found.remove(id),
+            Err(_) => {
+                self.failsafe.failed(ids);
+                let _ = self.l2.release_leases(keys, &token).await;
+                return;
+            }
+        };
+        self.hooks.before_fill(ids).await;
+        let Some((entry, keep_for)) = self.policy.entry(item, fetched_at, old_fresh_until) else {
+            let _ = self.l2.release_leases(keys, &token).await;
+            return;
+        };
+        let fill = Fill {
+            key,
+            value: entry.encode(),
+            keep_for,
+        };
+        let written = if self.policy.leases {
+            matches!(
+                self.l2.fill_leased(&token, vec![fill]).await.as_deref(),
+                Ok([true])
+            )
+        } else {
+            matches!(
+                self.l2.fill_unleased(vec![fill], Overwrite::Always).await,
+                Ok(1)
+            )
+        };
+        if written {
+            CacheStats::bump(&self.stats.early_refreshes);
+            CacheStats::bump(&self.stats.fills);
+        }
+    }
+}

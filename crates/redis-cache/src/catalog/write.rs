@@ -1,0 +1,199 @@
+//! The write path and invalidation: commit, make Redis forget (voiding fills
+//! in progress), tell the other instances, answer.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{Catalog, Invalidated};
+use crate::cache::{CacheKey, CacheStats, KeyPattern, RedisFailure};
+use crate::domain::{Item, ItemId, ItemPatch, NewItem, Version};
+use crate::invalidation::{self, InvalidationMessage};
+use crate::store::WriteError;
+
+impl Catalog {
+    pub async fn create(&self, new: NewItem) -> Result<Item, WriteError> {
+        let this = self.clone();
+        self.detached(async move {
+            let item = this.store.insert(&new).await?;
+            // A create invalidates too: a value for this id may still be
+            // cached from before a delete whose invalidation was deferred.
+            this.invalidate_after_write(&item.id).await;
+            Ok(item)
+        })
+        .await
+    }
+
+    pub async fn update(
+        &self,
+        id: &ItemId,
+        patch: &ItemPatch,
+        expected: Option<Version>,
+    ) -> Result<Item, WriteError> {
+        let (this, id, patch) = (self.clone(), id.clone(), patch.clone());
+        self.detached(async move {
+            let item = this.store.update(&id, &patch, expected).await?;
+            this.invalidate_after_write(&id).await;
+            Ok(item)
+        })
+        .await
+    }
+
+    pub async fn delete(&self, id: &ItemId, expected: Option<Version>) -> Result<(), WriteError> {
+        let (this, id) = (self.clone(), id.clone());
+        self.detached(async move {
+            this.store.delete(&id, expected).await?;
+            this.invalidate_after_write(&id).await;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs a write to completion even if the caller goes away. Axum drops a
+    /// handler whose client hung up; if that happened between the commit and
+    /// the cache delete, the committed value would stay hidden behind the old
+    /// cached one until the TTL. Shutdown waits for these tasks
+    /// ([`Catalog::finish_writes`]).
+    async fn detached<T: Send + 'static>(
+        &self,
+        write: impl Future<Output = T> + Send + 'static,
+    ) -> T {
+        match self.writes.spawn(write).await {
+            Ok(done) => done,
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(err) => unreachable!("write tasks are never aborted: {err}"),
+        }
+    }
+
+    /// Waits, up to `limit`, for writes still running after their callers left.
+    pub async fn finish_writes(&self, limit: Duration) -> bool {
+        self.writes.close();
+        tokio::time::timeout(limit, self.writes.wait())
+            .await
+            .is_ok()
+    }
+
+    /// Steps 2 and 3 of the write path (see [`crate::cache`]). The key goes
+    /// together with its lease, which voids any fill still in progress.
+    async fn invalidate_after_write(&self, id: &ItemId) {
+        self.flights.forget(id);
+        self.failsafe.succeeded(std::slice::from_ref(id));
+        let key = self.prefix.key(id);
+        if let Err(failure) = self.l2.delete(std::slice::from_ref(&key)).await {
+            log_deferred(&failure, key.as_str());
+            self.pending.add_key(key.clone());
+        }
+        self.publish(Some(&key), None).await;
+    }
+
+    /// Deletes `key` and/or every key matching `pattern` in Redis, then tells
+    /// the other instances.
+    pub async fn invalidate(
+        &self,
+        key: Option<CacheKey>,
+        pattern: Option<KeyPattern>,
+    ) -> Invalidated {
+        let this = self.clone();
+        self.detached(async move {
+            let outcome = this.apply_to_redis(key.as_ref(), pattern.as_ref()).await;
+            this.publish(key.as_ref(), pattern.as_ref()).await;
+            outcome
+        })
+        .await
+    }
+
+    async fn apply_to_redis(
+        &self,
+        key: Option<&CacheKey>,
+        pattern: Option<&KeyPattern>,
+    ) -> Invalidated {
+        let mut outcome = Invalidated {
+            deleted: 0,
+            deferred: false,
+        };
+        if let Some(key) = key {
+            match self.l2.delete(std::slice::from_ref(key)).await {
+                Ok(n) => outcome.deleted += n,
+                Err(failure) => {
+                    log_deferred(&failure, key.as_str());
+                    self.pending.add_key(key.clone());
+                    outcome.deferred = true;
+                }
+            }
+        }
+        if let Some(pattern) = pattern {
+            match self.l2.delete_matching(pattern).await {
+                Ok(n) => outcome.deleted += n,
+                Err(failure) => {
+                    log_deferred(&failure, pattern.as_str());
+                    self.pending.add_pattern(pattern.clone());
+                    outcome.deferred = true;
+                }
+            }
+        }
+        outcome
+    }
+
+    async fn publish(&self, key: Option<&CacheKey>, pattern: Option<&KeyPattern>) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let message = InvalidationMessage::new(key, pattern, &self.instance, seq);
+        match self
+            .l2
+            .publish(invalidation::CHANNEL, &message.to_json())
+            .await
+        {
+            Ok(_) => CacheStats::bump(&self.stats.invalidations_published),
+            Err(RedisFailure::Disconnected | RedisFailure::CircuitOpen) => {
+                tracing::debug!(seq, "invalidation not published: redis is down")
+            }
+            Err(failure) => {
+                tracing::warn!(error = %failure, seq, "invalidation could not be published")
+            }
+        }
+    }
+
+    /// Handles a message from the invalidation channel. Our peers have already
+    /// deleted the keys in Redis; other publishers (such as `redis-cli
+    /// PUBLISH` or the original example) only announce, so their messages are
+    /// applied here.
+    pub async fn on_invalidation_message(&self, payload: &[u8]) {
+        let message = match InvalidationMessage::parse(payload) {
+            Ok(message) => message,
+            Err(err) => {
+                tracing::warn!(error = %err, "ignoring malformed invalidation message");
+                return;
+            }
+        };
+        if message.source == *self.instance && message.is_from_peer() {
+            return;
+        }
+        let targets = match message.targets(&self.prefix) {
+            Ok(targets) => targets,
+            Err(err) => {
+                tracing::warn!(error = %err, source = %message.source, "ignoring invalidation outside the cache namespace");
+                return;
+            }
+        };
+        if !message.is_from_peer() {
+            self.apply_to_redis(targets.key.as_ref(), targets.pattern.as_ref())
+                .await;
+        }
+        CacheStats::bump(&self.stats.invalidations_received);
+        tracing::debug!(key = %message.key, pattern = %message.pattern, source = %message.source, "invalidation applied");
+    }
+}
+
+/// A known outage was already reported by the connection; only a surprise
+/// (timeout, refused command) deserves a warning per invalidation.
+fn log_deferred(failure: &RedisFailure, target: &str) {
+    match failure {
+        RedisFailure::Disconnected | RedisFailure::CircuitOpen => {
+            tracing::debug!(
+                target,
+                "redis is down; invalidation deferred until it is back"
+            )
+        }
+        other => {
+            tracing::warn!(target, error = %other, "invalidation deferred until redis answers")
+        }
+    }
+}
