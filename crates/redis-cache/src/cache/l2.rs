@@ -74,8 +74,9 @@ impl RedisCache {
         &self.link
     }
 
-    /// Round trips made on behalf of requests since start (health checks and
-    /// the subscriber's own connection are not counted).
+    /// Round trips sent to Redis on behalf of requests since start (health
+    /// checks, the subscriber's own connection and operations skipped while
+    /// disconnected or with the circuit open are not counted).
     pub fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
     }
@@ -286,8 +287,15 @@ impl RedisCache {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-        self.link.run(op).await
+        // Counted only when the operation is really sent: the link skips it
+        // while disconnected or while the circuit is open.
+        let round_trips = self.round_trips.clone();
+        self.link
+            .run(move |conn| {
+                round_trips.fetch_add(1, Ordering::Relaxed);
+                op(conn)
+            })
+            .await
     }
 }
 

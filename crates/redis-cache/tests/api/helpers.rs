@@ -1,6 +1,7 @@
 //! `TestApp`: the real service on a free port, with its own Redis and its own
 //! database, plus typed helpers for every route.
 
+pub mod gate;
 pub mod postgres;
 pub mod proxy;
 pub mod redis_server;
@@ -24,6 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use gate::FillGate;
 pub use proxy::TcpProxy;
 pub use redis_server::TestRedis;
 
@@ -357,6 +359,27 @@ impl TestApp {
         let response = self.get("/stats").await;
         assert_eq!(response.status(), StatusCode::OK);
         response.json().await.unwrap()
+    }
+
+    /// One counter from `/stats`.
+    pub async fn stat(&self, name: &str) -> u64 {
+        self.stats().await[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no counter {name} in /stats"))
+    }
+
+    /// Starts a `GET /items/{id}` in the background; yields its status, its
+    /// `X-Cache-Status` and its JSON body.
+    pub fn spawn_get(&self, id: &str) -> JoinHandle<(StatusCode, String, Value)> {
+        let (http, url) = (self.http.clone(), self.url(&format!("/items/{id}")));
+        tokio::spawn(async move {
+            let response = http.get(url).send().await.unwrap();
+            let status = response.status();
+            let cache = header(&response, "x-cache-status")
+                .unwrap_or_default()
+                .to_owned();
+            (status, cache, response.json().await.unwrap_or_default())
+        })
     }
 
     pub async fn health(&self) -> (StatusCode, Value) {

@@ -4,7 +4,11 @@
 mod helpers;
 
 mod batch;
+mod breaker;
 mod cache_admin;
+mod consistency;
+mod expiry;
+mod failsafe;
 mod faults;
 mod glob;
 mod health;
@@ -12,5 +16,6 @@ mod invalidation;
 mod items;
 mod process;
 mod redis_connection;
+mod stampede;
 mod validation;
 mod walkthrough;

@@ -1,0 +1,86 @@
+//! The circuit breaker on Redis (property 9): a Redis that stops answering
+//! costs a few timeouts, then is skipped until it answers a probe again; and
+//! without Redis the source of truth still sees one read per key at a time.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+
+use crate::helpers::{Backend, FillGate, TestApp, eventually, header};
+
+/// With the breaker off, every request waits out the Redis timeout; with it
+/// on, only the first two do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_is_skipped_after_a_few_timeouts() {
+    for failures in [0, 2] {
+        let app = TestApp::builder(Backend::Sqlite)
+            .config(move |c| {
+                c.redis.timeout = Duration::from_millis(200);
+                c.redis.breaker_failures = failures;
+                c.redis.breaker_cooldown = Duration::from_secs(60);
+            })
+            .spawn()
+            .await;
+        app.get_item("1").await;
+        app.redis.pause();
+        let before = app.catalog.l2().round_trips();
+        for _ in 0..6 {
+            let response = app.get_item("1").await;
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(header(&response, "x-cache-status"), Some("BYPASS"));
+        }
+        let attempts = app.catalog.l2().round_trips() - before;
+        if failures == 0 {
+            assert!(attempts >= 6, "every request tried redis: {attempts}");
+        } else {
+            assert_eq!(attempts, 2, "two timeouts opened the circuit");
+            let (_, health) = app.health().await;
+            assert_eq!(health["redis_circuit"], "open");
+            assert_eq!(health["status"], "degraded");
+            assert_eq!(app.stats().await["redis_circuit"], "open");
+        }
+        app.redis.resume();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_closes_by_itself_once_redis_answers() {
+    let app = TestApp::builder(Backend::Sqlite)
+        .config(|c| {
+            c.redis.timeout = Duration::from_millis(200);
+            c.redis.breaker_failures = 2;
+            c.redis.breaker_cooldown = Duration::from_millis(300);
+        })
+        .spawn()
+        .await;
+    app.get_item("1").await;
+    app.redis.pause();
+    for _ in 0..3 {
+        app.get_item("1").await;
+    }
+    assert_eq!(app.health().await.1["redis_circuit"], "open");
+    app.redis.resume();
+    eventually("closed again and hitting", || async {
+        header(&app.get_item("1").await, "x-cache-status") == Some("HIT")
+    })
+    .await;
+    assert_eq!(app.health().await.1["redis_circuit"], "closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_the_source_still_sees_one_read_per_key_at_a_time() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.redis.kill();
+    let gate = FillGate::install(&app.catalog);
+    let lookups: Vec<_> = (0..50).map(|_| app.spawn_get("3")).collect();
+    eventually("49 lookups joined the first", || async {
+        app.stat("coalesced").await == 49
+    })
+    .await;
+    gate.remove();
+    for (status, cache, _) in join_all(lookups).await.into_iter().map(Result::unwrap) {
+        assert_eq!((status, cache.as_str()), (StatusCode::OK, "BYPASS"));
+    }
+    assert_eq!(app.stat("upstream_fetches").await, 1);
+}

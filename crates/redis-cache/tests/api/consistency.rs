@@ -1,0 +1,169 @@
+//! Values written are never hidden by values read before them: no stale sets
+//! (property 3), read-your-writes (property 4), and absences that end the
+//! moment the id is created (property 5, second half).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, FillGate, TestApp, body};
+
+/// The version of the item cached under `key`, if any.
+async fn cached_version(app: &TestApp, key: &str) -> Option<i64> {
+    let raw = app.redis_get(key).await?;
+    let entry: Value = serde_json::from_str(&raw).unwrap();
+    entry["item"]["version"].as_i64()
+}
+
+/// Property 3. The reader reads the source of truth, then a writer on
+/// another instance commits and returns, then the reader fills: with leases
+/// off the old value lands every time; with leases it never does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_that_read_before_a_write_never_lands_after_it() {
+    for (leases, rounds) in [(false, 50), (true, 1000)] {
+        let reader = TestApp::builder(Backend::Sqlite)
+            .config(move |c| c.cache.leases = leases)
+            .spawn()
+            .await;
+        let writer = reader
+            .peer()
+            .config(move |c| c.cache.leases = leases)
+            .spawn()
+            .await;
+        let gate = FillGate::install(&reader.catalog);
+        let mut stale = 0;
+        for round in 0..rounds {
+            // Start every round cold (without leases the last round's stale
+            // value would otherwise answer as a hit).
+            redis::cmd("UNLINK")
+                .arg("item:1")
+                .query_async::<()>(&mut reader.redis.conn().await)
+                .await
+                .unwrap();
+            let lookup = reader.spawn_get("1");
+            gate.held(1).await;
+            let written = writer.put("1", json!({ "stock": round })).await;
+            assert_eq!(written.status(), StatusCode::OK);
+            let version = body(written).await["version"].as_i64().unwrap();
+            gate.release();
+            assert_eq!(lookup.await.unwrap().0, StatusCode::OK);
+            if cached_version(&reader, "item:1")
+                .await
+                .is_some_and(|v| v < version)
+            {
+                stale += 1;
+            }
+        }
+        if leases {
+            assert_eq!(stale, 0, "stale values left in Redis after {rounds} rounds");
+        } else {
+            assert_eq!(
+                stale, rounds,
+                "without leases the stale fill lands every time"
+            );
+        }
+    }
+}
+
+/// Property 4, first the interleaving that breaks it without leases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_after_a_write_returns_that_write_even_with_a_slow_reader_around() {
+    for leases in [false, true] {
+        let app = TestApp::builder(Backend::Sqlite)
+            .config(move |c| c.cache.leases = leases)
+            .spawn()
+            .await;
+        let gate = FillGate::install(&app.catalog);
+        let slow_reader = app.spawn_get("1");
+        gate.held(1).await;
+        let written = body(app.put("1", json!({ "stock": 99 })).await).await;
+        gate.release();
+        slow_reader.await.unwrap();
+        gate.remove();
+        let read = body(app.get_item("1").await).await;
+        if leases {
+            assert_eq!(read["version"], written["version"]);
+        } else {
+            assert!(
+                read["version"].as_i64() < written["version"].as_i64(),
+                "stale read without leases"
+            );
+        }
+    }
+}
+
+/// Property 4 under load: 10,000 operations, writers checking that their
+/// next read sees their write (or a later one), readers loading concurrently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_operations_without_a_stale_read_of_ones_own_write() {
+    let app = Arc::new(TestApp::spawn(Backend::Postgres).await);
+    let ids = ["1", "2", "3"];
+    let writers_done = Arc::new(AtomicUsize::new(0));
+    let violations = Arc::new(AtomicUsize::new(0));
+    const WRITERS: usize = 8;
+    const PAIRS: usize = 625; // 8 × 625 × (PUT + GET) = 10,000 operations
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let (app, violations, done) = (app.clone(), violations.clone(), writers_done.clone());
+        tasks.push(tokio::spawn(async move {
+            for n in 0..PAIRS {
+                let id = ids[(w + n) % ids.len()];
+                let written = app.put(id, json!({ "stock": n })).await;
+                assert_eq!(written.status(), StatusCode::OK);
+                let version = body(written).await["version"].as_i64().unwrap();
+                let read = body(app.get_item(id).await).await;
+                if read["version"].as_i64().unwrap() < version {
+                    violations.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            done.fetch_add(1, Ordering::Relaxed);
+        }));
+    }
+    for r in 0..2 {
+        let (app, done) = (app.clone(), writers_done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = r;
+            while done.load(Ordering::Relaxed) < WRITERS {
+                app.get_item(ids[n % ids.len()]).await;
+                app.batch(&ids).await;
+                n += 1;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(violations.load(Ordering::Relaxed), 0);
+    let stats = app.stats().await;
+    assert_eq!(
+        stats["hits"].as_u64().unwrap() + stats["misses"].as_u64().unwrap(),
+        stats["lookups"].as_u64().unwrap()
+    );
+}
+
+/// Property 5, second half: a cached absence ends with the create, on every
+/// instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_id_is_visible_at_once_despite_its_cached_absence() {
+    let reader = TestApp::spawn(Backend::Sqlite).await;
+    let writer = reader.peer().spawn().await;
+    let mut violations = 0;
+    for i in 0..100 {
+        let id = format!("new-{i}");
+        assert_eq!(reader.get_item(&id).await.status(), StatusCode::NOT_FOUND);
+        let absent = reader.get_item(&id).await;
+        assert_eq!(absent.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            absent.headers()["x-cache-status"],
+            "HIT",
+            "the absence is cached"
+        );
+        writer.create_ok(&id, "fresh").await;
+        if reader.get_item(&id).await.status() != StatusCode::OK {
+            violations += 1;
+        }
+    }
+    assert_eq!(violations, 0);
+}

@@ -1,0 +1,80 @@
+//! `FillGate`: holds every load of one instance between its source-of-truth
+//! read and its fill, until the test releases it. Turns races that depend on
+//! luck into interleavings that happen every time.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use redis_cache::catalog::Catalog;
+use redis_cache::domain::ItemId;
+use tokio::sync::watch;
+
+pub struct FillGate {
+    /// Tickets handed to loads as they arrive, from 1.
+    arrived: AtomicU64,
+    /// Loads with a ticket up to this one may go on.
+    released: watch::Sender<u64>,
+    /// Loads waiting at the gate right now.
+    held: watch::Sender<usize>,
+    /// Once set, loads pass without stopping.
+    passthrough: AtomicBool,
+    ids: Mutex<Vec<Vec<ItemId>>>,
+}
+
+impl FillGate {
+    /// Installs a gate on `catalog`: from now on every load stops at it.
+    pub fn install(catalog: &Catalog) -> Arc<Self> {
+        let gate = Arc::new(Self {
+            arrived: AtomicU64::new(0),
+            released: watch::Sender::new(0),
+            held: watch::Sender::new(0),
+            passthrough: AtomicBool::new(false),
+            ids: Mutex::default(),
+        });
+        let hook_gate = gate.clone();
+        catalog.set_before_fill_hook(Some(Arc::new(move |ids: Vec<ItemId>| {
+            let gate = hook_gate.clone();
+            async move {
+                gate.ids.lock().unwrap().push(ids);
+                if gate.passthrough.load(Ordering::SeqCst) {
+                    return;
+                }
+                let ticket = gate.arrived.fetch_add(1, Ordering::SeqCst) + 1;
+                let mut released = gate.released.subscribe();
+                gate.held.send_modify(|n| *n += 1);
+                let _ = released.wait_for(|r| *r >= ticket).await;
+                gate.held.send_modify(|n| *n -= 1);
+            }
+            .boxed()
+        })));
+        gate
+    }
+
+    /// Waits until `n` loads are held at the gate.
+    pub async fn held(&self, n: usize) {
+        let mut held = self.held.subscribe();
+        tokio::time::timeout(Duration::from_secs(10), held.wait_for(|h| *h >= n))
+            .await
+            .unwrap_or_else(|_| panic!("{n} loads never reached the gate"))
+            .unwrap();
+    }
+
+    /// Lets every load held now go on; later ones stop again.
+    pub fn release(&self) {
+        self.released
+            .send_replace(self.arrived.load(Ordering::SeqCst));
+    }
+
+    /// Lets every load through, now and from now on.
+    pub fn remove(&self) {
+        self.passthrough.store(true, Ordering::SeqCst);
+        self.release();
+    }
+
+    /// The ids of every load that reached the gate, in order.
+    pub fn loads(&self) -> Vec<Vec<ItemId>> {
+        self.ids.lock().unwrap().clone()
+    }
+}
