@@ -230,8 +230,17 @@ impl RedisCache {
         let (mut cursor, mut deleted) = (0, 0);
         loop {
             let (next, keys) = self.scan_page(pattern, cursor).await?;
-            if !keys.is_empty() {
-                let cmd = redis::cmd("UNLINK").arg(keys).to_owned();
+            // A pattern such as `item:*` matches leases too: delete them, but
+            // count only values.
+            let (leases, values): (Vec<_>, Vec<_>) =
+                keys.into_iter().partition(|k| CacheKey::is_lease(k));
+            if !leases.is_empty() {
+                let cmd = redis::cmd("UNLINK").arg(leases).to_owned();
+                self.run(move |mut c| async move { cmd.query_async::<()>(&mut c).await })
+                    .await?;
+            }
+            if !values.is_empty() {
+                let cmd = redis::cmd("UNLINK").arg(values).to_owned();
                 deleted += self
                     .run(move |mut c| async move { cmd.query_async::<u64>(&mut c).await })
                     .await?;

@@ -416,3 +416,65 @@ async fn shutdown_delay_keeps_serving_while_readiness_fails() {
         .unwrap()
         .expect("clean shutdown after the delay");
 }
+
+/// Cache property 2 with a real crash: the instance holding a key's lease is
+/// killed in the middle of its source-of-truth read. The other instances
+/// wait for its fill, find the lease expired, and one of them takes over:
+/// two source-of-truth reads in all for 1,000 lookups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_holder_killed_mid_load_is_taken_over_by_one_instance() {
+    let lease_ttl = |c: &mut redis_cache::Config| c.cache.lease_ttl = Duration::from_secs(1);
+    let b = TestApp::builder(Backend::Postgres)
+        .config(lease_ttl)
+        .spawn()
+        .await;
+    let c = b.peer().config(lease_ttl).spawn().await;
+    let (holder, port) = start(&[
+        ("REDIS_URL", b.redis.url()),
+        ("DATABASE_URL", b.database.url.clone()),
+        ("LEASE_TTL", "1s".into()),
+        ("SOURCE_DELAY", "30s".into()),
+        ("SOURCE_TIMEOUT", "60s".into()),
+    ]);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let doomed = tokio::spawn({
+        let (http, url) = (http.clone(), format!("{base}/items/1"));
+        async move { http.get(url).send().await }
+    });
+    // The read starts after the lease is taken.
+    eventually("the holder is reading the source of truth", || async {
+        upstream_fetches(&http, &base).await == 1
+    })
+    .await;
+    assert!(b.redis_get("item:1:lease").await.is_some());
+    signal(&holder, libc::SIGKILL);
+    assert!(
+        doomed.await.unwrap().is_err(),
+        "the holder died mid-request"
+    );
+
+    let lookups: Vec<_> = (0..999)
+        .map(|i| {
+            if i % 2 == 0 {
+                b.spawn_get("1")
+            } else {
+                c.spawn_get("1")
+            }
+        })
+        .collect();
+    for (status, _, item) in futures::future::join_all(lookups)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+    {
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(item["name"], "Laptop Pro");
+    }
+    let takeovers = b.stat("upstream_fetches").await + c.stat("upstream_fetches").await;
+    assert_eq!(
+        takeovers, 1,
+        "one instance took over the dead holder's lease"
+    );
+    assert_eq!(b.stat("lease_waits").await + c.stat("lease_waits").await, 1);
+}
