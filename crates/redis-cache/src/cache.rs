@@ -2,26 +2,25 @@
 //!
 //! Write path, in this order, for every create, update and delete:
 //! 1. commit to the source of truth;
-//! 2. `UNLINK` the key in Redis; if Redis cannot be reached, remember the key in
-//!    [`PendingInvalidations`] and keep reads of it away from Redis until the
-//!    delete has been applied;
+//! 2. `UNLINK` the key and its lease in Redis; deleting the lease voids any
+//!    fill in progress (fills are a compare-and-set on the lease token). If
+//!    Redis cannot be reached, remember the key in [`PendingInvalidations`]
+//!    and keep reads of it away from Redis until the delete has been applied;
 //! 3. publish the invalidation on `cache:invalidate` for other instances;
 //! 4. answer the client.
 //!
 //! Invalidating before the commit would let a concurrent reader refill the old
 //! value after the delete; invalidating after the answer would let the client
-//! read its own write as stale. Step 2's fallback closes the window where a
-//! delete fails while Redis is unreachable but still holds the old value (a
-//! network cut or a stalled server, rather than a restart that empties it).
+//! read its own write as stale. Step 2's lease closes the stale-set race (a
+//! reader that read the source of truth before the commit fills after the
+//! delete); its fallback closes the window where a delete fails while Redis
+//! is unreachable but still holds the old value (a network cut or a stalled
+//! server, rather than a restart that empties it).
 //!
-//! Read path: Redis, then the source of truth on a miss, then a fill with
-//! `SET … PX ttl`. Any Redis failure turns into a bypass: the answer comes from
-//! the source of truth and is marked `BYPASS`, and nothing is filled.
-//!
-//! Known window, by design of cache-aside with plain deletes: a reader that read
-//! the source of truth before a concurrent write committed can still fill the
-//! older value after the writer's delete (the stale-set race). It lasts at most
-//! one TTL.
+//! Read path: Redis, then a load on a miss (lease, source of truth, leased
+//! fill; see `catalog`). Any Redis failure turns into a bypass: the answer
+//! comes from the source of truth and is marked `BYPASS`, and nothing is
+//! filled. `docs/cache-design.md` has the value format and the race analysis.
 
 mod breaker;
 mod entry;

@@ -5,8 +5,8 @@
 //! - from a **fresh** Redis entry (`HIT`), an absence included (404, `HIT`),
 //!   refreshing it in the background when it is close to expiring;
 //! - by a **load** (`MISS`): concurrent lookups of one id in this process
-//!   share one ([`flight`]), instances share one through a Redis lease, and the
-//!   source of truth is read once for all ids of a batch ([`load`]);
+//!   share one (`flight`), instances share one through a Redis lease, and the
+//!   source of truth is read once for all ids of a batch (`load`);
 //! - without Redis (`BYPASS`) when it is down, slow or has a delete pending;
 //! - from a **stale** entry (`STALE`, with its age) when the source of truth
 //!   fails, within `STALE_IF_ERROR` of its freshness.
@@ -252,7 +252,7 @@ impl Catalog {
     }
 
     /// Looks up distinct `ids` with one Redis round trip for all of them and
-    /// one load for all that missed (see [`load`]).
+    /// one load for all that missed (see `load`).
     pub async fn get_many(&self, ids: &[ItemId]) -> Result<BatchLookup, LookupError> {
         CacheStats::add(&self.stats.lookups, ids.len() as u64);
         let keys: Vec<CacheKey> = ids.iter().map(|id| self.prefix.key(id)).collect();

@@ -10,8 +10,9 @@
 //! - [`config`]: flags and environment variables, validated into one tree.
 //! - [`startup`]: [`Application`] wires everything and runs until shutdown.
 //! - [`http`]: routes, JSON errors, conditional requests, request logging.
-//! - [`catalog`]: the read path (Redis, then SQL, then fill) and the write
-//!   path (commit, delete in Redis, publish); the only place they meet.
+//! - [`catalog`]: the read path (Redis, then a coalesced, leased load from
+//!   SQL, then a fill) and the write path (commit, delete in Redis, publish);
+//!   the only place they meet.
 //! - [`cache`]: Redis itself: the shared connection, key namespace, value
 //!   codec, statistics, and invalidations deferred during outages.
 //! - [`invalidation`]: the pub/sub message format and the subscriber.
@@ -22,12 +23,15 @@
 //!
 //! `GET /items/42` is routed by [`http`], whose extractor turns `42` into an
 //! [`domain::ItemId`] (or answers 400). [`catalog::Catalog::get`] asks Redis for
-//! `item:42` through [`cache::RedisCache`]; a hit is decoded and returned
-//! with `X-Cache-Status: HIT`. On a miss the row is read from [`store`] and
-//! written back with `SET item:42 … PX ttl`. If Redis is down or slow the row is
-//! read from the store and the answer says `BYPASS`. A `PUT` commits to the
-//! store first, then deletes `item:42` in Redis and publishes the invalidation
-//! on `cache:invalidate`, then answers.
+//! `item:42` through [`cache::RedisCache`]; a fresh entry is returned with
+//! `X-Cache-Status: HIT`. On a miss the lookup joins a load of the same id
+//! already running in this process, or leads one: it takes the lease
+//! `item:42:lease` in Redis (or waits for the instance holding it), reads the
+//! row from [`store`], and fills `item:42` only if the lease is still its own.
+//! If Redis is down or slow the row is read from the store and the answer says
+//! `BYPASS`; if the store fails, a stale entry is served as `STALE`. A `PUT`
+//! commits to the store first, then deletes `item:42` and its lease in Redis,
+//! publishes the invalidation on `cache:invalidate`, then answers.
 
 pub mod backoff;
 pub mod cache;

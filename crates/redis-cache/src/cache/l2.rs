@@ -127,7 +127,7 @@ impl RedisCache {
             .collect())
     }
 
-    /// Writes values under leases held with `token` (see [`FILL_LEASED`]):
+    /// Writes values under leases held with `token` (see `FILL_LEASED`):
     /// one round trip. Returns which ones were written.
     pub async fn fill_leased(
         &self,

@@ -220,17 +220,31 @@ impl Catalog {
         );
         if !voided.is_empty() {
             // A write deleted these leases after we took them: what we read
-            // may predate it. Read once more; that answer is not cached.
-            if let Ok(again) = self.read_source(&voided).await {
-                for id in &voided {
-                    match again.get(id) {
-                        Some(item) => found.insert(id.clone(), item.clone()),
-                        None => found.remove(id),
-                    };
+            // may predate it, so it is not an answer. Read once more; that
+            // answer is not cached. If the read fails, the ids fail with it
+            // rather than be answered with a value a write has replaced.
+            match self.read_source(&voided).await {
+                Ok(again) => {
+                    for id in &voided {
+                        match again.get(id) {
+                            Some(item) => found.insert(id.clone(), item.clone()),
+                            None => found.remove(id),
+                        };
+                    }
+                }
+                Err(err) => {
+                    self.failsafe.failed(&voided);
+                    for id in voided {
+                        found.remove(&id);
+                        outcomes.insert(id, Err(err.clone()));
+                    }
                 }
             }
         }
         for id in to_read {
+            if outcomes.contains_key(&id) {
+                continue;
+            }
             let item = found.remove(&id);
             let filled = filled.contains(&id);
             outcomes.insert(

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, FillGate, TestApp, body};
+use crate::helpers::{Backend, FillGate, TestApp, body, header, postgres};
 
 /// The version of the item cached under `key`, if any.
 async fn cached_version(app: &TestApp, key: &str) -> Option<i64> {
@@ -65,6 +65,33 @@ async fn a_fill_that_read_before_a_write_never_lands_after_it() {
             );
         }
     }
+}
+
+/// A voided fill's value is never an answer: the reader reads again, and if
+/// that read fails it says so (503) rather than return the value the write
+/// replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voided_fill_is_not_served_when_the_second_read_fails() {
+    let app = TestApp::builder(Backend::Postgres)
+        .config(|c| c.cache.failsafe_throttle = std::time::Duration::ZERO)
+        .spawn()
+        .await;
+    let gate = FillGate::install(&app.catalog);
+    let reader = app.spawn_get("1");
+    gate.held(1).await;
+    assert_eq!(
+        app.put("1", json!({ "stock": 7 })).await.status(),
+        StatusCode::OK
+    );
+    let database = postgres::refuse_connections(&app.database.url).await;
+    gate.remove();
+    let (status, _, answer) = reader.await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "got {answer}");
+    assert_eq!(app.redis_get("item:1").await, None, "nothing was filled");
+    postgres::allow_connections(&database).await;
+    let after = app.get_item("1").await;
+    assert_eq!(header(&after, "x-cache-status"), Some("MISS"));
+    assert_eq!(body(after).await["stock"], 7);
 }
 
 /// Property 4, first the interleaving that breaks it without leases.

@@ -21,16 +21,6 @@ fn short_lived(stale_if_error: Duration) -> impl FnOnce(&mut redis_cache::Config
     }
 }
 
-async fn take_database_down(app: &TestApp) -> String {
-    let database = app.database.url.rsplit('/').next().unwrap().to_owned();
-    postgres::admin_execute(format!("ALTER DATABASE {database} ALLOW_CONNECTIONS false")).await;
-    postgres::admin_execute(format!(
-        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = '{database}'"
-    ))
-    .await;
-    database
-}
-
 /// Without the stale window the entry is gone when its freshness ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_the_source_is_down_cached_values_are_served_stale() {
@@ -43,7 +33,7 @@ async fn while_the_source_is_down_cached_values_are_served_stale() {
             header(&app.get_item("1").await, "x-cache-status"),
             Some("MISS")
         );
-        let database = take_database_down(&app).await;
+        let database = postgres::refuse_connections(&app.database.url).await;
         eventually("the cached value is no longer fresh", || async {
             header(&app.get_item("1").await, "x-cache-status") != Some("HIT")
         })
@@ -97,7 +87,7 @@ async fn while_the_source_is_down_cached_values_are_served_stale() {
             stats["lookups"].as_u64().unwrap()
         );
 
-        postgres::admin_execute(format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true")).await;
+        postgres::allow_connections(&database).await;
         let recovered = TestApp::builder(Backend::Postgres)
             .config(short_lived(stale_if_error))
             .spawn()
@@ -118,12 +108,12 @@ async fn recovery_needs_no_restart() {
         .spawn()
         .await;
     app.get_item("1").await;
-    let database = take_database_down(&app).await;
+    let database = postgres::refuse_connections(&app.database.url).await;
     eventually("stale", || async {
         header(&app.get_item("1").await, "x-cache-status") == Some("STALE")
     })
     .await;
-    postgres::admin_execute(format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true")).await;
+    postgres::allow_connections(&database).await;
     eventually("fresh values again", || async {
         header(&app.get_item("1").await, "x-cache-status") == Some("MISS")
     })

@@ -286,12 +286,7 @@ async fn subscriber_comes_back_after_a_long_redis_outage() {
 async fn source_of_truth_down_means_503_but_cached_items_still_served() {
     let app = TestApp::spawn(Backend::Postgres).await;
     app.get_item("1").await;
-    let database = app.database.url.rsplit('/').next().unwrap().to_owned();
-    postgres::admin_execute(format!("ALTER DATABASE {database} ALLOW_CONNECTIONS false")).await;
-    postgres::admin_execute(format!(
-        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = '{database}'"
-    ))
-    .await;
+    let database = postgres::refuse_connections(&app.database.url).await;
 
     let (status, health) = app.health().await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -316,7 +311,7 @@ async fn source_of_truth_down_means_503_but_cached_items_still_served() {
     let write = app.put("1", json!({ "stock": 1 })).await;
     assert_eq!(write.status(), StatusCode::SERVICE_UNAVAILABLE);
 
-    postgres::admin_execute(format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true")).await;
+    postgres::allow_connections(&database).await;
     eventually("healthy again", || async {
         app.health().await.1["status"] == "healthy"
     })

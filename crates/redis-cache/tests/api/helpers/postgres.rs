@@ -43,6 +43,24 @@ pub async fn admin_execute(sql: String) {
         .unwrap();
 }
 
+/// Takes a test database down as an outage would: new connections are
+/// refused and open ones are terminated. Returns its name for
+/// [`allow_connections`].
+pub async fn refuse_connections(database_url: &str) -> String {
+    let database = database_url.rsplit('/').next().unwrap().to_owned();
+    admin_execute(format!("ALTER DATABASE {database} ALLOW_CONNECTIONS false")).await;
+    admin_execute(format!(
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = '{database}'"
+    ))
+    .await;
+    database
+}
+
+/// Ends the outage begun by [`refuse_connections`].
+pub async fn allow_connections(database: &str) {
+    admin_execute(format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true")).await;
+}
+
 /// A single number from a superuser query on the cluster's `postgres` database.
 pub async fn admin_count(sql: &'static str) -> i64 {
     let cluster = CLUSTER.get().unwrap().as_ref().unwrap();
