@@ -31,12 +31,20 @@ ensure_postgres_server() {
   fi
 }
 
+# A fresh machine has no Rust toolchain (and distribution packages are too old
+# for edition 2024): install one with rustup, which needs internet access.
 ensure_rust() {
   if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
   if ! command -v cargo >/dev/null 2>&1; then
-    echo "cargo not found: install a Rust toolchain (1.94 or newer, e.g. with rustup)" >&2
-    return 1
+    ensure_packages curl:curl update-ca-certificates:ca-certificates
+    echo "installing a Rust toolchain with rustup" >&2
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
+      sh -s -- -y --profile minimal --component clippy,rustfmt >&2 || {
+      echo "cargo not found and rustup failed: install Rust 1.94 or newer" >&2
+      return 1
+    }
+    export PATH="$HOME/.cargo/bin:$PATH"
   fi
 }
