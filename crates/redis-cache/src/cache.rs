@@ -35,7 +35,7 @@ pub use breaker::{Breaker, CircuitState};
 pub use entry::{DecodeError, Entry, Freshness, decode, now_ms};
 pub use glob::matches as glob_matches;
 pub use key::{CacheKey, KeyError, KeyPattern, KeyPrefix};
-pub use l2::{Fill, Overwrite, RedisCache};
+pub use l2::{Fill, LeaseTry, Overwrite, RedisCache};
 pub use link::{LinkState, RedisFailure, RedisLink};
 pub use pending::PendingInvalidations;
 pub use stats::{CacheStats, StatsSnapshot};

@@ -41,6 +41,7 @@ use failsafe::Failsafe;
 use flight::Flights;
 pub use hooks::FillHook;
 use hooks::Hooks;
+use load::LoadFor;
 pub use load::{Loaded, SourceError, Via};
 pub use policy::Policy;
 use refresh::Refreshing;
@@ -69,10 +70,13 @@ pub struct Catalog {
     /// Write paths in flight, spawned so they finish even if the request is
     /// dropped (see [`Catalog::detached`]).
     writes: TaskTracker,
-    /// The last namespace key count and when it finished. The async mutex
+    /// The last namespace key count (`None`: it failed) and when it finished. The async mutex
     /// makes concurrent `/stats` calls share one `SCAN`.
-    key_count: Arc<tokio::sync::Mutex<Option<(Instant, u64)>>>,
+    key_count: Arc<tokio::sync::Mutex<Option<KeyCount>>>,
 }
+
+/// When a namespace key count finished, and what it found (`None`: failed).
+type KeyCount = (Instant, Option<u64>);
 
 /// The answer to a single lookup.
 #[derive(Debug)]
@@ -195,7 +199,6 @@ impl Catalog {
     // ---- reads -------------------------------------------------------------
 
     pub async fn get(&self, id: &ItemId) -> Result<Lookup, LookupError> {
-        CacheStats::bump(&self.stats.lookups);
         let key = self.prefix.key(id);
         let cached = if self.pending.blocks(&key) {
             Cached::Bypassed
@@ -222,11 +225,15 @@ impl Catalog {
             Cached::Stale(entry) => Some(entry),
             Cached::Missing | Cached::Bypassed => None,
         };
+        CacheStats::bump(&self.stats.lookups);
         CacheStats::bump(&self.stats.misses);
         if bypassed {
             CacheStats::bump(&self.stats.bypassed);
         }
-        let outcome = self.load(std::slice::from_ref(id)).await.pop();
+        let outcome = self
+            .load(std::slice::from_ref(id), LoadFor::Lookup)
+            .await
+            .pop();
         match outcome {
             Some(Ok(loaded)) => Ok(Lookup {
                 item: loaded.item,
@@ -237,7 +244,7 @@ impl Catalog {
                 },
                 age: None,
             }),
-            Some(Err(cause)) => match stale {
+            Some(Err(cause)) => match stale.filter(|_| !cause.superseded) {
                 Some(entry) => Ok(self.serve_stale(entry)),
                 None => Err(LookupError {
                     ids: vec![id.clone()],
@@ -254,7 +261,6 @@ impl Catalog {
     /// Looks up distinct `ids` with one Redis round trip for all of them and
     /// one load for all that missed (see `load`).
     pub async fn get_many(&self, ids: &[ItemId]) -> Result<BatchLookup, LookupError> {
-        CacheStats::add(&self.stats.lookups, ids.len() as u64);
         let keys: Vec<CacheKey> = ids.iter().map(|id| self.prefix.key(id)).collect();
         let askable: Vec<usize> = (0..ids.len())
             .filter(|&i| !self.pending.blocks(&keys[i]))
@@ -291,17 +297,18 @@ impl Catalog {
             }
             to_load.push(i);
         }
+        CacheStats::add(&self.stats.lookups, (ids.len() - hits) as u64);
         CacheStats::add(&self.stats.misses, (ids.len() - hits) as u64);
         CacheStats::add(&self.stats.bypassed, bypassed as u64);
 
         let load_ids: Vec<ItemId> = to_load.iter().map(|&i| ids[i].clone()).collect();
-        let outcomes = self.load(&load_ids).await;
+        let outcomes = self.load(&load_ids, LoadFor::Lookup).await;
         let mut served_stale = false;
         let mut failed: Option<LookupError> = None;
         for (&i, outcome) in to_load.iter().zip(outcomes) {
             match outcome {
                 Ok(loaded) => answers[i] = Some(loaded.item),
-                Err(cause) => match stale.remove(&i) {
+                Err(cause) => match stale.remove(&i).filter(|_| !cause.superseded) {
                     Some(entry) => {
                         served_stale = true;
                         answers[i] = Some(self.serve_stale(entry).item);
@@ -363,6 +370,7 @@ impl Catalog {
     }
 
     fn count_hit(&self, entry: &Entry) {
+        CacheStats::bump(&self.stats.lookups);
         CacheStats::bump(&self.stats.hits);
         if entry.item.is_none() {
             CacheStats::bump(&self.stats.negative_hits);
@@ -410,7 +418,7 @@ impl Catalog {
                 })
                 .map(|(id, _)| id.clone())
                 .collect();
-            for outcome in self.load(&absent).await {
+            for outcome in self.load(&absent, LoadFor::Warming).await {
                 if matches!(outcome, Ok(Loaded { filled: true, .. })) {
                     warmed.loaded += 1;
                 }
@@ -435,15 +443,14 @@ impl Catalog {
         if let Some((finished_at, count)) = *last
             && finished_at >= asked_at
         {
-            return Some(count);
+            // Failures are shared too, so callers queued behind a count that
+            // timed out do not each wait out the deadline again.
+            return count;
         }
         let everything = self.prefix.everything();
         let count = self.l2.count_matching(&everything);
-        match tokio::time::timeout(KEY_COUNT_DEADLINE, count).await {
-            Ok(Ok(count)) => {
-                *last = Some((Instant::now(), count));
-                Some(count)
-            }
+        let count = match tokio::time::timeout(KEY_COUNT_DEADLINE, count).await {
+            Ok(Ok(count)) => Some(count),
             Ok(Err(failure)) => {
                 tracing::debug!(error = %failure, "cannot count cached keys");
                 None
@@ -454,7 +461,9 @@ impl Catalog {
                 );
                 None
             }
-        }
+        };
+        *last = Some((Instant::now(), count));
+        count
     }
 }
 

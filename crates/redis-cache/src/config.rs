@@ -124,7 +124,7 @@ pub struct Cli {
 
     /// Bound on one source-of-truth read; past it the read counts as failed
     /// (and a cached value may be served STALE).
-    #[arg(long, env = "SOURCE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "SOURCE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub source_timeout: Duration,
 
     /// After a failed source-of-truth read of an id, how long to wait before
@@ -272,7 +272,7 @@ pub struct CacheConfig {
     pub negative_ttl: Duration,
     /// Fraction in `0.0..=0.5`.
     pub ttl_jitter: f64,
-    /// Fraction in `0.0..1.0`; zero: early refresh off.
+    /// Fraction in `0.0..=0.5`; zero: early refresh off.
     pub early_refresh: f64,
     /// Zero: fail-safe off.
     pub stale_if_error: Duration,
@@ -346,6 +346,19 @@ impl Config {
         let negative_ttl = in_range("NEGATIVE_TTL", cli.negative_ttl, ms(0), year)?;
         let stale_if_error = in_range("STALE_IF_ERROR", cli.stale_if_error, ms(0), year)?;
         let lease_ttl = in_range("LEASE_TTL", cli.lease_ttl, ms(10), ms(600_000))?;
+        // A load holds its lease across one source-of-truth read and two
+        // Redis round trips; a lease that can expire before that sends other
+        // instances to the source of truth too, and refuses the load's fill.
+        let longest_load = source_timeout + redis_timeout * 2;
+        if lease_ttl < longest_load {
+            return Err(invalid(
+                "LEASE_TTL",
+                format!(
+                    "must be at least SOURCE_TIMEOUT + 2 × REDIS_TIMEOUT ({})",
+                    humantime::format_duration(longest_load)
+                ),
+            ));
+        }
         let failsafe_throttle = in_range(
             "FAILSAFE_THROTTLE",
             cli.failsafe_throttle,
@@ -369,7 +382,7 @@ impl Config {
             }
         };
         let ttl_jitter = fraction("CACHE_TTL_JITTER", cli.cache_ttl_jitter, 0.5)?;
-        let early_refresh = fraction("EARLY_REFRESH", cli.early_refresh, 0.9)?;
+        let early_refresh = fraction("EARLY_REFRESH", cli.early_refresh, 0.5)?;
         if !(1..=100_000).contains(&cli.batch_max_ids) {
             return Err(invalid("BATCH_MAX_IDS", "must be between 1 and 100000"));
         }
@@ -620,6 +633,19 @@ mod tests {
         assert_eq!(config.redis.timeout, Duration::from_millis(250));
         assert!(config.database.demo_data);
         assert!(matches!(config.database.url, DatabaseUrl::Sqlite(_)));
+    }
+
+    #[test]
+    fn a_lease_must_outlive_the_longest_load() {
+        assert!(parse(&[]).is_ok(), "the defaults fit together");
+        let err = parse(&["--source-timeout", "2s"]).unwrap_err();
+        assert_eq!(err.variable, "LEASE_TTL");
+        assert!(err.to_string().contains("2s 500ms"), "{err}");
+        assert!(parse(&["--source-timeout", "2s", "--lease-ttl", "3s"]).is_ok());
+        assert_eq!(
+            parse(&["--early-refresh", "0.6"]).unwrap_err().variable,
+            "EARLY_REFRESH"
+        );
     }
 
     #[test]

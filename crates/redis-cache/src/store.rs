@@ -55,6 +55,27 @@ pub enum StoreError {
     CorruptRow(String),
 }
 
+impl StoreError {
+    /// Whether a write that failed with this error may still have been
+    /// committed: false only when the database certainly never ran it (no
+    /// connection could be had, it refused the login or the values).
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            StoreError::Rejected(_) => false,
+            StoreError::Unavailable(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_),
+            ) => false,
+            StoreError::Unavailable(sqlx::Error::Database(db)) => !db.code().is_some_and(|code| {
+                matches!(
+                    code.as_ref(),
+                    "53300" | "55000" | "3D000" | "28000" | "28P01"
+                )
+            }),
+            _ => true,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("item not found")]

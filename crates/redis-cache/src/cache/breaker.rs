@@ -43,11 +43,48 @@ enum State {
     HalfOpen,
 }
 
-/// Permission to use Redis for one operation; report how it went.
+/// Permission to use Redis for one operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Permit {
     Normal,
+    /// The one operation let through after a cool-down: its outcome decides.
     Probe,
+}
+
+/// One operation under way. Report its outcome with [`Attempt::succeeded`] or
+/// [`Attempt::failed`]; dropped without a verdict (its future was cancelled,
+/// e.g. the client hung up), it hands a probe over to the next caller, so a
+/// lost probe can never leave the breaker half-open for ever.
+pub struct Attempt<'a> {
+    breaker: &'a Breaker,
+    permit: Permit,
+    reported: bool,
+}
+
+impl Attempt<'_> {
+    pub fn permit(&self) -> Permit {
+        self.permit
+    }
+
+    pub fn succeeded(mut self) {
+        self.reported = true;
+        self.breaker.success(self.permit);
+    }
+
+    /// A timeout or a broken connection (not a refused command: those are
+    /// fast answers, and waiting is what the breaker saves).
+    pub fn failed(mut self) {
+        self.reported = true;
+        self.breaker.failure(self.permit);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.reported {
+            self.breaker.release(self.permit);
+        }
+    }
 }
 
 impl Breaker {
@@ -60,31 +97,39 @@ impl Breaker {
     }
 
     /// `None` while open (or while another probe is in flight).
-    pub fn allow(&self) -> Option<Permit> {
+    pub fn allow(&self) -> Option<Attempt<'_>> {
         let mut state = self.lock();
-        match *state {
-            State::Closed { .. } => Some(Permit::Normal),
+        let permit = match *state {
+            State::Closed { .. } => Permit::Normal,
             State::Open { until } if Instant::now() >= until => {
                 *state = State::HalfOpen;
-                Some(Permit::Probe)
+                Permit::Probe
             }
-            State::Open { .. } | State::HalfOpen => None,
-        }
+            State::Open { .. } | State::HalfOpen => return None,
+        };
+        Some(Attempt {
+            breaker: self,
+            permit,
+            reported: false,
+        })
     }
 
-    pub fn success(&self) {
+    /// Only the probe closes an open circuit: a late success of an operation
+    /// allowed before the circuit opened says nothing about Redis now.
+    fn success(&self, permit: Permit) {
         let mut state = self.lock();
-        if !matches!(*state, State::Closed { failures: 0 }) {
-            if matches!(*state, State::HalfOpen) {
+        match (&*state, permit) {
+            (State::Closed { failures: 0 }, _) => {}
+            (State::Closed { .. }, _) => *state = State::Closed { failures: 0 },
+            (State::HalfOpen, Permit::Probe) => {
                 tracing::info!("redis answers again; circuit breaker closed");
+                *state = State::Closed { failures: 0 };
             }
-            *state = State::Closed { failures: 0 };
+            _ => {}
         }
     }
 
-    /// A timeout or a broken connection (not a refused command: those are
-    /// fast answers, and waiting is what the breaker saves).
-    pub fn failure(&self, permit: Permit) {
+    fn failure(&self, permit: Permit) {
         if self.threshold == 0 {
             return;
         }
@@ -110,9 +155,8 @@ impl Breaker {
         }
     }
 
-    /// A probe that ended without a verdict (e.g. no connection to try on):
-    /// let the next request probe instead.
-    pub fn release(&self, permit: Permit) {
+    /// A probe that ended without a verdict: let the next request probe.
+    fn release(&self, permit: Permit) {
         if permit == Permit::Probe {
             let mut state = self.lock();
             if matches!(*state, State::HalfOpen) {
@@ -140,53 +184,74 @@ impl Breaker {
 mod tests {
     use super::*;
 
+    fn fail_once(breaker: &Breaker) {
+        breaker.allow().expect("allowed").failed();
+    }
+
     #[test]
     fn opens_after_the_threshold_and_probes_after_the_cooldown() {
         let breaker = Breaker::new(3, Duration::ZERO);
         for _ in 0..2 {
-            breaker.failure(breaker.allow().unwrap());
+            fail_once(&breaker);
         }
         assert_eq!(breaker.state(), CircuitState::Closed);
-        breaker.failure(breaker.allow().unwrap());
+        fail_once(&breaker);
         assert_eq!(breaker.state(), CircuitState::Open);
         // Cool-down of zero: the next caller is the probe, the others wait.
-        assert_eq!(breaker.allow(), Some(Permit::Probe));
-        assert_eq!(breaker.allow(), None);
-        breaker.failure(Permit::Probe);
+        let probe = breaker.allow().unwrap();
+        assert_eq!(probe.permit(), Permit::Probe);
+        assert!(breaker.allow().is_none());
+        probe.failed();
         assert_eq!(breaker.state(), CircuitState::Open);
-        assert_eq!(breaker.allow(), Some(Permit::Probe));
-        breaker.success();
+        let probe = breaker.allow().unwrap();
+        assert_eq!(probe.permit(), Permit::Probe);
+        probe.succeeded();
         assert_eq!(breaker.state(), CircuitState::Closed);
-        assert_eq!(breaker.allow(), Some(Permit::Normal));
+        assert_eq!(breaker.allow().unwrap().permit(), Permit::Normal);
     }
 
     #[test]
     fn a_success_resets_the_count() {
         let breaker = Breaker::new(2, Duration::from_secs(60));
-        breaker.failure(Permit::Normal);
-        breaker.success();
-        breaker.failure(Permit::Normal);
+        fail_once(&breaker);
+        breaker.allow().unwrap().succeeded();
+        fail_once(&breaker);
         assert_eq!(breaker.state(), CircuitState::Closed);
-        breaker.failure(Permit::Normal);
+        fail_once(&breaker);
         assert_eq!(breaker.state(), CircuitState::Open);
-        assert_eq!(breaker.allow(), None, "still cooling down");
+        assert!(breaker.allow().is_none(), "still cooling down");
     }
 
     #[test]
     fn threshold_zero_never_opens() {
         let breaker = Breaker::new(0, Duration::ZERO);
         for _ in 0..100 {
-            breaker.failure(Permit::Normal);
+            fail_once(&breaker);
         }
         assert_eq!(breaker.state(), CircuitState::Closed);
     }
 
     #[test]
-    fn an_unfinished_probe_hands_over() {
+    fn a_probe_dropped_without_a_verdict_hands_over() {
         let breaker = Breaker::new(1, Duration::ZERO);
-        breaker.failure(Permit::Normal);
-        assert_eq!(breaker.allow(), Some(Permit::Probe));
-        breaker.release(Permit::Probe);
-        assert_eq!(breaker.allow(), Some(Permit::Probe));
+        fail_once(&breaker);
+        let probe = breaker.allow().unwrap();
+        assert_eq!(probe.permit(), Permit::Probe);
+        drop(probe); // e.g. the request was cancelled
+        assert_eq!(breaker.allow().unwrap().permit(), Permit::Probe);
+    }
+
+    #[test]
+    fn a_late_success_from_before_the_opening_does_not_close_it() {
+        let breaker = Breaker::new(1, Duration::from_secs(60));
+        let slow = breaker.allow().unwrap();
+        fail_once(&breaker);
+        assert_eq!(breaker.state(), CircuitState::Open);
+        slow.succeeded();
+        assert_eq!(
+            breaker.state(),
+            CircuitState::Open,
+            "only a probe closes it"
+        );
     }
 }

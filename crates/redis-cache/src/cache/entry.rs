@@ -40,7 +40,7 @@ impl Entry {
     pub fn freshness(&self, now_ms: i64) -> Freshness {
         if now_ms < self.fresh_until {
             Freshness::Fresh {
-                remaining: Duration::from_millis((self.fresh_until - now_ms) as u64),
+                remaining: Duration::from_millis(self.fresh_until.saturating_sub(now_ms) as u64),
             }
         } else {
             Freshness::Stale
@@ -49,12 +49,12 @@ impl Entry {
 
     /// How long it was meant to be fresh for.
     pub fn lifetime(&self) -> Duration {
-        Duration::from_millis((self.fresh_until - self.fetched_at).max(0) as u64)
+        Duration::from_millis(self.fresh_until.saturating_sub(self.fetched_at).max(0) as u64)
     }
 
     /// Time since the value was read from the source of truth (the HTTP `Age`).
     pub fn age(&self, now_ms: i64) -> Duration {
-        Duration::from_millis((now_ms - self.fetched_at).max(0) as u64)
+        Duration::from_millis(now_ms.saturating_sub(self.fetched_at).max(0) as u64)
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -68,12 +68,26 @@ pub enum DecodeError {
     Malformed(#[from] serde_json::Error),
     #[error("cached value belongs to item {found:?}")]
     WrongItem { found: ItemId },
+    #[error("cached value has impossible times")]
+    Times,
 }
+
+/// Bounds on the times an entry may carry (milliseconds since the epoch):
+/// anything outside was not written by us, and would overflow arithmetic or
+/// stay fresh for ever.
+const LATEST_TIME: i64 = 4_102_444_800_000; // 2100-01-01
+const LONGEST_FRESHNESS: i64 = 10 * 365 * 86_400_000;
 
 /// Decodes the value found under `id`'s key. A value that does not parse, or
 /// that holds another item, is rejected so the caller treats it as a miss.
 pub fn decode(id: &ItemId, bytes: &[u8]) -> Result<Entry, DecodeError> {
     let entry: Entry = serde_json::from_slice(bytes)?;
+    let freshness = entry.fresh_until.saturating_sub(entry.fetched_at);
+    if !(0..=LATEST_TIME).contains(&entry.fetched_at)
+        || !(0..=LONGEST_FRESHNESS).contains(&freshness)
+    {
+        return Err(DecodeError::Times);
+    }
     if let Some(item) = &entry.item
         && &item.id != id
     {
@@ -145,6 +159,17 @@ mod tests {
             decode(&id, &entry(Some(item("2"))).encode()),
             Err(DecodeError::WrongItem { .. })
         ));
+        for (fetched_at, fresh_until) in [(-1, 0), (0, i64::MAX), (i64::MIN, i64::MAX), (10, 5)] {
+            let odd = Entry {
+                fetched_at,
+                fresh_until,
+                item: None,
+            };
+            assert!(
+                matches!(decode(&id, &odd.encode()), Err(DecodeError::Times)),
+                "{fetched_at}..{fresh_until}"
+            );
+        }
     }
 
     #[test]

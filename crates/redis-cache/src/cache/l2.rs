@@ -53,6 +53,15 @@ pub struct RedisCache {
     release_leases: Arc<Script>,
 }
 
+/// The outcome of trying to take one key's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseTry {
+    /// Taken; `current` is what the key held just after.
+    Taken { current: Option<Vec<u8>> },
+    /// Another load holds it.
+    Held,
+}
+
 /// A value to write, with how long Redis should keep it.
 pub struct Fill {
     pub key: CacheKey,
@@ -98,18 +107,22 @@ impl RedisCache {
             .await
     }
 
-    /// Tries to take the lease of every key (`SET <key>:lease <token> NX PX`),
-    /// all in one pipeline: one round trip. Returns which ones were taken.
+    /// Tries to take the lease of every key (`SET <key>:lease <token> NX PX`)
+    /// and reads each key right after (`GET`), all in one pipeline: one round
+    /// trip. The `GET` closes a gap: a lookup that missed a moment ago may find
+    /// the lease free only because another load has just filled the key and
+    /// released it; then the value is there to be used instead of a second
+    /// source-of-truth read.
     pub async fn try_leases(
         &self,
         keys: &[CacheKey],
         token: &str,
         ttl: Duration,
-    ) -> Result<Vec<bool>, RedisFailure> {
+    ) -> Result<Vec<LeaseTry>, RedisFailure> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = Pipeline::with_capacity(keys.len());
+        let mut pipe = Pipeline::with_capacity(keys.len() * 2);
         for key in keys {
             pipe.cmd("SET")
                 .arg(key.lease())
@@ -117,13 +130,20 @@ impl RedisCache {
                 .arg("NX")
                 .arg("PX")
                 .arg(millis(ttl));
+            pipe.cmd("GET").arg(key);
         }
         let replies: Vec<redis::Value> = self
             .run(move |mut c| async move { pipe.query_async(&mut c).await })
             .await?;
         Ok(replies
-            .iter()
-            .map(|reply| !matches!(reply, redis::Value::Nil))
+            .chunks(2)
+            .map(|pair| match pair {
+                [redis::Value::Nil, _] => LeaseTry::Held,
+                [_, redis::Value::BulkString(value)] => LeaseTry::Taken {
+                    current: Some(value.clone()),
+                },
+                _ => LeaseTry::Taken { current: None },
+            })
             .collect())
     }
 
@@ -206,10 +226,13 @@ impl RedisCache {
         if keys.is_empty() {
             return Ok(0);
         }
+        // Leases first: a fill that runs between the two commands then finds
+        // no lease and writes nothing. (Values first would let a fill land
+        // after the value's delete, under a lease not deleted yet.)
         let mut pipe = Pipeline::with_capacity(2);
-        pipe.cmd("UNLINK").arg(keys);
         let leases: Vec<CacheKey> = keys.iter().map(CacheKey::lease).collect();
         pipe.cmd("UNLINK").arg(leases).ignore();
+        pipe.cmd("UNLINK").arg(keys);
         let (deleted,): (u64,) = self
             .run(move |mut c| async move { pipe.query_async(&mut c).await })
             .await?;
@@ -220,10 +243,12 @@ impl RedisCache {
     /// `SCAN MATCH … COUNT 1000` and `UNLINK` per batch (never `KEYS`, which
     /// blocks Redis): about two round trips per thousand keys in the database,
     /// twice over. Returns how many values were deleted.
+    ///
+    /// Leases go in a full pass before any value: a load whose lease survived
+    /// until after its value was deleted could still fill its older value.
     pub async fn delete_matching(&self, pattern: &KeyPattern) -> Result<u64, RedisFailure> {
-        let deleted = self.unlink_matching(pattern).await?;
         self.unlink_matching(&pattern.leases()).await?;
-        Ok(deleted)
+        self.unlink_matching(pattern).await
     }
 
     async fn unlink_matching(&self, pattern: &KeyPattern) -> Result<u64, RedisFailure> {

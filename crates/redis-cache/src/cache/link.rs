@@ -125,29 +125,31 @@ impl RedisLink {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        let breaker = &self.inner.breaker;
-        let permit = breaker.allow().ok_or(RedisFailure::CircuitOpen)?;
-        let Some((generation, conn)) = self.current() else {
-            breaker.release(permit);
-            return Err(RedisFailure::Disconnected);
-        };
+        let attempt = self
+            .inner
+            .breaker
+            .allow()
+            .ok_or(RedisFailure::CircuitOpen)?;
+        // Without a connection there is no verdict: dropping the attempt
+        // hands a probe over to the next caller.
+        let (generation, conn) = self.current().ok_or(RedisFailure::Disconnected)?;
         match tokio::time::timeout(self.inner.command_timeout, op(conn)).await {
             Ok(Ok(value)) => {
-                breaker.success();
+                attempt.succeeded();
                 Ok(value)
             }
             Ok(Err(err)) => {
                 if breaks_connection(&err) {
                     self.mark_broken(generation);
-                    breaker.failure(permit);
+                    attempt.failed();
                 } else {
                     // Refused, but answered: Redis is there.
-                    breaker.success();
+                    attempt.succeeded();
                 }
                 Err(RedisFailure::Command(err))
             }
             Err(_elapsed) => {
-                breaker.failure(permit);
+                attempt.failed();
                 Err(RedisFailure::Timeout)
             }
         }

@@ -8,8 +8,9 @@ use time::OffsetDateTime;
 
 #[derive(Debug)]
 pub struct CacheStats {
-    /// Ids looked up, counted on entry; once lookups finish it equals
-    /// `hits + misses`, a cross-check that no path forgets to count.
+    /// Ids looked up, each counted once Redis has answered (or been skipped),
+    /// in the same step as the hit or miss it turned out to be; a lookup whose
+    /// client hung up before that is not counted at all.
     pub lookups: AtomicU64,
     pub hits: AtomicU64,
     /// Every lookup that was not answered by Redis, including bypasses.

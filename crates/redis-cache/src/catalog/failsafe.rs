@@ -8,54 +8,66 @@ use std::time::{Duration, Instant};
 
 use crate::domain::ItemId;
 
-/// Entries kept before expired ones are swept out.
-const SWEEP_AT: usize = 100_000;
+/// Entries kept before expired ones are first swept out.
+const SWEEP_AT: usize = 10_000;
 
 pub struct Failsafe {
     throttle: Duration,
-    /// When each id last failed. Held only for map operations.
-    failed: Mutex<HashMap<ItemId, Instant>>,
+    /// Held only for map operations.
+    state: Mutex<State>,
+}
+
+struct State {
+    /// When each id last failed.
+    failed: HashMap<ItemId, Instant>,
+    /// Size at which to sweep next: twice what a sweep left, so that sweeps
+    /// cost O(1) per failure on average however many ids keep failing.
+    sweep_at: usize,
 }
 
 impl Failsafe {
     pub fn new(throttle: Duration) -> Self {
         Self {
             throttle,
-            failed: Mutex::default(),
+            state: Mutex::new(State {
+                failed: HashMap::new(),
+                sweep_at: SWEEP_AT,
+            }),
         }
     }
 
     /// Whether `id` failed less than a throttle interval ago.
     pub fn throttled(&self, id: &ItemId) -> bool {
-        let failed = self.lock();
-        failed
+        self.lock()
+            .failed
             .get(id)
             .is_some_and(|at| at.elapsed() < self.throttle)
     }
 
     pub fn failed(&self, ids: &[ItemId]) {
         let now = Instant::now();
-        let mut failed = self.lock();
-        if failed.len() >= SWEEP_AT {
-            failed.retain(|_, at| at.elapsed() < self.throttle);
+        let mut state = self.lock();
+        if state.failed.len() >= state.sweep_at {
+            state.failed.retain(|_, at| at.elapsed() < self.throttle);
+            state.sweep_at = (state.failed.len() * 2).max(SWEEP_AT);
         }
         for id in ids {
-            failed.insert(id.clone(), now);
+            state.failed.insert(id.clone(), now);
         }
     }
 
     pub fn succeeded(&self, ids: &[ItemId]) {
-        let mut failed = self.lock();
-        if failed.is_empty() {
+        let mut state = self.lock();
+        if state.failed.is_empty() {
             return;
         }
         for id in ids {
-            failed.remove(id);
+            state.failed.remove(id);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ItemId, Instant>> {
-        self.failed.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -76,5 +88,18 @@ mod tests {
         let instant = Failsafe::new(Duration::ZERO);
         instant.failed(std::slice::from_ref(&id));
         assert!(!instant.throttled(&id));
+    }
+
+    #[test]
+    fn expired_failures_are_swept_out() {
+        let failsafe = Failsafe::new(Duration::ZERO);
+        for i in 0..=SWEEP_AT {
+            failsafe.failed(&[ItemId::parse(&i.to_string()).unwrap()]);
+        }
+        assert_eq!(
+            failsafe.lock().failed.len(),
+            1,
+            "all but the newest expired"
+        );
     }
 }

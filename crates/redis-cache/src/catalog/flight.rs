@@ -144,6 +144,13 @@ impl Flights {
     pub fn forget(&self, id: &ItemId) {
         lock(&self.map).remove(id);
     }
+
+    /// [`Flights::forget`] for every id that `invalidated` selects (an
+    /// invalidation by key or pattern, from a peer or an operator). The map
+    /// only holds loads in flight, so the scan is short.
+    pub fn forget_where(&self, invalidated: impl Fn(&ItemId) -> bool) {
+        lock(&self.map).retain(|id, _| !invalidated(id));
+    }
 }
 
 #[cfg(test)]

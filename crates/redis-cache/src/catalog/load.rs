@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::Catalog;
 use super::flight::Lead;
-use crate::cache::{self, CacheKey, CacheStats, Fill, Freshness, Overwrite};
+use crate::cache::{self, CacheKey, CacheStats, Entry, Fill, Freshness, LeaseTry, Overwrite};
 use crate::domain::{Item, ItemId};
 use crate::store::StoreError;
 
@@ -53,6 +53,9 @@ pub enum Via {
 pub struct SourceError {
     /// Unreachable, timing out or throttled, as opposed to failing a query.
     pub unavailable: bool,
+    /// A write replaced the value while it was being loaded: a stale cached
+    /// value, older still, is no fallback.
+    pub superseded: bool,
     pub cause: Arc<str>,
 }
 
@@ -60,6 +63,7 @@ impl SourceError {
     pub fn failed(cause: &str) -> Self {
         Self {
             unavailable: false,
+            superseded: false,
             cause: cause.into(),
         }
     }
@@ -67,6 +71,7 @@ impl SourceError {
     fn unavailable(cause: &str) -> Self {
         Self {
             unavailable: true,
+            superseded: false,
             cause: cause.into(),
         }
     }
@@ -74,6 +79,7 @@ impl SourceError {
     fn from_store(err: &StoreError) -> Self {
         Self {
             unavailable: matches!(err, StoreError::Unavailable(_)),
+            superseded: false,
             cause: error_chain(err).into(),
         }
     }
@@ -92,12 +98,21 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     message
 }
 
+/// Who a load is for: only lookups count in the lookup statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LoadFor {
+    Lookup,
+    Warming,
+}
+
 impl Catalog {
     /// Loads distinct `ids`, joining loads of the same ids already in
     /// progress in this process. Outcomes come in the order of `ids`.
-    pub(super) async fn load(&self, ids: &[ItemId]) -> Vec<Outcome> {
+    pub(super) async fn load(&self, ids: &[ItemId], purpose: LoadFor) -> Vec<Outcome> {
         let ticket = self.flights.join_or_lead(ids);
-        CacheStats::add(&self.stats.coalesced, ticket.joined as u64);
+        if purpose == LoadFor::Lookup {
+            CacheStats::add(&self.stats.coalesced, ticket.joined as u64);
+        }
         if !ticket.leads.is_empty() {
             // Its own task: waiters that give up (clients hanging up) must not
             // cancel a load others are waiting for.
@@ -146,18 +161,26 @@ impl Catalog {
                 .try_leases(&keys, &token, self.policy.lease_ttl)
                 .await
             {
-                Ok(taken) => {
+                Ok(tries) => {
                     let candidates = std::mem::take(&mut leased);
-                    for (id, taken) in candidates.into_iter().zip(taken) {
-                        if taken {
-                            leased.push(id)
-                        } else {
-                            held.push(id)
+                    let mut already_filled = Vec::new();
+                    for (id, attempt) in candidates.into_iter().zip(tries) {
+                        match attempt {
+                            LeaseTry::Held => held.push(id),
+                            LeaseTry::Taken { current } => match fresh(&id, current) {
+                                Some(entry) => already_filled.push((id, entry.item)),
+                                None => leased.push(id),
+                            },
                         }
                     }
+                    self.use_filled(already_filled, &token, &mut outcomes).await;
                 }
                 Err(failure) => {
                     tracing::debug!(error = %failure, "cannot take leases; reading without");
+                    // Some may have been taken before the failure: give them
+                    // back so peers do not wait for a fill that never comes.
+                    let (l2, token) = (self.l2.clone(), token.clone());
+                    tokio::spawn(async move { l2.release_leases(&keys, &token).await });
                     unleased.append(&mut leased);
                 }
             }
@@ -234,6 +257,10 @@ impl Catalog {
                 }
                 Err(err) => {
                     self.failsafe.failed(&voided);
+                    let err = SourceError {
+                        superseded: true,
+                        ..err
+                    };
                     for id in voided {
                         found.remove(&id);
                         outcomes.insert(id, Err(err.clone()));
@@ -303,7 +330,13 @@ impl Catalog {
                 }
                 CacheStats::add(&self.stats.fills, result.filled.len() as u64);
             }
-            Err(failure) => tracing::debug!(error = %failure, "cache fill failed"),
+            Err(failure) => {
+                // Whether the script ran (and found its leases) is unknown:
+                // a write may have come in between, so what was read is
+                // treated like a voided fill and read again.
+                tracing::debug!(error = %failure, "cache fill failed");
+                result.voided = filling;
+            }
         }
         result
     }
@@ -357,13 +390,9 @@ impl Catalog {
             let Ok(values) = self.l2.get_many(&keys).await else {
                 break;
             };
-            let now = cache::now_ms();
             let mut still = Vec::new();
             for (id, value) in waiting.into_iter().zip(values) {
-                let fresh = value
-                    .and_then(|bytes| cache::decode(&id, &bytes).ok())
-                    .filter(|entry| matches!(entry.freshness(now), Freshness::Fresh { .. }));
-                match fresh {
+                match fresh(&id, value) {
                     Some(entry) => wait.from_peers.push((id, entry.item)),
                     None => still.push(id),
                 }
@@ -374,7 +403,7 @@ impl Catalog {
             }
             // A holder that died leaves a lease that expires: take over.
             let keys = self.keys(&waiting);
-            let Ok(taken) = self
+            let Ok(tries) = self
                 .l2
                 .try_leases(&keys, token, self.policy.lease_ttl)
                 .await
@@ -382,17 +411,52 @@ impl Catalog {
                 break;
             };
             let mut still = Vec::new();
-            for (id, taken) in waiting.into_iter().zip(taken) {
-                if taken {
-                    wait.taken_over.push(id)
-                } else {
-                    still.push(id)
+            let mut filled_meanwhile = Vec::new();
+            for (id, attempt) in waiting.into_iter().zip(tries) {
+                match attempt {
+                    LeaseTry::Held => still.push(id),
+                    LeaseTry::Taken { current } => match fresh(&id, current) {
+                        // The holder filled between our poll and our take.
+                        Some(entry) => filled_meanwhile.push((id, entry.item)),
+                        None => wait.taken_over.push(id),
+                    },
                 }
+            }
+            if !filled_meanwhile.is_empty() {
+                let keys: Vec<CacheKey> = filled_meanwhile
+                    .iter()
+                    .map(|(id, _)| self.prefix.key(id))
+                    .collect();
+                let _ = self.l2.release_leases(&keys, token).await;
+                wait.from_peers.extend(filled_meanwhile);
             }
             waiting = still;
         }
         wait.gave_up = waiting;
         wait
+    }
+
+    /// Ids whose lease we took but whose key another load had just filled:
+    /// their value is the answer; the leases go back at once.
+    async fn use_filled(
+        &self,
+        filled: Vec<(ItemId, Option<Item>)>,
+        token: &str,
+        outcomes: &mut HashMap<ItemId, Outcome>,
+    ) {
+        if filled.is_empty() {
+            return;
+        }
+        let keys: Vec<CacheKey> = filled.iter().map(|(id, _)| self.prefix.key(id)).collect();
+        let _ = self.l2.release_leases(&keys, token).await;
+        for (id, item) in filled {
+            let loaded = Loaded {
+                item,
+                via: Via::Peer,
+                filled: false,
+            };
+            outcomes.insert(id, Ok(loaded));
+        }
     }
 
     /// One source-of-truth read for `ids`, after the configured artificial
@@ -434,6 +498,13 @@ impl Catalog {
     fn keys(&self, ids: &[ItemId]) -> Vec<CacheKey> {
         ids.iter().map(|id| self.prefix.key(id)).collect()
     }
+}
+
+/// The entry in `value` if it decodes and is still fresh.
+fn fresh(id: &ItemId, value: Option<Vec<u8>>) -> Option<Entry> {
+    value
+        .and_then(|bytes| cache::decode(id, &bytes).ok())
+        .filter(|entry| matches!(entry.freshness(cache::now_ms()), Freshness::Fresh { .. }))
 }
 
 #[derive(Default)]

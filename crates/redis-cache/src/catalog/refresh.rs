@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use super::Catalog;
-use crate::cache::{self, CacheStats, Entry, Fill, Overwrite};
+use crate::cache::{self, CacheStats, Entry, Fill, LeaseTry, Overwrite};
 use crate::domain::ItemId;
 
 /// Ids being refreshed by this instance. Held only to insert or remove.
@@ -28,6 +28,17 @@ impl Refreshing {
     }
 }
 
+struct RefreshGuard<'a> {
+    refreshing: &'a Refreshing,
+    id: &'a ItemId,
+}
+
+impl Drop for RefreshGuard<'_> {
+    fn drop(&mut self) {
+        self.refreshing.end(self.id);
+    }
+}
+
 impl Catalog {
     /// Starts a background refresh of `id` if `entry`, just served, is due.
     pub(super) fn refresh_if_due(&self, id: &ItemId, entry: &Entry) {
@@ -36,8 +47,12 @@ impl Catalog {
         }
         let (this, id, fresh_until) = (self.clone(), id.clone(), entry.fresh_until);
         tokio::spawn(async move {
+            // Ends the refresh even if it panics, so the id can be refreshed again.
+            let _refreshing = RefreshGuard {
+                refreshing: &this.refreshing,
+                id: &id,
+            };
             this.refresh(&id, fresh_until).await;
-            this.refreshing.end(&id);
         });
     }
 
@@ -55,7 +70,18 @@ impl Catalog {
                 .await
                 .as_deref()
             {
-                Ok([true]) => {}
+                Ok([LeaseTry::Taken { current }]) => {
+                    let refreshed = current
+                        .as_deref()
+                        .and_then(|bytes| cache::decode(id, bytes).ok())
+                        .is_some_and(|entry| entry.fresh_until > old_fresh_until);
+                    if refreshed {
+                        // Another refresh (here or on a peer) finished between
+                        // our hit and our lease: nothing left to do.
+                        let _ = self.l2.release_leases(keys, &token).await;
+                        return;
+                    }
+                }
                 // Another instance is loading it, or Redis is not answering.
                 _ => return,
             }

@@ -14,11 +14,13 @@ impl Catalog {
     pub async fn create(&self, new: NewItem) -> Result<Item, WriteError> {
         let this = self.clone();
         self.detached(async move {
-            let item = this.store.insert(&new).await?;
-            // A create invalidates too: a value for this id may still be
-            // cached from before a delete whose invalidation was deferred.
-            this.invalidate_after_write(&item.id).await;
-            Ok(item)
+            let created = this.store.insert(&new).await;
+            // A create invalidates too: the id may be cached as absent, or
+            // hold a value from before a delete whose invalidation was deferred.
+            if may_have_committed(&created) {
+                this.invalidate_after_write(&new.id).await;
+            }
+            created
         })
         .await
     }
@@ -31,9 +33,11 @@ impl Catalog {
     ) -> Result<Item, WriteError> {
         let (this, id, patch) = (self.clone(), id.clone(), patch.clone());
         self.detached(async move {
-            let item = this.store.update(&id, &patch, expected).await?;
-            this.invalidate_after_write(&id).await;
-            Ok(item)
+            let updated = this.store.update(&id, &patch, expected).await;
+            if may_have_committed(&updated) {
+                this.invalidate_after_write(&id).await;
+            }
+            updated
         })
         .await
     }
@@ -41,9 +45,11 @@ impl Catalog {
     pub async fn delete(&self, id: &ItemId, expected: Option<Version>) -> Result<(), WriteError> {
         let (this, id) = (self.clone(), id.clone());
         self.detached(async move {
-            this.store.delete(&id, expected).await?;
-            this.invalidate_after_write(&id).await;
-            Ok(())
+            let deleted = this.store.delete(&id, expected).await;
+            if may_have_committed(&deleted) {
+                this.invalidate_after_write(&id).await;
+            }
+            deleted
         })
         .await
     }
@@ -94,11 +100,21 @@ impl Catalog {
     ) -> Invalidated {
         let this = self.clone();
         self.detached(async move {
+            this.forget_loads(key.as_ref(), pattern.as_ref());
             let outcome = this.apply_to_redis(key.as_ref(), pattern.as_ref()).await;
             this.publish(key.as_ref(), pattern.as_ref()).await;
             outcome
         })
         .await
+    }
+
+    /// Lookups that start after an invalidation must not join a load that
+    /// may have read the source of truth before the write behind it.
+    fn forget_loads(&self, key: Option<&CacheKey>, pattern: Option<&KeyPattern>) {
+        self.flights.forget_where(|id| {
+            let candidate = self.prefix.key(id);
+            key == Some(&candidate) || pattern.is_some_and(|p| p.matches(&candidate))
+        });
     }
 
     async fn apply_to_redis(
@@ -173,12 +189,30 @@ impl Catalog {
                 return;
             }
         };
+        self.forget_loads(targets.key.as_ref(), targets.pattern.as_ref());
         if !message.is_from_peer() {
             self.apply_to_redis(targets.key.as_ref(), targets.pattern.as_ref())
                 .await;
         }
         CacheStats::bump(&self.stats.invalidations_received);
         tracing::debug!(key = %message.key, pattern = %message.pattern, source = %message.source, "invalidation applied");
+    }
+}
+
+/// Whether a write may have changed the source of truth. Refusals by the
+/// store and errors before the write reached the database are certain no-ops;
+/// any other error may have come after the commit (a connection lost while the answer was on its
+/// way), so the cache is invalidated anyway: a needless delete costs one miss,
+/// a missing one hides the write until the TTL.
+fn may_have_committed<T>(result: &Result<T, WriteError>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(
+            WriteError::NotFound | WriteError::AlreadyExists | WriteError::VersionMismatch { .. },
+        ) => false,
+        // Certain failures keep the cached value, which fail-safe may still
+        // need while the database is down.
+        Err(WriteError::Store(err)) => err.may_have_applied(),
     }
 }
 

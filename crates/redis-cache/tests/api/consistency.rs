@@ -69,13 +69,18 @@ async fn a_fill_that_read_before_a_write_never_lands_after_it() {
 
 /// A voided fill's value is never an answer: the reader reads again, and if
 /// that read fails it says so (503) rather than return the value the write
-/// replaced.
+/// replaced, fresh or stale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voided_fill_is_not_served_when_the_second_read_fails() {
     let app = TestApp::builder(Backend::Postgres)
         .config(|c| c.cache.failsafe_throttle = std::time::Duration::ZERO)
         .spawn()
         .await;
+    // Redis holds version 1 past its freshness: fail-safe would serve it.
+    let v1 = body(app.get_item("1").await).await;
+    let now = redis_cache::cache::now_ms();
+    let stale = json!({ "fetched_at": now - 10_000, "fresh_until": now - 5_000, "item": v1 });
+    app.redis_set("item:1", &stale.to_string()).await;
     let gate = FillGate::install(&app.catalog);
     let reader = app.spawn_get("1");
     gate.held(1).await;
@@ -85,8 +90,12 @@ async fn a_voided_fill_is_not_served_when_the_second_read_fails() {
     );
     let database = postgres::refuse_connections(&app.database.url).await;
     gate.remove();
-    let (status, _, answer) = reader.await.unwrap();
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "got {answer}");
+    let (status, cache, answer) = reader.await.unwrap();
+    assert_eq!(
+        (status, cache.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, ""),
+        "neither the voided read nor the stale entry older than the write: {answer}"
+    );
     assert_eq!(app.redis_get("item:1").await, None, "nothing was filled");
     postgres::allow_connections(&database).await;
     let after = app.get_item("1").await;

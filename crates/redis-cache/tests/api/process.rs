@@ -88,6 +88,17 @@ fn help_lists_every_setting_without_secret_values() {
         "CACHE_KEY_PREFIX",
         "CACHE_WARM",
         "SOURCE_DELAY",
+        "SOURCE_TIMEOUT",
+        "NEGATIVE_TTL",
+        "CACHE_TTL_JITTER",
+        "EARLY_REFRESH",
+        "STALE_IF_ERROR",
+        "FAILSAFE_THROTTLE",
+        "LEASE_TTL",
+        "CACHE_LEASES",
+        "CACHE_COALESCING",
+        "REDIS_BREAKER_FAILURES",
+        "REDIS_BREAKER_COOLDOWN",
         "ADMIN_TOKEN",
         "SHUTDOWN_GRACE",
         "BATCH_MAX_IDS",
@@ -162,6 +173,7 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_zero() {
         ("REDIS_URL", redis.url()),
         ("DATABASE_URL", database.url.clone()),
         ("SOURCE_DELAY", "1s".into()),
+        ("SOURCE_TIMEOUT", "1500ms".into()),
     ]);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = format!("http://127.0.0.1:{port}");
@@ -320,6 +332,7 @@ async fn a_second_signal_stops_at_once() {
         ("DATABASE_URL", database.url.clone()),
         ("SOURCE_DELAY", "60s".into()),
         ("SOURCE_TIMEOUT", "120s".into()),
+        ("LEASE_TTL", "121s".into()),
         ("SHUTDOWN_GRACE", "60s".into()),
     ]);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -423,7 +436,7 @@ async fn shutdown_delay_keeps_serving_while_readiness_fails() {
 /// two source-of-truth reads in all for 1,000 lookups.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_holder_killed_mid_load_is_taken_over_by_one_instance() {
-    let lease_ttl = |c: &mut redis_cache::Config| c.cache.lease_ttl = Duration::from_secs(1);
+    let lease_ttl = |c: &mut redis_cache::Config| c.cache.lease_ttl = Duration::from_secs(3);
     let b = TestApp::builder(Backend::Postgres)
         .config(lease_ttl)
         .spawn()
@@ -432,9 +445,9 @@ async fn a_lease_holder_killed_mid_load_is_taken_over_by_one_instance() {
     let (holder, port) = start(&[
         ("REDIS_URL", b.redis.url()),
         ("DATABASE_URL", b.database.url.clone()),
-        ("LEASE_TTL", "1s".into()),
-        ("SOURCE_DELAY", "30s".into()),
-        ("SOURCE_TIMEOUT", "60s".into()),
+        ("LEASE_TTL", "3s".into()),
+        ("SOURCE_DELAY", "2s".into()),
+        ("SOURCE_TIMEOUT", "2500ms".into()),
     ]);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = format!("http://127.0.0.1:{port}");
