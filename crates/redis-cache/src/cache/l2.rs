@@ -234,7 +234,7 @@ impl RedisCache {
         pipe.cmd("UNLINK").arg(leases).ignore();
         pipe.cmd("UNLINK").arg(keys);
         let (deleted,): (u64,) = self
-            .run(move |mut c| async move { pipe.query_async(&mut c).await })
+            .run_essential(move |mut c| async move { pipe.query_async(&mut c).await })
             .await?;
         Ok(deleted)
     }
@@ -254,20 +254,20 @@ impl RedisCache {
     async fn unlink_matching(&self, pattern: &KeyPattern) -> Result<u64, RedisFailure> {
         let (mut cursor, mut deleted) = (0, 0);
         loop {
-            let (next, keys) = self.scan_page(pattern, cursor).await?;
+            let (next, keys) = self.scan_page(Path::Essential, pattern, cursor).await?;
             // A pattern such as `item:*` matches leases too: delete them, but
             // count only values.
             let (leases, values): (Vec<_>, Vec<_>) =
                 keys.into_iter().partition(|k| CacheKey::is_lease(k));
             if !leases.is_empty() {
                 let cmd = redis::cmd("UNLINK").arg(leases).to_owned();
-                self.run(move |mut c| async move { cmd.query_async::<()>(&mut c).await })
+                self.run_essential(move |mut c| async move { cmd.query_async::<()>(&mut c).await })
                     .await?;
             }
             if !values.is_empty() {
                 let cmd = redis::cmd("UNLINK").arg(values).to_owned();
                 deleted += self
-                    .run(move |mut c| async move { cmd.query_async::<u64>(&mut c).await })
+                    .run_essential(move |mut c| async move { cmd.query_async::<u64>(&mut c).await })
                     .await?;
             }
             if next == 0 {
@@ -283,7 +283,7 @@ impl RedisCache {
     pub async fn count_matching(&self, pattern: &KeyPattern) -> Result<u64, RedisFailure> {
         let (mut cursor, mut count) = (0, 0);
         loop {
-            let (next, keys) = self.scan_page(pattern, cursor).await?;
+            let (next, keys) = self.scan_page(Path::Guarded, pattern, cursor).await?;
             count += keys.iter().filter(|k| !CacheKey::is_lease(k)).count() as u64;
             if next == 0 {
                 return Ok(count);
@@ -295,13 +295,14 @@ impl RedisCache {
     /// `PUBLISH`: one round trip. Returns the number of subscribers reached.
     pub async fn publish(&self, channel: &str, payload: &str) -> Result<u64, RedisFailure> {
         let cmd = redis::cmd("PUBLISH").arg(channel).arg(payload).to_owned();
-        self.run(move |mut c| async move { cmd.query_async(&mut c).await })
+        self.run_essential(move |mut c| async move { cmd.query_async(&mut c).await })
             .await
     }
 
     /// One `SCAN cursor MATCH pattern COUNT 1000`: the next cursor and a page of keys.
     async fn scan_page(
         &self,
+        path: Path,
         pattern: &KeyPattern,
         cursor: u64,
     ) -> Result<(u64, Vec<Vec<u8>>), RedisFailure> {
@@ -312,8 +313,11 @@ impl RedisCache {
             .arg("COUNT")
             .arg(SCAN_BATCH)
             .to_owned();
-        self.run(move |mut c| async move { cmd.query_async(&mut c).await })
-            .await
+        self.run_on(
+            path,
+            move |mut c| async move { cmd.query_async(&mut c).await },
+        )
+        .await
     }
 
     async fn run<T, F, Fut>(&self, op: F) -> Result<T, RedisFailure>
@@ -321,16 +325,43 @@ impl RedisCache {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
+        self.run_on(Path::Guarded, op).await
+    }
+
+    async fn run_essential<T, F, Fut>(&self, op: F) -> Result<T, RedisFailure>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        self.run_on(Path::Essential, op).await
+    }
+
+    async fn run_on<T, F, Fut>(&self, path: Path, op: F) -> Result<T, RedisFailure>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
         // Counted only when the operation is really sent: the link skips it
         // while disconnected or while the circuit is open.
         let round_trips = self.round_trips.clone();
-        self.link
-            .run(move |conn| {
-                round_trips.fetch_add(1, Ordering::Relaxed);
-                op(conn)
-            })
-            .await
+        let op = move |conn| {
+            round_trips.fetch_add(1, Ordering::Relaxed);
+            op(conn)
+        };
+        match path {
+            Path::Guarded => self.link.run(op).await,
+            Path::Essential => self.link.run_essential(op).await,
+        }
     }
+}
+
+/// Whether an operation goes through the circuit breaker
+/// ([`RedisLink::run`]) or past it ([`RedisLink::run_essential`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Guarded,
+    /// Invalidations: deletes and their `SCAN`s, and publishing.
+    Essential,
 }
 
 fn millis(d: Duration) -> u64 {

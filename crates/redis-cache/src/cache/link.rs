@@ -17,6 +17,9 @@ use crate::backoff::Backoff;
 /// that silently died (network cut, no RST) is detected within about two of
 /// these intervals.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest wait before the next reconnect attempt once an invalidation is
+/// waiting for the connection.
+const URGENT_RECONNECT: Duration = Duration::from_millis(100);
 /// Consecutive failed health checks after which the connection is replaced.
 const MAX_FAILED_CHECKS: u32 = 2;
 
@@ -58,6 +61,9 @@ struct Inner {
     /// Signalled by a request that saw the connection break, so the maintenance
     /// task replaces it at once instead of at its next health check.
     broken: Notify,
+    /// Signalled by an invalidation that found no connection: the
+    /// maintenance task cuts its reconnect backoff short.
+    wanted: Notify,
     state: watch::Sender<LinkState>,
 }
 
@@ -82,6 +88,7 @@ impl RedisLink {
                     conn: None,
                 }),
                 broken: Notify::new(),
+                wanted: Notify::new(),
                 state,
             }),
         }
@@ -133,25 +140,52 @@ impl RedisLink {
         // Without a connection there is no verdict: dropping the attempt
         // hands a probe over to the next caller.
         let (generation, conn) = self.current().ok_or(RedisFailure::Disconnected)?;
+        let outcome = self.execute(generation, conn, op).await;
+        match &outcome {
+            Ok(_) => attempt.succeeded(),
+            // Refused, but answered: Redis is there.
+            Err(RedisFailure::Command(err)) if !breaks_connection(err) => attempt.succeeded(),
+            Err(_) => attempt.failed(),
+        }
+        outcome
+    }
+
+    /// Like [`RedisLink::run`], but past an open circuit breaker, and without
+    /// counting towards it: for invalidations, which keep a committed write
+    /// from hiding behind an older cached value. The breaker saves reads a
+    /// timeout each; a write can afford one to stay correct. Without a
+    /// connection, asks for a reconnect without waiting out the backoff.
+    pub async fn run_essential<T, F, Fut>(&self, op: F) -> Result<T, RedisFailure>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let Some((generation, conn)) = self.current() else {
+            self.inner.wanted.notify_one();
+            return Err(RedisFailure::Disconnected);
+        };
+        self.execute(generation, conn, op).await
+    }
+
+    async fn execute<T, F, Fut>(
+        &self,
+        generation: u64,
+        conn: MultiplexedConnection,
+        op: F,
+    ) -> Result<T, RedisFailure>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
         match tokio::time::timeout(self.inner.command_timeout, op(conn)).await {
-            Ok(Ok(value)) => {
-                attempt.succeeded();
-                Ok(value)
-            }
+            Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => {
                 if breaks_connection(&err) {
                     self.mark_broken(generation);
-                    attempt.failed();
-                } else {
-                    // Refused, but answered: Redis is there.
-                    attempt.succeeded();
                 }
                 Err(RedisFailure::Command(err))
             }
-            Err(_elapsed) => {
-                attempt.failed();
-                Err(RedisFailure::Timeout)
-            }
+            Err(_elapsed) => Err(RedisFailure::Timeout),
         }
     }
 
@@ -212,6 +246,11 @@ impl RedisLink {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
+                // Not at once: a burst of writes during an outage must not
+                // turn into a burst of connection attempts.
+                _ = self.inner.wanted.notified() => {
+                    tokio::time::sleep(delay.min(URGENT_RECONNECT)).await;
+                }
             }
         }
     }

@@ -124,22 +124,24 @@ impl Catalog {
 
     async fn lead(&self, leads: Vec<Lead>) {
         let ids: Vec<ItemId> = leads.iter().map(|lead| lead.id.clone()).collect();
-        let mut outcomes = self.load_group(ids).await;
-        for lead in leads {
-            let outcome = outcomes
-                .remove(&lead.id)
-                .unwrap_or_else(|| Err(SourceError::failed("id was not loaded")));
-            lead.finish(outcome);
+        let mut outcomes = Settle {
+            leads: leads
+                .into_iter()
+                .map(|lead| (lead.id.clone(), lead))
+                .collect(),
+        };
+        self.load_group(ids, &mut outcomes).await;
+        for (_, lead) in outcomes.leads.drain() {
+            lead.finish(Err(SourceError::failed("id was not loaded")));
         }
     }
 
-    async fn load_group(&self, ids: Vec<ItemId>) -> HashMap<ItemId, Outcome> {
-        let mut outcomes = HashMap::with_capacity(ids.len());
+    async fn load_group(&self, ids: Vec<ItemId>, outcomes: &mut Settle) {
         let (throttled, ids): (Vec<ItemId>, Vec<ItemId>) =
             ids.into_iter().partition(|id| self.failsafe.throttled(id));
         for id in throttled {
             let cause = "source of truth failed recently; not retried yet";
-            outcomes.insert(id, Err(SourceError::unavailable(cause)));
+            outcomes.settle(id, Err(SourceError::unavailable(cause)));
         }
 
         let token = uuid::Uuid::new_v4().simple().to_string();
@@ -173,7 +175,7 @@ impl Catalog {
                             },
                         }
                     }
-                    self.use_filled(already_filled, &token, &mut outcomes).await;
+                    self.use_filled(already_filled, &token, outcomes).await;
                 }
                 Err(failure) => {
                     tracing::debug!(error = %failure, "cannot take leases; reading without");
@@ -196,7 +198,7 @@ impl Catalog {
             let waited = self.wait_for_peers(held, &token).await;
             CacheStats::add(&self.stats.lease_waits, waited.from_peers.len() as u64);
             for (id, item) in waited.from_peers {
-                outcomes.insert(
+                outcomes.settle(
                     id,
                     Ok(Loaded {
                         item,
@@ -216,7 +218,7 @@ impl Catalog {
             .cloned()
             .collect();
         if to_read.is_empty() {
-            return outcomes;
+            return;
         }
         let fetched_at = cache::now_ms();
         let mut found = match self.read_source(&to_read).await {
@@ -227,9 +229,9 @@ impl Catalog {
                     let _ = self.l2.release_leases(&self.keys(&leased), &token).await;
                 }
                 for id in to_read {
-                    outcomes.insert(id, Err(err.clone()));
+                    outcomes.settle(id, Err(err.clone()));
                 }
-                return outcomes;
+                return;
             }
         };
         self.failsafe.succeeded(&to_read);
@@ -241,49 +243,46 @@ impl Catalog {
             self.fill_without_leases(&fill_unleased, &found, fetched_at)
                 .await,
         );
-        if !voided.is_empty() {
-            // A write deleted these leases after we took them: what we read
-            // may predate it, so it is not an answer. Read once more; that
-            // answer is not cached. If the read fails, the ids fail with it
-            // rather than be answered with a value a write has replaced.
-            match self.read_source(&voided).await {
-                Ok(again) => {
-                    for id in &voided {
-                        match again.get(id) {
-                            Some(item) => found.insert(id.clone(), item.clone()),
-                            None => found.remove(id),
-                        };
-                    }
-                }
-                Err(err) => {
-                    self.failsafe.failed(&voided);
-                    let err = SourceError {
-                        superseded: true,
-                        ..err
-                    };
-                    for id in voided {
-                        found.remove(&id);
-                        outcomes.insert(id, Err(err.clone()));
-                    }
-                }
-            }
-        }
-        for id in to_read {
-            if outcomes.contains_key(&id) {
-                continue;
-            }
-            let item = found.remove(&id);
-            let filled = filled.contains(&id);
-            outcomes.insert(
-                id,
-                Ok(Loaded {
-                    item,
+        let voided_ids: HashSet<&ItemId> = voided.iter().collect();
+        for id in &to_read {
+            if !voided_ids.contains(id) {
+                let loaded = Loaded {
+                    item: found.remove(id),
                     via: Via::Source,
-                    filled,
-                }),
-            );
+                    filled: filled.contains(id),
+                };
+                outcomes.settle(id.clone(), Ok(loaded));
+            }
         }
-        outcomes
+        if voided.is_empty() {
+            return;
+        }
+        // A write deleted these leases after we took them: what we read may
+        // predate it, so it is not an answer. Read once more; that answer is
+        // not cached. If the read fails, the ids fail with it rather than be
+        // answered with a value a write has replaced.
+        match self.read_source(&voided).await {
+            Ok(mut again) => {
+                for id in voided {
+                    let loaded = Loaded {
+                        item: again.remove(&id),
+                        via: Via::Source,
+                        filled: false,
+                    };
+                    outcomes.settle(id, Ok(loaded));
+                }
+            }
+            Err(err) => {
+                self.failsafe.failed(&voided);
+                let err = SourceError {
+                    superseded: true,
+                    ..err
+                };
+                for id in voided {
+                    outcomes.settle(id, Err(err.clone()));
+                }
+            }
+        }
     }
 
     /// Fills the leased ids (one script). Absences are filled only with
@@ -442,7 +441,7 @@ impl Catalog {
         &self,
         filled: Vec<(ItemId, Option<Item>)>,
         token: &str,
-        outcomes: &mut HashMap<ItemId, Outcome>,
+        outcomes: &mut Settle,
     ) {
         if filled.is_empty() {
             return;
@@ -455,7 +454,7 @@ impl Catalog {
                 via: Via::Peer,
                 filled: false,
             };
-            outcomes.insert(id, Ok(loaded));
+            outcomes.settle(id, Ok(loaded));
         }
     }
 
@@ -505,6 +504,22 @@ fn fresh(id: &ItemId, value: Option<Vec<u8>>) -> Option<Entry> {
     value
         .and_then(|bytes| cache::decode(id, &bytes).ok())
         .filter(|entry| matches!(entry.freshness(cache::now_ms()), Freshness::Fresh { .. }))
+}
+
+/// The leads of one group load, finished one by one as soon as each outcome
+/// is known, not when the whole group is done: a lookup that starts later must
+/// not join a load whose answer is already decided, as that answer may predate
+/// a write made since (another id of the group can take much longer).
+struct Settle {
+    leads: HashMap<ItemId, Lead>,
+}
+
+impl Settle {
+    fn settle(&mut self, id: ItemId, outcome: Outcome) {
+        if let Some(lead) = self.leads.remove(&id) {
+            lead.finish(outcome);
+        }
+    }
 }
 
 #[derive(Default)]

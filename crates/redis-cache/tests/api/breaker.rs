@@ -31,6 +31,14 @@ async fn a_frozen_redis_is_skipped_after_a_few_timeouts() {
             assert_eq!(header(&response, "x-cache-status"), Some("BYPASS"));
         }
         let attempts = app.catalog.l2().round_trips() - before;
+        let stats = app.stats().await;
+        assert_eq!(stats["lookups"], 7);
+        assert_eq!(
+            (stats["hits"].as_u64(), stats["misses"].as_u64()),
+            (Some(0), Some(7)),
+            "the first lookup missed too"
+        );
+        assert_eq!(stats["bypassed"], 6);
         if failures == 0 {
             assert!(attempts >= 6, "every request tried redis: {attempts}");
         } else {
@@ -83,4 +91,43 @@ async fn without_redis_the_source_still_sees_one_read_per_key_at_a_time() {
         assert_eq!((status, cache.as_str()), (StatusCode::OK, "BYPASS"));
     }
     assert_eq!(app.stat("upstream_fetches").await, 1);
+}
+
+/// The breaker saves reads a timeout; it never keeps a write's delete from
+/// Redis. Here Redis is back while this instance's circuit is still open:
+/// the write's delete goes through at once, so a peer whose circuit is
+/// closed does not keep serving the old value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_does_not_hold_back_a_writes_delete() {
+    let writer = TestApp::builder(Backend::Sqlite)
+        .config(|c| {
+            c.redis.timeout = Duration::from_millis(200);
+            c.redis.breaker_failures = 2;
+            c.redis.breaker_cooldown = Duration::from_secs(600);
+        })
+        .spawn()
+        .await;
+    let reader = writer.peer().spawn().await;
+    assert_eq!(
+        header(&reader.get_item("1").await, "x-cache-status"),
+        Some("MISS")
+    );
+    writer.redis.pause();
+    for _ in 0..2 {
+        writer.get_item("1").await;
+    }
+    writer.redis.resume();
+    assert_eq!(writer.health().await.1["redis_circuit"], "open");
+
+    let written = writer.put("1", serde_json::json!({ "stock": 3 })).await;
+    assert_eq!(written.status(), StatusCode::OK);
+    assert_eq!(
+        writer.redis_get("item:1").await,
+        None,
+        "deleted despite the open circuit"
+    );
+    let read = reader.get_item("1").await;
+    assert_eq!(header(&read, "x-cache-status"), Some("MISS"));
+    assert_eq!(crate::helpers::body(read).await["stock"], 3);
+    assert_eq!(writer.stats().await["pending_invalidations"], 0);
 }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -73,7 +74,7 @@ async fn a_fill_that_read_before_a_write_never_lands_after_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_voided_fill_is_not_served_when_the_second_read_fails() {
     let app = TestApp::builder(Backend::Postgres)
-        .config(|c| c.cache.failsafe_throttle = std::time::Duration::ZERO)
+        .config(|c| c.cache.failsafe_throttle = Duration::ZERO)
         .spawn()
         .await;
     // Redis holds version 1 past its freshness: fail-safe would serve it.
@@ -130,6 +131,45 @@ async fn a_read_after_a_write_returns_that_write_even_with_a_slow_reader_around(
     }
 }
 
+/// Across instances: a batch on A waits for C's fill of item 1 and then
+/// loads item 2 slowly. Item 1's answer is decided as soon as C's fill is
+/// seen, so a lookup on A that starts after a later write of item 1 (on B)
+/// does not join the batch's load of it and get the value from before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_after_a_write_does_not_join_a_load_decided_before_it() {
+    let a = TestApp::spawn(Backend::Sqlite).await;
+    let b = a.peer().spawn().await;
+    let c = a.peer().spawn().await;
+    let gate_a = FillGate::install_for(&a.catalog, &["2"]);
+    let gate_c = FillGate::install(&c.catalog);
+    let lease_holder = c.spawn_get("1");
+    gate_c.held(1).await;
+    let batch = tokio::spawn({
+        let (http, url) = (a.http.clone(), a.url("/items/batch"));
+        async move {
+            let ids = json!({ "ids": ["1", "2"] });
+            http.post(url).json(&ids).send().await.unwrap().status()
+        }
+    });
+    // A waits for C's fill of item 1; then its load of item 2 stops at A's gate.
+    gate_c.remove();
+    assert_eq!(lease_holder.await.unwrap().0, StatusCode::OK);
+    gate_a.held(1).await;
+
+    let written = body(b.put("1", json!({ "stock": 42 })).await).await;
+    // Joining the batch's load would wait for the held load of item 2.
+    let read = tokio::time::timeout(Duration::from_secs(10), a.get_item("1"))
+        .await
+        .expect("the lookup joined the batch's load of item 1, decided before the write");
+    let read = body(read).await;
+    assert_eq!(
+        read["version"], written["version"],
+        "A served a value from before the write"
+    );
+    gate_a.remove();
+    assert_eq!(batch.await.unwrap(), StatusCode::OK);
+}
+
 /// Property 4 under load: 10,000 operations, writers checking that their
 /// next read sees their write (or a later one), readers loading concurrently.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,12 +177,15 @@ async fn ten_thousand_operations_without_a_stale_read_of_ones_own_write() {
     let app = Arc::new(TestApp::spawn(Backend::Postgres).await);
     let ids = ["1", "2", "3"];
     let writers_done = Arc::new(AtomicUsize::new(0));
+    // Lookups made, counted by the clients, to check the server's count.
+    let lookups = Arc::new(AtomicUsize::new(0));
     let violations = Arc::new(AtomicUsize::new(0));
     const WRITERS: usize = 8;
     const PAIRS: usize = 625; // 8 × 625 × (PUT + GET) = 10,000 operations
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
         let (app, violations, done) = (app.clone(), violations.clone(), writers_done.clone());
+        let lookups = lookups.clone();
         tasks.push(tokio::spawn(async move {
             for n in 0..PAIRS {
                 let id = ids[(w + n) % ids.len()];
@@ -150,6 +193,7 @@ async fn ten_thousand_operations_without_a_stale_read_of_ones_own_write() {
                 assert_eq!(written.status(), StatusCode::OK);
                 let version = body(written).await["version"].as_i64().unwrap();
                 let read = body(app.get_item(id).await).await;
+                lookups.fetch_add(1, Ordering::Relaxed);
                 if read["version"].as_i64().unwrap() < version {
                     violations.fetch_add(1, Ordering::Relaxed);
                 }
@@ -158,12 +202,16 @@ async fn ten_thousand_operations_without_a_stale_read_of_ones_own_write() {
         }));
     }
     for r in 0..2 {
-        let (app, done) = (app.clone(), writers_done.clone());
+        let (app, done, lookups) = (app.clone(), writers_done.clone(), lookups.clone());
         tasks.push(tokio::spawn(async move {
             let mut n = r;
             while done.load(Ordering::Relaxed) < WRITERS {
-                app.get_item(ids[n % ids.len()]).await;
-                app.batch(&ids).await;
+                assert_eq!(
+                    app.get_item(ids[n % ids.len()]).await.status(),
+                    StatusCode::OK
+                );
+                assert_eq!(app.batch(&ids).await.status(), StatusCode::OK);
+                lookups.fetch_add(1 + ids.len(), Ordering::Relaxed);
                 n += 1;
             }
         }));
@@ -173,6 +221,7 @@ async fn ten_thousand_operations_without_a_stale_read_of_ones_own_write() {
     }
     assert_eq!(violations.load(Ordering::Relaxed), 0);
     let stats = app.stats().await;
+    assert_eq!(stats["lookups"], lookups.load(Ordering::Relaxed) as u64);
     assert_eq!(
         stats["hits"].as_u64().unwrap() + stats["misses"].as_u64().unwrap(),
         stats["lookups"].as_u64().unwrap()

@@ -38,6 +38,8 @@ async fn while_the_source_is_down_cached_values_are_served_stale() {
             header(&app.get_item("1").await, "x-cache-status") != Some("HIT")
         })
         .await;
+        // Count from here: 45 lookups follow.
+        app.post("/stats/reset", &json!({})).await;
         let response = app.get_item("1").await;
         if stale_if_error.is_zero() {
             assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -82,6 +84,7 @@ async fn while_the_source_is_down_cached_values_are_served_stale() {
         );
         let stats = app.stats().await;
         assert!(stats["stale_served"].as_u64().unwrap() >= 22);
+        assert_eq!(stats["lookups"], 45, "1 + 1 + 2 + 1 + 20 × 2");
         assert_eq!(
             stats["hits"].as_u64().unwrap() + stats["misses"].as_u64().unwrap(),
             stats["lookups"].as_u64().unwrap()

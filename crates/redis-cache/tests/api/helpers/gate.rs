@@ -20,25 +20,42 @@ pub struct FillGate {
     held: watch::Sender<usize>,
     /// Once set, loads pass without stopping.
     passthrough: AtomicBool,
+    /// When set, only loads of one of these ids stop.
+    only: Option<Vec<String>>,
     ids: Mutex<Vec<Vec<ItemId>>>,
 }
 
 impl FillGate {
     /// Installs a gate on `catalog`: from now on every load stops at it.
     pub fn install(catalog: &Catalog) -> Arc<Self> {
+        Self::install_with(catalog, None)
+    }
+
+    /// Like [`FillGate::install`], but only loads that include one of `ids`
+    /// stop; the others pass (and are still recorded).
+    pub fn install_for(catalog: &Catalog, ids: &[&str]) -> Arc<Self> {
+        Self::install_with(catalog, Some(ids.iter().map(|id| id.to_string()).collect()))
+    }
+
+    fn install_with(catalog: &Catalog, only: Option<Vec<String>>) -> Arc<Self> {
         let gate = Arc::new(Self {
             arrived: AtomicU64::new(0),
             released: watch::Sender::new(0),
             held: watch::Sender::new(0),
             passthrough: AtomicBool::new(false),
+            only,
             ids: Mutex::default(),
         });
         let hook_gate = gate.clone();
         catalog.set_before_fill_hook(Some(Arc::new(move |ids: Vec<ItemId>| {
             let gate = hook_gate.clone();
             async move {
+                let selected = gate
+                    .only
+                    .as_ref()
+                    .is_none_or(|only| ids.iter().any(|id| only.iter().any(|o| o == id.as_str())));
                 gate.ids.lock().unwrap().push(ids);
-                if gate.passthrough.load(Ordering::SeqCst) {
+                if !selected || gate.passthrough.load(Ordering::SeqCst) {
                     return;
                 }
                 let ticket = gate.arrived.fetch_add(1, Ordering::SeqCst) + 1;
