@@ -45,12 +45,30 @@ end
 return 1
 ";
 
+/// Marks a load that failed: replaces each lease still holding the caller's
+/// token with [`FAILED_MARKER`] for the fail-safe throttle interval, so that
+/// other instances answer from what they have instead of trying the source of
+/// truth again at once. KEYS: lease keys; ARGV[1]: the token, ARGV[2]: the
+/// marker, ARGV[3]: its lifetime in milliseconds.
+const MARK_FAILED: &str = r"
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
+    redis.call('SET', KEYS[i], ARGV[2], 'PX', ARGV[3])
+  end
+end
+return 1
+";
+
+/// What a lease holds after its load failed (tokens are hex, so never this).
+const FAILED_MARKER: &str = "!failed";
+
 #[derive(Clone)]
 pub struct RedisCache {
     link: RedisLink,
     round_trips: Arc<AtomicU64>,
     fill_leased: Arc<Script>,
     release_leases: Arc<Script>,
+    mark_failed: Arc<Script>,
 }
 
 /// The outcome of trying to take one key's lease.
@@ -60,6 +78,8 @@ pub enum LeaseTry {
     Taken { current: Option<Vec<u8>> },
     /// Another load holds it.
     Held,
+    /// The last load failed to read the source of truth, moments ago.
+    Failed,
 }
 
 /// A value to write, with how long Redis should keep it.
@@ -76,6 +96,7 @@ impl RedisCache {
             round_trips: Arc::default(),
             fill_leased: Arc::new(Script::new(FILL_LEASED)),
             release_leases: Arc::new(Script::new(RELEASE_LEASES)),
+            mark_failed: Arc::new(Script::new(MARK_FAILED)),
         }
     }
 
@@ -108,11 +129,12 @@ impl RedisCache {
     }
 
     /// Tries to take the lease of every key (`SET <key>:lease <token> NX PX`)
-    /// and reads each key right after (`GET`), all in one pipeline: one round
-    /// trip. The `GET` closes a gap: a lookup that missed a moment ago may find
-    /// the lease free only because another load has just filled the key and
-    /// released it; then the value is there to be used instead of a second
-    /// source-of-truth read.
+    /// and reads each key and lease right after (`GET`, `GET`), all in one
+    /// pipeline: one round trip. The `GET` of the key closes a gap: a lookup
+    /// that missed a moment ago may find the lease free only because another
+    /// load has just filled the key and released it; then the value is there
+    /// to be used instead of a second source-of-truth read. The `GET` of the
+    /// lease tells a load in progress from one that failed.
     pub async fn try_leases(
         &self,
         keys: &[CacheKey],
@@ -122,7 +144,7 @@ impl RedisCache {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = Pipeline::with_capacity(keys.len() * 2);
+        let mut pipe = Pipeline::with_capacity(keys.len() * 3);
         for key in keys {
             pipe.cmd("SET")
                 .arg(key.lease())
@@ -131,20 +153,72 @@ impl RedisCache {
                 .arg("PX")
                 .arg(millis(ttl));
             pipe.cmd("GET").arg(key);
+            pipe.cmd("GET").arg(key.lease());
         }
         let replies: Vec<redis::Value> = self
             .run(move |mut c| async move { pipe.query_async(&mut c).await })
             .await?;
         Ok(replies
-            .chunks(2)
-            .map(|pair| match pair {
-                [redis::Value::Nil, _] => LeaseTry::Held,
-                [_, redis::Value::BulkString(value)] => LeaseTry::Taken {
+            .chunks(3)
+            .map(|replies| match replies {
+                [redis::Value::Nil, _, lease] if is_failed_marker(lease) => LeaseTry::Failed,
+                [redis::Value::Nil, _, _] => LeaseTry::Held,
+                [_, redis::Value::BulkString(value), _] => LeaseTry::Taken {
                     current: Some(value.clone()),
                 },
                 _ => LeaseTry::Taken { current: None },
             })
             .collect())
+    }
+
+    /// `MGET` of the keys and their leases: one round trip. For each key, its
+    /// value and whether its lease says the last load failed.
+    pub async fn get_with_leases(
+        &self,
+        keys: &[CacheKey],
+    ) -> Result<Vec<(Option<Vec<u8>>, bool)>, RedisFailure> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let leases: Vec<CacheKey> = keys.iter().map(CacheKey::lease).collect();
+        let cmd = redis::cmd("MGET").arg(keys).arg(leases).to_owned();
+        let mut replies: Vec<Option<Vec<u8>>> = self
+            .run(move |mut c| async move { cmd.query_async(&mut c).await })
+            .await?;
+        let leases = replies.split_off(keys.len());
+        Ok(replies
+            .into_iter()
+            .zip(leases)
+            .map(|(value, lease)| (value, lease.as_deref() == Some(FAILED_MARKER.as_bytes())))
+            .collect())
+    }
+
+    /// After a failed load: marks the leases still held with `token` as
+    /// failed for `throttle` (see [`MARK_FAILED`]), or gives them back when
+    /// the throttle is zero. One round trip.
+    pub async fn mark_failed(
+        &self,
+        keys: &[CacheKey],
+        token: &str,
+        throttle: Duration,
+    ) -> Result<(), RedisFailure> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        if throttle.is_zero() {
+            return self.release_leases(keys, token).await;
+        }
+        let mut invocation = self.mark_failed.prepare_invoke();
+        invocation
+            .arg(token)
+            .arg(FAILED_MARKER)
+            .arg(millis(throttle));
+        for key in keys {
+            invocation.key(key.lease());
+        }
+        self.run(move |mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
+            .await
+            .map(drop)
     }
 
     /// Writes values under leases held with `token` (see `FILL_LEASED`):
@@ -362,6 +436,10 @@ enum Path {
     Guarded,
     /// Invalidations: deletes and their `SCAN`s, and publishing.
     Essential,
+}
+
+fn is_failed_marker(value: &redis::Value) -> bool {
+    matches!(value, redis::Value::BulkString(v) if v == FAILED_MARKER.as_bytes())
 }
 
 fn millis(d: Duration) -> u64 {

@@ -4,8 +4,11 @@
 //!    interval fail at once (see [`super::failsafe`]);
 //! 2. take the ids' leases in Redis (one pipeline). A lease held by another
 //!    instance means it is loading that id: wait for its fill instead of
-//!    reading the source of truth too, and take over if its lease expires;
-//! 3. read the source of truth once for every id still to load;
+//!    reading the source of truth too, and take over if its lease expires.
+//!    A lease marked failed means the last load failed moments ago: fail at
+//!    once, as in step 1;
+//! 3. read the source of truth once for every id still to load; if that
+//!    fails, mark the leases failed for the throttle interval;
 //! 4. fill Redis under the leases (one script): a writer deletes the lease
 //!    with the key, so a fill whose read may predate a commit is refused;
 //!    the ids it was refused for are read once more, so nobody is handed a
@@ -166,9 +169,11 @@ impl Catalog {
                 Ok(tries) => {
                     let candidates = std::mem::take(&mut leased);
                     let mut already_filled = Vec::new();
+                    let mut failed_elsewhere = Vec::new();
                     for (id, attempt) in candidates.into_iter().zip(tries) {
                         match attempt {
                             LeaseTry::Held => held.push(id),
+                            LeaseTry::Failed => failed_elsewhere.push(id),
                             LeaseTry::Taken { current } => match fresh(&id, current) {
                                 Some(entry) => already_filled.push((id, entry.item)),
                                 None => leased.push(id),
@@ -176,6 +181,7 @@ impl Catalog {
                         }
                     }
                     self.use_filled(already_filled, &token, outcomes).await;
+                    self.failed_elsewhere(failed_elsewhere, outcomes);
                 }
                 Err(failure) => {
                     tracing::debug!(error = %failure, "cannot take leases; reading without");
@@ -207,6 +213,7 @@ impl Catalog {
                     }),
                 );
             }
+            self.failed_elsewhere(waited.failed, outcomes);
             leased.extend(waited.taken_over);
             unleased.extend(waited.gave_up);
         }
@@ -225,9 +232,11 @@ impl Catalog {
             Ok(found) => found,
             Err(err) => {
                 self.failsafe.failed(&to_read);
-                if !leased.is_empty() {
-                    let _ = self.l2.release_leases(&self.keys(&leased), &token).await;
-                }
+                // The leases stay, marked failed: other instances answer from
+                // what they have instead of trying the source of truth too.
+                let keys = self.keys(&leased);
+                let throttle = self.policy.failsafe_throttle;
+                let _ = self.l2.mark_failed(&keys, &token, throttle).await;
                 for id in to_read {
                     outcomes.settle(id, Err(err.clone()));
                 }
@@ -386,13 +395,14 @@ impl Catalog {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(PEER_POLL_MAX);
             let keys = self.keys(&waiting);
-            let Ok(values) = self.l2.get_many(&keys).await else {
+            let Ok(values) = self.l2.get_with_leases(&keys).await else {
                 break;
             };
             let mut still = Vec::new();
-            for (id, value) in waiting.into_iter().zip(values) {
+            for (id, (value, failed)) in waiting.into_iter().zip(values) {
                 match fresh(&id, value) {
                     Some(entry) => wait.from_peers.push((id, entry.item)),
+                    None if failed => wait.failed.push(id),
                     None => still.push(id),
                 }
             }
@@ -414,6 +424,7 @@ impl Catalog {
             for (id, attempt) in waiting.into_iter().zip(tries) {
                 match attempt {
                     LeaseTry::Held => still.push(id),
+                    LeaseTry::Failed => wait.failed.push(id),
                     LeaseTry::Taken { current } => match fresh(&id, current) {
                         // The holder filled between our poll and our take.
                         Some(entry) => filled_meanwhile.push((id, entry.item)),
@@ -433,6 +444,20 @@ impl Catalog {
         }
         wait.gave_up = waiting;
         wait
+    }
+
+    /// Ids whose last load, on any instance, failed to read the source of
+    /// truth less than a throttle interval ago: they fail at once, like ids
+    /// this instance failed to read itself (see [`super::failsafe`]).
+    fn failed_elsewhere(&self, ids: Vec<ItemId>, outcomes: &mut Settle) {
+        if ids.is_empty() {
+            return;
+        }
+        self.failsafe.failed(&ids);
+        let cause = "source of truth failed moments ago on another instance; not retried yet";
+        for id in ids {
+            outcomes.settle(id, Err(SourceError::unavailable(cause)));
+        }
     }
 
     /// Ids whose lease we took but whose key another load had just filled:
@@ -532,6 +557,8 @@ struct FillResult {
 #[derive(Default)]
 struct PeerWait {
     from_peers: Vec<(ItemId, Option<Item>)>,
+    /// The holder's load failed (its lease is marked so).
+    failed: Vec<ItemId>,
     taken_over: Vec<ItemId>,
     gave_up: Vec<ItemId>,
 }

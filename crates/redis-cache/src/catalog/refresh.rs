@@ -92,7 +92,8 @@ impl Catalog {
             Ok(mut found) => found.remove(id),
             Err(_) => {
                 self.failsafe.failed(ids);
-                let _ = self.l2.release_leases(keys, &token).await;
+                let throttle = self.policy.failsafe_throttle;
+                let _ = self.l2.mark_failed(keys, &token, throttle).await;
                 return;
             }
         };

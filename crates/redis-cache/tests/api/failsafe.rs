@@ -148,3 +148,44 @@ async fn a_source_that_times_out_is_a_failure_too() {
     .await;
     tx.rollback().await.unwrap();
 }
+
+/// The fail-safe throttle holds across instances: once one instance failed
+/// to read an id, the others answer at once from what Redis holds (STALE or
+/// 503) instead of waiting out the lease and trying the database themselves.
+/// With the throttle off, the failed load just gives its lease back and the
+/// other instance tries the database again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failed_read_spares_the_other_instances() {
+    for throttle in [Duration::ZERO, Duration::from_secs(30)] {
+        let tweak = move |c: &mut redis_cache::Config| {
+            short_lived(Duration::from_secs(600))(c);
+            c.cache.failsafe_throttle = throttle;
+        };
+        let first = TestApp::builder(Backend::Postgres)
+            .config(tweak)
+            .spawn()
+            .await;
+        let second = first.peer().config(tweak).spawn().await;
+        let database = postgres::refuse_connections(&first.database.url).await;
+        let failed = first.get_item("2").await;
+        assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(first.stat("upstream_fetches").await, 1);
+
+        let answer = second.get_item("2").await;
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let tried = second.stat("upstream_fetches").await;
+        if throttle.is_zero() {
+            assert_eq!(
+                tried, 1,
+                "without the throttle, the second instance tries too"
+            );
+        } else {
+            assert_eq!(
+                tried, 0,
+                "the second instance knew the read had just failed"
+            );
+            assert_eq!(second.stat("lookups").await, 1);
+        }
+        postgres::allow_connections(&database).await;
+    }
+}
