@@ -26,6 +26,7 @@ mod breaker;
 mod entry;
 mod glob;
 mod key;
+mod l1;
 mod l2;
 mod link;
 mod pending;
@@ -35,9 +36,10 @@ pub use breaker::{Breaker, CircuitState};
 pub use entry::{DecodeError, Entry, Freshness, decode, now_ms};
 pub use glob::matches as glob_matches;
 pub use key::{CacheKey, KeyError, KeyPattern, KeyPrefix};
+pub use l1::{L1Config, NearCache, Ticket};
 pub use l2::{Fill, LeaseTry, Overwrite, RedisCache};
 pub use link::{LinkState, RedisFailure, RedisLink};
-pub use pending::PendingInvalidations;
+pub use pending::{Applied, PendingInvalidations};
 pub use stats::{CacheStats, StatsSnapshot};
 
 /// How a lookup was answered, as reported in `X-Cache-Status`.
@@ -49,6 +51,24 @@ pub enum CacheStatus {
     Bypass,
     /// The source of truth failed; a value past its freshness was served.
     Stale,
+}
+
+/// Which cache answered a hit, as reported in `X-Cache-Tier`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// This instance's near cache.
+    L1,
+    /// Redis.
+    L2,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::L1 => "L1",
+            Tier::L2 => "L2",
+        }
+    }
 }
 
 impl CacheStatus {

@@ -20,6 +20,7 @@ mod flight;
 mod hooks;
 mod load;
 mod policy;
+mod receive;
 mod refresh;
 mod write;
 
@@ -31,11 +32,12 @@ use std::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
 
 use crate::cache::{
-    self, CacheKey, CacheStats, CacheStatus, Entry, Freshness, KeyPrefix, PendingInvalidations,
-    RedisCache, RedisFailure, StatsSnapshot,
+    self, CacheKey, CacheStats, CacheStatus, Entry, Freshness, KeyPrefix, NearCache,
+    PendingInvalidations, RedisCache, RedisFailure, StatsSnapshot, Tier,
 };
 use crate::config::CacheConfig;
 use crate::domain::{Item, ItemId};
+use crate::invalidation::{LagHistogram, Sequences};
 use crate::store::{Store, StoreError};
 use failsafe::Failsafe;
 use flight::Flights;
@@ -55,6 +57,9 @@ const WARM_CHUNK: usize = 500;
 #[derive(Clone)]
 pub struct Catalog {
     store: Store,
+    /// This instance's near cache; shared with the subscriber, which
+    /// suspends it while invalidations may be lost.
+    l1: Arc<NearCache>,
     l2: RedisCache,
     prefix: KeyPrefix,
     policy: Arc<Policy>,
@@ -67,6 +72,10 @@ pub struct Catalog {
     instance: Arc<str>,
     /// Sequence number of the last invalidation this instance published.
     seq: Arc<AtomicU64>,
+    /// The last sequence number heard from each other instance.
+    sequences: Arc<Sequences>,
+    /// Publish-to-apply lag of the invalidations received.
+    lag: Arc<LagHistogram>,
     /// Write paths in flight, spawned so they finish even if the request is
     /// dropped (see [`Catalog::detached`]).
     writes: TaskTracker,
@@ -83,8 +92,21 @@ type KeyCount = (Instant, Option<u64>);
 pub struct Lookup {
     pub item: Option<Item>,
     pub status: CacheStatus,
+    /// For hits: which cache answered.
+    pub tier: Option<Tier>,
     /// For `STALE` answers: how old the value is.
     pub age: Option<Duration>,
+}
+
+impl Lookup {
+    fn hit(item: Option<Item>, tier: Tier) -> Self {
+        Lookup {
+            item,
+            status: CacheStatus::Hit,
+            tier: Some(tier),
+            age: None,
+        }
+    }
 }
 
 /// The answer to a batch lookup of distinct ids.
@@ -133,7 +155,8 @@ pub struct Warmed {
 
 /// What Redis said about one key.
 enum Cached {
-    Fresh(Entry),
+    /// With its encoded size (for the near cache's byte bound).
+    Fresh(Entry, usize),
     /// Past its freshness: served only if the source of truth fails.
     Stale(Entry),
     Missing,
@@ -146,6 +169,7 @@ impl Catalog {
         let policy = Policy::from_config(cache);
         Self {
             store,
+            l1: Arc::new(NearCache::new(cache.l1, cache.prefix.clone())),
             l2,
             prefix: cache.prefix.clone(),
             flights: Arc::new(Flights::new(policy.coalescing)),
@@ -157,6 +181,8 @@ impl Catalog {
             hooks: Arc::default(),
             instance: instance.into(),
             seq: Arc::default(),
+            sequences: Arc::default(),
+            lag: Arc::default(),
             writes: TaskTracker::new(),
             key_count: Arc::default(),
         }
@@ -164,6 +190,10 @@ impl Catalog {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn l1(&self) -> &NearCache {
+        &self.l1
     }
 
     pub fn l2(&self) -> &RedisCache {
@@ -188,6 +218,11 @@ impl Catalog {
 
     pub fn reset_stats(&self) {
         self.stats.reset();
+        self.lag.reset();
+    }
+
+    pub fn invalidation_lag(&self) -> crate::invalidation::LagSnapshot {
+        self.lag.snapshot()
     }
 
     /// Test hook: runs before each fill, after the source-of-truth read.
@@ -199,6 +234,14 @@ impl Catalog {
     // ---- reads -------------------------------------------------------------
 
     pub async fn get(&self, id: &ItemId) -> Result<Lookup, LookupError> {
+        // Taken before anything is read: an invalidation from here on keeps
+        // what this lookup reads out of the near cache.
+        let ticket = self.l1.ticket(id);
+        if let Some(entry) = self.l1.get(id) {
+            self.count_hit(&entry, Tier::L1);
+            self.refresh_if_due(id, &entry);
+            return Ok(Lookup::hit(entry.item, Tier::L1));
+        }
         let key = self.prefix.key(id);
         let cached = if self.pending.blocks(&key) {
             Cached::Bypassed
@@ -213,14 +256,11 @@ impl Catalog {
         };
         let bypassed = matches!(cached, Cached::Bypassed);
         let stale = match cached {
-            Cached::Fresh(entry) => {
-                self.count_hit(&entry);
+            Cached::Fresh(entry, size) => {
+                self.count_hit(&entry, Tier::L2);
                 self.refresh_if_due(id, &entry);
-                return Ok(Lookup {
-                    item: entry.item,
-                    status: CacheStatus::Hit,
-                    age: None,
-                });
+                self.l1.insert(id, &entry, size, &ticket);
+                return Ok(Lookup::hit(entry.item, Tier::L2));
             }
             Cached::Stale(entry) => Some(entry),
             Cached::Missing | Cached::Bypassed => None,
@@ -235,15 +275,21 @@ impl Catalog {
             .await
             .pop();
         match outcome {
-            Some(Ok(loaded)) => Ok(Lookup {
-                item: loaded.item,
-                status: if bypassed {
-                    CacheStatus::Bypass
-                } else {
-                    CacheStatus::Miss
-                },
-                age: None,
-            }),
+            Some(Ok(loaded)) => {
+                if let Some(stored) = &loaded.stored {
+                    self.l1.insert(id, &stored.entry, stored.size, &ticket);
+                }
+                Ok(Lookup {
+                    item: loaded.item,
+                    status: if bypassed {
+                        CacheStatus::Bypass
+                    } else {
+                        CacheStatus::Miss
+                    },
+                    tier: None,
+                    age: None,
+                })
+            }
             Some(Err(cause)) => match stale.filter(|_| !cause.superseded) {
                 Some(entry) => Ok(self.serve_stale(entry)),
                 None => Err(LookupError {
@@ -261,31 +307,47 @@ impl Catalog {
     /// Looks up distinct `ids` with one Redis round trip for all of them and
     /// one load for all that missed (see `load`).
     pub async fn get_many(&self, ids: &[ItemId]) -> Result<BatchLookup, LookupError> {
+        let tickets: Vec<_> = ids.iter().map(|id| self.l1.ticket(id)).collect();
+        let mut answers: Vec<Option<Option<Item>>> = vec![None; ids.len()];
+        let mut hits = 0;
+        for (i, id) in ids.iter().enumerate() {
+            if let Some(entry) = self.l1.get(id) {
+                hits += 1;
+                self.count_hit(&entry, Tier::L1);
+                self.refresh_if_due(id, &entry);
+                answers[i] = Some(entry.item);
+            }
+        }
         let keys: Vec<CacheKey> = ids.iter().map(|id| self.prefix.key(id)).collect();
         let askable: Vec<usize> = (0..ids.len())
-            .filter(|&i| !self.pending.blocks(&keys[i]))
+            .filter(|&i| answers[i].is_none() && !self.pending.blocks(&keys[i]))
             .collect();
         let asked: Vec<CacheKey> = askable.iter().map(|&i| keys[i].clone()).collect();
-        let mut cached: Vec<Cached> = (0..ids.len()).map(|_| Cached::Bypassed).collect();
+        let mut cached: Vec<Option<Cached>> = (0..ids.len())
+            .map(|i| answers[i].is_none().then_some(Cached::Bypassed))
+            .collect();
         match self.l2.get_many(&asked).await {
             Ok(values) => {
                 for (&i, value) in askable.iter().zip(values) {
-                    cached[i] = self.classify(&ids[i], &keys[i], value);
+                    cached[i] = Some(self.classify(&ids[i], &keys[i], value));
                 }
             }
             Err(failure) => log_bypass(&failure),
         }
 
-        let mut answers: Vec<Option<Option<Item>>> = vec![None; ids.len()];
         let mut stale: HashMap<usize, Entry> = HashMap::new();
-        let (mut hits, mut bypassed) = (0, 0);
+        let mut bypassed = 0;
         let mut to_load = Vec::new();
         for (i, state) in cached.into_iter().enumerate() {
+            let Some(state) = state else {
+                continue;
+            };
             match state {
-                Cached::Fresh(entry) => {
+                Cached::Fresh(entry, size) => {
                     hits += 1;
-                    self.count_hit(&entry);
+                    self.count_hit(&entry, Tier::L2);
                     self.refresh_if_due(&ids[i], &entry);
+                    self.l1.insert(&ids[i], &entry, size, &tickets[i]);
                     answers[i] = Some(entry.item);
                     continue;
                 }
@@ -307,7 +369,13 @@ impl Catalog {
         let mut failed: Option<LookupError> = None;
         for (&i, outcome) in to_load.iter().zip(outcomes) {
             match outcome {
-                Ok(loaded) => answers[i] = Some(loaded.item),
+                Ok(loaded) => {
+                    if let Some(stored) = &loaded.stored {
+                        self.l1
+                            .insert(&ids[i], &stored.entry, stored.size, &tickets[i]);
+                    }
+                    answers[i] = Some(loaded.item);
+                }
                 Err(cause) => match stale.remove(&i).filter(|_| !cause.superseded) {
                     Some(entry) => {
                         served_stale = true;
@@ -358,7 +426,7 @@ impl Catalog {
         };
         match cache::decode(id, &bytes) {
             Ok(entry) => match entry.freshness(cache::now_ms()) {
-                Freshness::Fresh { .. } => Cached::Fresh(entry),
+                Freshness::Fresh { .. } => Cached::Fresh(entry, bytes.len()),
                 Freshness::Stale => Cached::Stale(entry),
             },
             Err(err) => {
@@ -369,9 +437,12 @@ impl Catalog {
         }
     }
 
-    fn count_hit(&self, entry: &Entry) {
+    fn count_hit(&self, entry: &Entry, tier: Tier) {
         CacheStats::bump(&self.stats.lookups);
-        CacheStats::bump(&self.stats.hits);
+        CacheStats::bump(match tier {
+            Tier::L1 => &self.stats.l1_hits,
+            Tier::L2 => &self.stats.l2_hits,
+        });
         if entry.item.is_none() {
             CacheStats::bump(&self.stats.negative_hits);
         }
@@ -385,6 +456,7 @@ impl Catalog {
         Lookup {
             item: entry.item,
             status: CacheStatus::Stale,
+            tier: None,
             age: Some(age),
         }
     }

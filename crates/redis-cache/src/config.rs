@@ -12,7 +12,7 @@ use redis::{ClientTlsConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::cache::KeyPrefix;
+use crate::cache::{KeyPrefix, L1Config};
 use crate::secret::Secret;
 use crate::store::{DEFAULT_DATABASE_URL, DatabaseUrl};
 
@@ -141,6 +141,18 @@ pub struct Cli {
     #[arg(long, env = "REDIS_BREAKER_COOLDOWN", default_value = "5s", value_parser = parse_duration)]
     pub redis_breaker_cooldown: Duration,
 
+    /// Most items kept in each instance's near cache (L1); 0 turns it off.
+    #[arg(long, env = "L1_CAPACITY", default_value_t = 10_000)]
+    pub l1_capacity: u64,
+
+    /// Most bytes of items kept in the near cache (e.g. 64MiB, 500KB, 1048576).
+    #[arg(long, env = "L1_MAX_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    pub l1_max_bytes: u64,
+
+    /// Longest an item stays in the near cache (capped at CACHE_TTL).
+    #[arg(long, env = "L1_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub l1_ttl: Duration,
+
     /// Artificial latency added to every source-of-truth read, for
     /// demonstrations and benchmarks.
     #[arg(long, env = "SOURCE_DELAY", default_value = "0ms", value_parser = parse_duration)]
@@ -183,6 +195,29 @@ pub enum LogFormat {
 fn parse_duration(raw: &str) -> Result<Duration, String> {
     humantime::parse_duration(raw)
         .map_err(|_| "expected a duration such as 250ms, 30s or 5m".to_owned())
+}
+
+/// A size in bytes: a number with an optional unit (B, KB, MB, GB in powers
+/// of 1000; KiB, MiB, GiB in powers of 1024).
+fn parse_bytes(raw: &str) -> Result<u64, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => return Err("expected a size such as 64MiB, 500KB or 1048576".to_owned()),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| "expected a size such as 64MiB, 500KB or 1048576".to_owned())
 }
 
 /// The validated configuration the application is built from.
@@ -281,6 +316,7 @@ pub struct CacheConfig {
     pub coalescing: bool,
     pub source_timeout: Duration,
     pub failsafe_throttle: Duration,
+    pub l1: L1Config,
 }
 
 /// A bad setting, named by its environment variable, in one line.
@@ -381,6 +417,14 @@ impl Config {
                 ))
             }
         };
+        if cli.l1_capacity > 0 && cli.l1_max_bytes < 1024 {
+            return Err(invalid("L1_MAX_BYTES", "must be at least 1KiB"));
+        }
+        let l1 = L1Config {
+            capacity: cli.l1_capacity,
+            max_bytes: cli.l1_max_bytes,
+            ttl: in_range("L1_TTL", cli.l1_ttl, ms(1), year)?.min(cache_ttl),
+        };
         let ttl_jitter = fraction("CACHE_TTL_JITTER", cli.cache_ttl_jitter, 0.5)?;
         let early_refresh = fraction("EARLY_REFRESH", cli.early_refresh, 0.5)?;
         if !(1..=100_000).contains(&cli.batch_max_ids) {
@@ -442,6 +486,7 @@ impl Config {
                 coalescing: cli.cache_coalescing,
                 source_timeout,
                 failsafe_throttle,
+                l1,
             },
             instance_id,
             log_format: cli.log_format,
@@ -633,6 +678,28 @@ mod tests {
         assert_eq!(config.redis.timeout, Duration::from_millis(250));
         assert!(config.database.demo_data);
         assert!(matches!(config.database.url, DatabaseUrl::Sqlite(_)));
+    }
+
+    #[test]
+    fn near_cache_sizes_and_ttl() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.cache.l1.capacity, 10_000);
+        assert_eq!(config.cache.l1.max_bytes, 64 << 20);
+        assert_eq!(config.cache.l1.ttl, Duration::from_secs(30));
+        let short = parse(&["--cache-ttl", "10s", "--l1-max-bytes", "500KB"]).unwrap();
+        assert_eq!(
+            short.cache.l1.ttl,
+            Duration::from_secs(10),
+            "capped at CACHE_TTL"
+        );
+        assert_eq!(short.cache.l1.max_bytes, 500_000);
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert!(parse_bytes("12 parsecs").is_err());
+        assert!(parse_bytes("99999999999999GiB").is_err());
+        assert_eq!(
+            parse(&["--l1-max-bytes", "10"]).unwrap_err().variable,
+            "L1_MAX_BYTES"
+        );
     }
 
     #[test]

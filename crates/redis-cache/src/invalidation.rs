@@ -1,10 +1,16 @@
 //! Cross-instance invalidation over Redis pub/sub (`cache:invalidate`): the
-//! message format and the subscriber that keeps listening through outages.
+//! message format, the subscriber that keeps listening through outages, the
+//! per-sender sequence check that notices lost messages, and the
+//! publish-to-apply lag histogram.
 
+mod lag;
 mod message;
+mod sequence;
 mod subscriber;
 
+pub use lag::{LagHistogram, LagSnapshot};
 pub use message::{InvalidationMessage, MessageError};
+pub use sequence::{Continuity, Sequences};
 pub use subscriber::{Subscriber, SubscriberState};
 
 /// The channel every instance publishes to and listens on.

@@ -70,11 +70,7 @@ impl Application {
         let background = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(link.clone().maintain(background.clone()));
-        tasks.spawn(catalog.pending().clone().retry_until_cancelled(
-            l2,
-            config.cache.prefix.everything(),
-            background.clone(),
-        ));
+        tasks.spawn(catalog.clone().retry_deferred(background.clone()));
         let subscriber = Subscriber::new(client, catalog.clone(), link.connect_timeout());
         let subscriber_state = subscriber.watch_state();
         tasks.spawn(subscriber.run(background.clone()));
@@ -168,11 +164,7 @@ impl Application {
         if !self.catalog.finish_writes(BACKGROUND_STOP_TIMEOUT).await {
             tracing::warn!("writes still running at shutdown");
         }
-        let everything = self.catalog.prefix().everything();
-        let flush = self
-            .catalog
-            .pending()
-            .apply_once(self.catalog.l2(), &everything);
+        let flush = self.catalog.apply_deferred_once();
         if !matches!(
             tokio::time::timeout(BACKGROUND_STOP_TIMEOUT, flush).await,
             Ok(true)

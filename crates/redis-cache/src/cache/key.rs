@@ -75,6 +75,13 @@ impl KeyPrefix {
     }
 
     /// The pattern that matches every key in the namespace.
+    /// The id whose key `key` is.
+    pub fn id_of(&self, key: &CacheKey) -> Option<ItemId> {
+        key.as_str()
+            .strip_prefix(self.as_str())
+            .and_then(|id| ItemId::parse(id).ok())
+    }
+
     pub fn everything(&self) -> KeyPattern {
         KeyPattern(format!("{}*", self.0))
     }

@@ -49,6 +49,25 @@ struct Snapshot {
     everything: Option<u64>,
 }
 
+/// Invalidations just applied to Redis, for the caller to announce.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub keys: Vec<CacheKey>,
+    pub patterns: Vec<KeyPattern>,
+    /// The whole namespace was flushed.
+    pub everything: bool,
+}
+
+impl Snapshot {
+    fn applied(&self) -> Applied {
+        Applied {
+            keys: self.keys.iter().map(|(k, _)| k.clone()).collect(),
+            patterns: self.patterns.iter().map(|(p, _)| p.clone()).collect(),
+            everything: self.everything.is_some(),
+        }
+    }
+}
+
 impl PendingInvalidations {
     pub fn add_key(&self, key: CacheKey) {
         self.update(|state, stamp| {
@@ -138,26 +157,31 @@ impl PendingInvalidations {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One attempt to apply everything pending; true when nothing is left.
-    pub async fn apply_once(&self, l2: &RedisCache, everything: &KeyPattern) -> bool {
+    /// One attempt to apply everything pending: what was applied, if
+    /// anything; the rest stays pending.
+    pub async fn apply_once(&self, l2: &RedisCache, everything: &KeyPattern) -> Option<Applied> {
         if self.is_empty() {
-            return true;
+            return None;
         }
         let work = self.snapshot();
-        if apply(l2, &work, everything).await.is_ok() {
-            self.settle(work);
-        }
-        self.is_empty()
+        apply(l2, &work, everything).await.ok()?;
+        let applied = work.applied();
+        self.settle(work);
+        Some(applied)
     }
 
     /// Applies pending invalidations whenever Redis is reachable, until
-    /// `cancel` fires.
-    pub async fn retry_until_cancelled(
+    /// `cancel` fires, handing each batch applied to `announce`.
+    pub async fn retry_until_cancelled<F, Fut>(
         self: Arc<Self>,
         l2: RedisCache,
         everything: KeyPattern,
         cancel: CancellationToken,
-    ) {
+        announce: F,
+    ) where
+        F: Fn(Applied) -> Fut,
+        Fut: Future<Output = ()>,
+    {
         let mut link_state = l2.link().watch_state();
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
@@ -183,7 +207,9 @@ impl PendingInvalidations {
                         namespace = work.everything.is_some(),
                         "applied invalidations delayed by a redis outage"
                     );
+                    let applied = work.applied();
                     self.settle(work);
+                    announce(applied).await;
                     backoff.reset();
                 }
                 Err(err) => {

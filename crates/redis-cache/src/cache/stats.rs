@@ -12,7 +12,10 @@ pub struct CacheStats {
     /// in the same step as the hit or miss it turned out to be; a lookup whose
     /// client hung up before that is not counted at all.
     pub lookups: AtomicU64,
-    pub hits: AtomicU64,
+    /// Hits answered by this instance's near cache.
+    pub l1_hits: AtomicU64,
+    /// Hits answered by Redis. `hits` is the sum of the two.
+    pub l2_hits: AtomicU64,
     /// Every lookup that was not answered by Redis, including bypasses.
     pub misses: AtomicU64,
     /// Misses where Redis could not be used at all (down, slow, circuit open,
@@ -37,6 +40,8 @@ pub struct CacheStats {
     pub upstream_fetches: AtomicU64,
     pub invalidations_published: AtomicU64,
     pub invalidations_received: AtomicU64,
+    /// Sequence gaps seen in a sender's invalidations (each flushed the near cache).
+    pub invalidation_gaps: AtomicU64,
     since: Mutex<OffsetDateTime>,
 }
 
@@ -44,7 +49,8 @@ impl Default for CacheStats {
     fn default() -> Self {
         Self {
             lookups: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
+            l1_hits: AtomicU64::new(0),
+            l2_hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             bypassed: AtomicU64::new(0),
             negative_hits: AtomicU64::new(0),
@@ -57,6 +63,7 @@ impl Default for CacheStats {
             upstream_fetches: AtomicU64::new(0),
             invalidations_published: AtomicU64::new(0),
             invalidations_received: AtomicU64::new(0),
+            invalidation_gaps: AtomicU64::new(0),
             since: Mutex::new(OffsetDateTime::now_utc()),
         }
     }
@@ -66,6 +73,8 @@ impl Default for CacheStats {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StatsSnapshot {
     pub hits: u64,
+    pub l1_hits: u64,
+    pub l2_hits: u64,
     pub misses: u64,
     pub hit_rate: f64,
     pub lookups: u64,
@@ -80,6 +89,7 @@ pub struct StatsSnapshot {
     pub upstream_fetches: u64,
     pub invalidations_published: u64,
     pub invalidations_received: u64,
+    pub invalidation_gaps: u64,
     #[serde(with = "time::serde::rfc3339")]
     pub since: OffsetDateTime,
 }
@@ -95,10 +105,13 @@ impl CacheStats {
 
     pub fn snapshot(&self) -> StatsSnapshot {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let (hits, misses) = (load(&self.hits), load(&self.misses));
+        let (l1_hits, l2_hits) = (load(&self.l1_hits), load(&self.l2_hits));
+        let (hits, misses) = (l1_hits + l2_hits, load(&self.misses));
         let answered = hits + misses;
         StatsSnapshot {
             hits,
+            l1_hits,
+            l2_hits,
             misses,
             hit_rate: if answered == 0 {
                 0.0
@@ -117,6 +130,7 @@ impl CacheStats {
             upstream_fetches: load(&self.upstream_fetches),
             invalidations_published: load(&self.invalidations_published),
             invalidations_received: load(&self.invalidations_received),
+            invalidation_gaps: load(&self.invalidation_gaps),
             since: *self.since.lock().unwrap_or_else(|e| e.into_inner()),
         }
     }
@@ -124,7 +138,8 @@ impl CacheStats {
     pub fn reset(&self) {
         for counter in [
             &self.lookups,
-            &self.hits,
+            &self.l1_hits,
+            &self.l2_hits,
             &self.misses,
             &self.bypassed,
             &self.negative_hits,
@@ -137,6 +152,7 @@ impl CacheStats {
             &self.upstream_fetches,
             &self.invalidations_published,
             &self.invalidations_received,
+            &self.invalidation_gaps,
         ] {
             counter.store(0, Ordering::Relaxed);
         }
@@ -153,7 +169,8 @@ mod tests {
         let stats = CacheStats::default();
         assert_eq!(stats.snapshot().hit_rate, 0.0);
         CacheStats::add(&stats.lookups, 4);
-        CacheStats::add(&stats.hits, 3);
+        CacheStats::add(&stats.l1_hits, 1);
+        CacheStats::add(&stats.l2_hits, 2);
         CacheStats::bump(&stats.misses);
         let snap = stats.snapshot();
         assert_eq!((snap.lookups, snap.hit_rate), (4, 0.75));

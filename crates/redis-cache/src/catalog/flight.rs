@@ -167,6 +167,7 @@ mod tests {
             item: None,
             via: Via::Source,
             filled: false,
+            stored: None,
         })
     }
 

@@ -40,6 +40,17 @@ pub struct Loaded {
     pub via: Via,
     /// Whether this load wrote the value to Redis.
     pub filled: bool,
+    /// The entry now in Redis for the id, as it was written there (by this
+    /// load or by the one it waited for): what the near cache may keep. `None`
+    /// when the answer is not in Redis (bypass, voided fill).
+    pub stored: Option<Arc<Stored>>,
+}
+
+/// An entry as it is in Redis, with its encoded size.
+#[derive(Debug)]
+pub struct Stored {
+    pub entry: Entry,
+    pub size: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,7 +186,7 @@ impl Catalog {
                             LeaseTry::Held => held.push(id),
                             LeaseTry::Failed => failed_elsewhere.push(id),
                             LeaseTry::Taken { current } => match fresh(&id, current) {
-                                Some(entry) => already_filled.push((id, entry.item)),
+                                Some(stored) => already_filled.push((id, stored)),
                                 None => leased.push(id),
                             },
                         }
@@ -203,15 +214,8 @@ impl Catalog {
         if !held.is_empty() {
             let waited = self.wait_for_peers(held, &token).await;
             CacheStats::add(&self.stats.lease_waits, waited.from_peers.len() as u64);
-            for (id, item) in waited.from_peers {
-                outcomes.settle(
-                    id,
-                    Ok(Loaded {
-                        item,
-                        via: Via::Peer,
-                        filled: false,
-                    }),
-                );
+            for (id, stored) in waited.from_peers {
+                outcomes.settle(id, Ok(Loaded::from_peer(stored)));
             }
             self.failed_elsewhere(waited.failed, outcomes);
             leased.extend(waited.taken_over);
@@ -255,10 +259,12 @@ impl Catalog {
         let voided_ids: HashSet<&ItemId> = voided.iter().collect();
         for id in &to_read {
             if !voided_ids.contains(id) {
+                let stored = filled.remove(id);
                 let loaded = Loaded {
                     item: found.remove(id),
                     via: Via::Source,
-                    filled: filled.contains(id),
+                    filled: stored.is_some(),
+                    stored,
                 };
                 outcomes.settle(id.clone(), Ok(loaded));
             }
@@ -277,6 +283,7 @@ impl Catalog {
                         item: again.remove(&id),
                         via: Via::Source,
                         filled: false,
+                        stored: None,
                     };
                     outcomes.settle(id, Ok(loaded));
                 }
@@ -313,12 +320,14 @@ impl Catalog {
                 .entry(found.get(id).cloned(), fetched_at, fetched_at)
             {
                 Some((entry, keep_for)) => {
+                    let value = entry.encode();
+                    let size = value.len();
                     fills.push(Fill {
                         key,
-                        value: entry.encode(),
+                        value,
                         keep_for,
                     });
-                    filling.push(id.clone());
+                    filling.push((id.clone(), Arc::new(Stored { entry, size })));
                 }
                 None => released.push(key),
             }
@@ -329,9 +338,9 @@ impl Catalog {
         let mut result = FillResult::default();
         match self.l2.fill_leased(token, fills).await {
             Ok(written) => {
-                for (id, written) in filling.into_iter().zip(written) {
+                for ((id, stored), written) in filling.into_iter().zip(written) {
                     if written {
-                        result.filled.insert(id);
+                        result.filled.insert(id, stored);
                     } else {
                         result.voided.push(id);
                     }
@@ -343,7 +352,7 @@ impl Catalog {
                 // a write may have come in between, so what was read is
                 // treated like a voided fill and read again.
                 tracing::debug!(error = %failure, "cache fill failed");
-                result.voided = filling;
+                result.voided = filling.into_iter().map(|(id, _)| id).collect();
             }
         }
         result
@@ -355,20 +364,22 @@ impl Catalog {
         ids: &[ItemId],
         found: &HashMap<ItemId, Item>,
         fetched_at: i64,
-    ) -> HashSet<ItemId> {
+    ) -> HashMap<ItemId, Arc<Stored>> {
         let mut fills = Vec::new();
-        let mut filling = HashSet::new();
+        let mut filling = HashMap::new();
         for id in ids {
             if let Some((entry, keep_for)) =
                 self.policy
                     .entry(found.get(id).cloned(), fetched_at, fetched_at)
             {
+                let value = entry.encode();
+                let size = value.len();
                 fills.push(Fill {
                     key: self.prefix.key(id),
-                    value: entry.encode(),
+                    value,
                     keep_for,
                 });
-                filling.insert(id.clone());
+                filling.insert(id.clone(), Arc::new(Stored { entry, size }));
             }
         }
         match self.l2.fill_unleased(fills, Overwrite::Always).await {
@@ -376,7 +387,7 @@ impl Catalog {
                 CacheStats::add(&self.stats.fills, n as u64);
                 filling
             }
-            Err(_) => HashSet::new(),
+            Err(_) => HashMap::new(),
         }
     }
 
@@ -401,7 +412,7 @@ impl Catalog {
             let mut still = Vec::new();
             for (id, (value, failed)) in waiting.into_iter().zip(values) {
                 match fresh(&id, value) {
-                    Some(entry) => wait.from_peers.push((id, entry.item)),
+                    Some(stored) => wait.from_peers.push((id, stored)),
                     None if failed => wait.failed.push(id),
                     None => still.push(id),
                 }
@@ -427,7 +438,7 @@ impl Catalog {
                     LeaseTry::Failed => wait.failed.push(id),
                     LeaseTry::Taken { current } => match fresh(&id, current) {
                         // The holder filled between our poll and our take.
-                        Some(entry) => filled_meanwhile.push((id, entry.item)),
+                        Some(stored) => filled_meanwhile.push((id, stored)),
                         None => wait.taken_over.push(id),
                     },
                 }
@@ -464,7 +475,7 @@ impl Catalog {
     /// their value is the answer; the leases go back at once.
     async fn use_filled(
         &self,
-        filled: Vec<(ItemId, Option<Item>)>,
+        filled: Vec<(ItemId, Arc<Stored>)>,
         token: &str,
         outcomes: &mut Settle,
     ) {
@@ -473,13 +484,8 @@ impl Catalog {
         }
         let keys: Vec<CacheKey> = filled.iter().map(|(id, _)| self.prefix.key(id)).collect();
         let _ = self.l2.release_leases(&keys, token).await;
-        for (id, item) in filled {
-            let loaded = Loaded {
-                item,
-                via: Via::Peer,
-                filled: false,
-            };
-            outcomes.settle(id, Ok(loaded));
+        for (id, stored) in filled {
+            outcomes.settle(id, Ok(Loaded::from_peer(stored)));
         }
     }
 
@@ -525,10 +531,26 @@ impl Catalog {
 }
 
 /// The entry in `value` if it decodes and is still fresh.
-fn fresh(id: &ItemId, value: Option<Vec<u8>>) -> Option<Entry> {
-    value
-        .and_then(|bytes| cache::decode(id, &bytes).ok())
-        .filter(|entry| matches!(entry.freshness(cache::now_ms()), Freshness::Fresh { .. }))
+fn fresh(id: &ItemId, value: Option<Vec<u8>>) -> Option<Arc<Stored>> {
+    let bytes = value?;
+    let entry = cache::decode(id, &bytes).ok()?;
+    matches!(entry.freshness(cache::now_ms()), Freshness::Fresh { .. }).then(|| {
+        Arc::new(Stored {
+            entry,
+            size: bytes.len(),
+        })
+    })
+}
+
+impl Loaded {
+    fn from_peer(stored: Arc<Stored>) -> Self {
+        Loaded {
+            item: stored.entry.item.clone(),
+            via: Via::Peer,
+            filled: false,
+            stored: Some(stored),
+        }
+    }
 }
 
 /// The leads of one group load, finished one by one as soon as each outcome
@@ -549,14 +571,14 @@ impl Settle {
 
 #[derive(Default)]
 struct FillResult {
-    filled: HashSet<ItemId>,
+    filled: HashMap<ItemId, Arc<Stored>>,
     /// Refused: a write deleted the lease.
     voided: Vec<ItemId>,
 }
 
 #[derive(Default)]
 struct PeerWait {
-    from_peers: Vec<(ItemId, Option<Item>)>,
+    from_peers: Vec<(ItemId, Arc<Stored>)>,
     /// The holder's load failed (its lease is marked so).
     failed: Vec<ItemId>,
     taken_over: Vec<ItemId>,

@@ -5,10 +5,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Catalog, Invalidated};
-use crate::cache::{CacheKey, CacheStats, KeyPattern, RedisFailure};
+use crate::cache::{Applied, CacheKey, CacheStats, KeyPattern, RedisFailure};
 use crate::domain::{Item, ItemId, ItemPatch, NewItem, Version};
 use crate::invalidation::{self, InvalidationMessage};
 use crate::store::WriteError;
+use tokio_util::sync::CancellationToken;
 
 impl Catalog {
     pub async fn create(&self, new: NewItem) -> Result<Item, WriteError> {
@@ -88,6 +89,9 @@ impl Catalog {
             log_deferred(&failure, key.as_str());
             self.pending.add_key(key.clone());
         }
+        // After Redis: a lookup that read the old value there before the
+        // delete cannot put it back into L1 after this.
+        self.l1.invalidate(id);
         self.publish(Some(&key), None).await;
     }
 
@@ -102,6 +106,7 @@ impl Catalog {
         self.detached(async move {
             this.forget_loads(key.as_ref(), pattern.as_ref());
             let outcome = this.apply_to_redis(key.as_ref(), pattern.as_ref()).await;
+            this.evict_from_l1(key.as_ref(), pattern.as_ref());
             this.publish(key.as_ref(), pattern.as_ref()).await;
             outcome
         })
@@ -110,14 +115,26 @@ impl Catalog {
 
     /// Lookups that start after an invalidation must not join a load that
     /// may have read the source of truth before the write behind it.
-    fn forget_loads(&self, key: Option<&CacheKey>, pattern: Option<&KeyPattern>) {
+    pub(super) fn forget_loads(&self, key: Option<&CacheKey>, pattern: Option<&KeyPattern>) {
         self.flights.forget_where(|id| {
             let candidate = self.prefix.key(id);
             key == Some(&candidate) || pattern.is_some_and(|p| p.matches(&candidate))
         });
     }
 
-    async fn apply_to_redis(
+    /// Evicts from the near cache; fills in flight for these keys are dropped.
+    /// Always after the keys are gone from Redis, so that nothing read there
+    /// before can come back.
+    pub(super) fn evict_from_l1(&self, key: Option<&CacheKey>, pattern: Option<&KeyPattern>) {
+        if let Some(id) = key.and_then(|key| self.prefix.id_of(key)) {
+            self.l1.invalidate(&id);
+        }
+        if let Some(pattern) = pattern {
+            self.l1.invalidate_matching(pattern);
+        }
+    }
+
+    pub(super) async fn apply_to_redis(
         &self,
         key: Option<&CacheKey>,
         pattern: Option<&KeyPattern>,
@@ -149,7 +166,7 @@ impl Catalog {
         outcome
     }
 
-    async fn publish(&self, key: Option<&CacheKey>, pattern: Option<&KeyPattern>) {
+    pub(super) async fn publish(&self, key: Option<&CacheKey>, pattern: Option<&KeyPattern>) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let message = InvalidationMessage::new(key, pattern, &self.instance, seq);
         match self
@@ -166,36 +183,46 @@ impl Catalog {
             }
         }
     }
+}
 
-    /// Handles a message from the invalidation channel. Our peers have already
-    /// deleted the keys in Redis; other publishers (such as `redis-cli
-    /// PUBLISH` or the original example) only announce, so their messages are
-    /// applied here.
-    pub async fn on_invalidation_message(&self, payload: &[u8]) {
-        let message = match InvalidationMessage::parse(payload) {
-            Ok(message) => message,
-            Err(err) => {
-                tracing::warn!(error = %err, "ignoring malformed invalidation message");
-                return;
-            }
-        };
-        if message.source == *self.instance && message.is_from_peer() {
-            return;
+/// Past this many keys, deferred deletes applied late are announced as one
+/// namespace-wide pattern instead of one message per key.
+const ANNOUNCE_KEYS_MAX: usize = 100;
+
+impl Catalog {
+    /// Applies deletes deferred by a Redis outage whenever Redis answers,
+    /// until `cancel` fires, and announces each batch on the channel: other
+    /// instances' near caches may hold those values too.
+    pub async fn retry_deferred(self, cancel: CancellationToken) {
+        let everything = self.prefix.everything();
+        let pending = self.pending.clone();
+        let l2 = self.l2.clone();
+        pending
+            .retry_until_cancelled(l2, everything, cancel, |applied| self.announce(applied))
+            .await;
+    }
+
+    /// One last attempt at the deferred deletes (at shutdown); true when none
+    /// is left.
+    pub async fn apply_deferred_once(&self) -> bool {
+        let everything = self.prefix.everything();
+        if let Some(applied) = self.pending.apply_once(&self.l2, &everything).await {
+            self.announce(applied).await;
         }
-        let targets = match message.targets(&self.prefix) {
-            Ok(targets) => targets,
-            Err(err) => {
-                tracing::warn!(error = %err, source = %message.source, "ignoring invalidation outside the cache namespace");
-                return;
+        self.pending.is_empty()
+    }
+
+    async fn announce(&self, applied: Applied) {
+        if applied.everything || applied.keys.len() > ANNOUNCE_KEYS_MAX {
+            self.publish(None, Some(&self.prefix.everything())).await;
+        } else {
+            for key in &applied.keys {
+                self.publish(Some(key), None).await;
             }
-        };
-        self.forget_loads(targets.key.as_ref(), targets.pattern.as_ref());
-        if !message.is_from_peer() {
-            self.apply_to_redis(targets.key.as_ref(), targets.pattern.as_ref())
-                .await;
         }
-        CacheStats::bump(&self.stats.invalidations_received);
-        tracing::debug!(key = %message.key, pattern = %message.pattern, source = %message.source, "invalidation applied");
+        for pattern in &applied.patterns {
+            self.publish(None, Some(pattern)).await;
+        }
     }
 }
 

@@ -51,6 +51,7 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             "redis_circuit": state.catalog.l2().link().circuit().as_str(),
             "database": connected(database),
             "subscriber": subscriber.as_str(),
+            "l1": super::stats::l1_state(state.catalog.l1()),
             "instance": state.catalog.instance(),
         })),
     )

@@ -18,6 +18,7 @@ use super::json::ApiJson;
 use crate::domain::{Item, ItemFields, ItemId, ItemPatch, NewItem, ValidationError};
 
 pub const X_CACHE_STATUS: HeaderName = HeaderName::from_static("x-cache-status");
+pub const X_CACHE_TIER: HeaderName = HeaderName::from_static("x-cache-tier");
 pub const X_CACHE_HITS: HeaderName = HeaderName::from_static("x-cache-hits");
 pub const X_CACHE_MISSES: HeaderName = HeaderName::from_static("x-cache-misses");
 
@@ -67,6 +68,9 @@ async fn fetch(
         X_CACHE_STATUS,
         HeaderValue::from_static(lookup.status.as_str()),
     );
+    if let Some(tier) = lookup.tier {
+        cache_headers.insert(X_CACHE_TIER, HeaderValue::from_static(tier.as_str()));
+    }
     if let Some(age) = lookup.age {
         cache_headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
     }

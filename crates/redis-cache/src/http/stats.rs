@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::AdminAuth;
-use crate::cache::{LinkState, StatsSnapshot};
+use crate::cache::{LinkState, NearCache, StatsSnapshot};
+use crate::invalidation::LagSnapshot;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -28,6 +29,12 @@ struct StatsBody {
     redis_circuit: &'static str,
     pending_invalidations: usize,
     redis_round_trips: u64,
+    /// `active`, `bypassed` (invalidations may be lost) or `off`.
+    l1: &'static str,
+    l1_entries: u64,
+    l1_flushes: u64,
+    /// Publish-to-apply lag of invalidations received from other instances.
+    invalidation_lag: LagSnapshot,
 }
 
 /// `GET /stats`: `hits + misses = lookups`; `hit_rate` is 0 without lookups.
@@ -46,7 +53,21 @@ async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
         redis_circuit: catalog.l2().link().circuit().as_str(),
         pending_invalidations: catalog.pending().len(),
         redis_round_trips: catalog.l2().round_trips(),
+        l1: l1_state(catalog.l1()),
+        l1_entries: catalog.l1().entry_count(),
+        l1_flushes: catalog.l1().flushes(),
+        invalidation_lag: catalog.invalidation_lag(),
     })
+}
+
+pub fn l1_state(l1: &NearCache) -> &'static str {
+    if !l1.is_enabled() {
+        "off"
+    } else if l1.is_usable() {
+        "active"
+    } else {
+        "bypassed"
+    }
 }
 
 /// `POST /stats/reset`: zeroes this instance's counters.

@@ -5,7 +5,11 @@
 //! resubscription: after an outage longer than its retry budget such a
 //! subscriber can stay disconnected for ever without a sound. This loop never
 //! gives up (bounded backoff), and pings the connection so that a silently
-//! dead one (network cut) is noticed within a couple of seconds.
+//! dead one (network cut) is noticed within about a second.
+//!
+//! Whenever the subscription is lost, messages may have been lost with it:
+//! the catalogue flushes and bypasses its near cache until the next
+//! subscription is confirmed.
 
 use std::time::Duration;
 
@@ -18,8 +22,10 @@ use crate::catalog::Catalog;
 
 use super::CHANNEL;
 
-/// How often the subscription connection is pinged while idle.
-const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the subscription connection is pinged. Short, because until a
+/// dead connection is noticed the near cache may serve values whose
+/// invalidation was lost with it; a `PING` costs Redis next to nothing.
+const PING_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscriberState {
@@ -73,6 +79,7 @@ impl Subscriber {
                 SessionEnd::Cancelled => return,
                 SessionEnd::Lost(reason) => reason,
             };
+            self.catalog.on_subscription_lost();
             if self.state.send_replace(SubscriberState::Disconnected) == SubscriberState::Subscribed
             {
                 tracing::warn!(%reason, channel = CHANNEL, "invalidation subscriber disconnected; reconnecting");
@@ -102,6 +109,7 @@ impl Subscriber {
         };
         let (mut sink, mut messages) = pubsub.split();
         backoff.reset();
+        self.catalog.on_subscribed();
         self.state.send_replace(SubscriberState::Subscribed);
         tracing::info!(channel = CHANNEL, "subscribed to cache invalidations");
 

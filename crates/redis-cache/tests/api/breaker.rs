@@ -1,6 +1,8 @@
 //! The circuit breaker on Redis (property 9): a Redis that stops answering
 //! costs a few timeouts, then is skipped until it answers a probe again; and
 //! without Redis the source of truth still sees one read per key at a time.
+//! These tests look at Redis reads, so the near cache is off where it would
+//! answer in Redis' place.
 
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use crate::helpers::{Backend, FillGate, TestApp, eventually, header};
 async fn a_frozen_redis_is_skipped_after_a_few_timeouts() {
     for failures in [0, 2] {
         let app = TestApp::builder(Backend::Sqlite)
+            .without_l1()
             .config(move |c| {
                 c.redis.timeout = Duration::from_millis(200);
                 c.redis.breaker_failures = failures;
@@ -55,6 +58,7 @@ async fn a_frozen_redis_is_skipped_after_a_few_timeouts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_circuit_closes_by_itself_once_redis_answers() {
     let app = TestApp::builder(Backend::Sqlite)
+        .without_l1()
         .config(|c| {
             c.redis.timeout = Duration::from_millis(200);
             c.redis.breaker_failures = 2;

@@ -193,7 +193,8 @@ async fn redis_killed_means_bypass_then_hits_again_after_restart(backend: Backen
 }
 
 async fn frozen_redis_means_bypass_then_hits_again(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    // About Redis itself: the near cache would answer the first reads.
+    let app = TestApp::builder(backend).without_l1().spawn().await;
     app.get_item("1").await;
     app.redis.pause();
     for _ in 0..3 {

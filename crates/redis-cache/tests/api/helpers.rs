@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use redis_cache::Application;
-use redis_cache::cache::KeyPrefix;
+use redis_cache::cache::{KeyPrefix, L1Config};
 use redis_cache::catalog::Catalog;
 use redis_cache::config::{
     CacheConfig, Config, DatabaseConfig, HttpConfig, LogFormat, RedisConfig, RedisTarget,
@@ -155,6 +155,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// Turns the near cache (L1) off, for tests that change what Redis holds
+    /// behind the service's back and look at how it reads Redis itself.
+    pub fn without_l1(self) -> Self {
+        self.config(|c| c.cache.l1.capacity = 0)
+    }
+
     /// Returns as soon as the app serves HTTP, without waiting for Redis.
     pub fn without_waiting_for_cache(mut self) -> Self {
         self.wait_for_cache = false;
@@ -205,6 +211,11 @@ impl TestAppBuilder {
                 coalescing: true,
                 source_timeout: Duration::from_secs(2),
                 failsafe_throttle: Duration::from_secs(2),
+                l1: L1Config {
+                    capacity: 10_000,
+                    max_bytes: 64 << 20,
+                    ttl: Duration::from_secs(30),
+                },
             },
             instance_id: format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
             log_format: LogFormat::Pretty,

@@ -242,7 +242,7 @@ async fn delete_removes_item_and_cache_entry(backend: Backend) {
 }
 
 async fn corrupt_cached_value_is_a_counted_miss_and_overwritten(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let app = TestApp::builder(backend).without_l1().spawn().await;
     let other_item = body(app.get_item("2").await).await.to_string();
     for garbage in ["not json", r#"{"id":"1"}"#, other_item.as_str()] {
         app.redis_set("item:1", garbage).await;

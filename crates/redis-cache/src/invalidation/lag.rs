@@ -1,0 +1,117 @@
+//! `LagHistogram`: how long invalidations take from being published by one
+//! instance to being applied by another, in fixed buckets suited to the
+//! sub-millisecond latencies of pub/sub on a local network. Lock-free:
+//! recorded on the subscriber task, read by `/stats`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Upper bounds of the buckets, in milliseconds; one more bucket holds the rest.
+pub const BUCKETS_MS: [f64; 14] = [
+    0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 5_000.0, 30_000.0,
+];
+
+#[derive(Default)]
+pub struct LagHistogram {
+    counts: [AtomicU64; BUCKETS_MS.len() + 1],
+    sum_micros: AtomicU64,
+    max_micros: AtomicU64,
+}
+
+/// A copy for `/stats`: cumulative counts per upper bound, as Prometheus
+/// histograms have them, plus percentiles read off the buckets (each is the
+/// upper bound of the bucket the percentile falls in).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LagSnapshot {
+    pub count: u64,
+    pub sum_ms: f64,
+    pub max_ms: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// `[upper bound in ms (null: +Inf), lags up to it]`, cumulative.
+    pub buckets: Vec<(Option<f64>, u64)>,
+}
+
+impl LagHistogram {
+    pub fn record(&self, lag: Duration) {
+        let ms = lag.as_secs_f64() * 1_000.0;
+        let bucket = BUCKETS_MS
+            .iter()
+            .position(|&bound| ms <= bound)
+            .unwrap_or(BUCKETS_MS.len());
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.max_micros.fetch_max(micros, Ordering::Relaxed);
+    }
+
+    pub fn reset(&self) {
+        for count in &self.counts {
+            count.store(0, Ordering::Relaxed);
+        }
+        self.sum_micros.store(0, Ordering::Relaxed);
+        self.max_micros.store(0, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> LagSnapshot {
+        let counts: Vec<u64> = self
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let count: u64 = counts.iter().sum();
+        let mut cumulative = 0;
+        let buckets: Vec<(Option<f64>, u64)> = counts
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                cumulative += n;
+                (BUCKETS_MS.get(i).copied(), cumulative)
+            })
+            .collect();
+        let percentile = |q: f64| {
+            let rank = (q * count as f64).ceil().max(1.0) as u64;
+            buckets
+                .iter()
+                .find(|(_, up_to)| *up_to >= rank)
+                .map(|(bound, _)| bound.unwrap_or(f64::INFINITY))
+                .filter(|_| count > 0)
+        };
+        LagSnapshot {
+            count,
+            sum_ms: self.sum_micros.load(Ordering::Relaxed) as f64 / 1_000.0,
+            max_ms: self.max_micros.load(Ordering::Relaxed) as f64 / 1_000.0,
+            p50_ms: percentile(0.5),
+            p99_ms: percentile(0.99),
+            buckets,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_cumulative_and_percentiles_are_bucket_bounds() {
+        let lag = LagHistogram::default();
+        assert_eq!(lag.snapshot().p50_ms, None);
+        for _ in 0..98 {
+            lag.record(Duration::from_micros(300));
+        }
+        lag.record(Duration::from_millis(40));
+        lag.record(Duration::from_secs(60));
+        let snap = lag.snapshot();
+        assert_eq!(snap.count, 100);
+        assert_eq!(snap.p50_ms, Some(0.5));
+        assert_eq!(snap.p99_ms, Some(50.0));
+        assert_eq!(snap.max_ms, 60_000.0);
+        assert_eq!(snap.buckets[0], (Some(0.25), 0));
+        assert_eq!(snap.buckets[1], (Some(0.5), 98));
+        assert_eq!(snap.buckets.last(), Some(&(None, 100)));
+        lag.reset();
+        assert_eq!(lag.snapshot().count, 0);
+    }
+}
