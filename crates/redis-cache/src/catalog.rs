@@ -33,7 +33,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::{
     self, CacheKey, CacheStats, CacheStatus, Entry, Freshness, KeyPrefix, NearCache,
-    PendingInvalidations, RedisCache, RedisFailure, StatsSnapshot, Tier,
+    PendingInvalidations, RedisCache, RedisFailure, StatsSnapshot, Ticket, Tier,
 };
 use crate::config::CacheConfig;
 use crate::domain::{Item, ItemId};
@@ -231,6 +231,12 @@ impl Catalog {
         self.hooks.set_before_fill(hook);
     }
 
+    /// Test hook: runs before a lookup keeps what it read in the near cache.
+    #[doc(hidden)]
+    pub fn set_before_l1_fill_hook(&self, hook: Option<FillHook>) {
+        self.hooks.set_before_l1_fill(hook);
+    }
+
     // ---- reads -------------------------------------------------------------
 
     pub async fn get(&self, id: &ItemId) -> Result<Lookup, LookupError> {
@@ -259,7 +265,7 @@ impl Catalog {
             Cached::Fresh(entry, size) => {
                 self.count_hit(&entry, Tier::L2);
                 self.refresh_if_due(id, &entry);
-                self.l1.insert(id, &entry, size, &ticket);
+                self.fill_l1(id, &entry, size, &ticket).await;
                 return Ok(Lookup::hit(entry.item, Tier::L2));
             }
             Cached::Stale(entry) => Some(entry),
@@ -277,7 +283,7 @@ impl Catalog {
         match outcome {
             Some(Ok(loaded)) => {
                 if let Some(stored) = &loaded.stored {
-                    self.l1.insert(id, &stored.entry, stored.size, &ticket);
+                    self.fill_l1(id, &stored.entry, stored.size, &ticket).await;
                 }
                 Ok(Lookup {
                     item: loaded.item,
@@ -347,7 +353,7 @@ impl Catalog {
                     hits += 1;
                     self.count_hit(&entry, Tier::L2);
                     self.refresh_if_due(&ids[i], &entry);
-                    self.l1.insert(&ids[i], &entry, size, &tickets[i]);
+                    self.fill_l1(&ids[i], &entry, size, &tickets[i]).await;
                     answers[i] = Some(entry.item);
                     continue;
                 }
@@ -371,8 +377,8 @@ impl Catalog {
             match outcome {
                 Ok(loaded) => {
                     if let Some(stored) = &loaded.stored {
-                        self.l1
-                            .insert(&ids[i], &stored.entry, stored.size, &tickets[i]);
+                        self.fill_l1(&ids[i], &stored.entry, stored.size, &tickets[i])
+                            .await;
                     }
                     answers[i] = Some(loaded.item);
                 }
@@ -418,6 +424,15 @@ impl Catalog {
                 CacheStatus::Miss
             },
         })
+    }
+
+    /// Keeps what a lookup read in the near cache, unless an invalidation
+    /// came after its ticket.
+    async fn fill_l1(&self, id: &ItemId, entry: &Entry, size: usize, ticket: &Ticket) {
+        if self.l1.is_usable() {
+            self.hooks.before_l1_fill(id).await;
+            self.l1.insert(id, entry, size, ticket);
+        }
     }
 
     fn classify(&self, id: &ItemId, key: &CacheKey, value: Option<Vec<u8>>) -> Cached {

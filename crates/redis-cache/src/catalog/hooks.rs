@@ -15,11 +15,32 @@ pub type FillHook = Arc<dyn Fn(Vec<ItemId>) -> BoxFuture<'static, ()> + Send + S
 #[derive(Default)]
 pub struct Hooks {
     before_fill: RwLock<Option<FillHook>>,
+    /// Called with the id of a lookup that is about to keep what it read
+    /// (from Redis, or from a load) in the near cache.
+    before_l1_fill: RwLock<Option<FillHook>>,
 }
 
 impl Hooks {
     pub fn set_before_fill(&self, hook: Option<FillHook>) {
         *self.before_fill.write().unwrap_or_else(|e| e.into_inner()) = hook;
+    }
+
+    pub fn set_before_l1_fill(&self, hook: Option<FillHook>) {
+        *self
+            .before_l1_fill
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = hook;
+    }
+
+    pub async fn before_l1_fill(&self, id: &ItemId) {
+        let hook = self
+            .before_l1_fill
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook(vec![id.clone()]).await;
+        }
     }
 
     pub async fn before_fill(&self, ids: &[ItemId]) {

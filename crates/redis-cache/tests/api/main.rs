@@ -14,6 +14,7 @@ mod glob;
 mod health;
 mod invalidation;
 mod items;
+mod near_cache;
 mod process;
 mod redis_connection;
 mod stampede;

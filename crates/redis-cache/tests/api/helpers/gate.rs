@@ -7,9 +7,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
-use redis_cache::catalog::Catalog;
+use redis_cache::catalog::{Catalog, FillHook};
 use redis_cache::domain::ItemId;
 use tokio::sync::watch;
+
+/// Where in a lookup the gate holds it.
+enum Point {
+    /// Between the source-of-truth read and the fill of Redis.
+    BeforeFill,
+    /// Before the near cache keeps what the lookup read.
+    BeforeL1Fill,
+}
 
 pub struct FillGate {
     /// Tickets handed to loads as they arrive, from 1.
@@ -28,16 +36,23 @@ pub struct FillGate {
 impl FillGate {
     /// Installs a gate on `catalog`: from now on every load stops at it.
     pub fn install(catalog: &Catalog) -> Arc<Self> {
-        Self::install_with(catalog, None)
+        Self::install_with(catalog, None, Point::BeforeFill)
     }
 
     /// Like [`FillGate::install`], but only loads that include one of `ids`
     /// stop; the others pass (and are still recorded).
     pub fn install_for(catalog: &Catalog, ids: &[&str]) -> Arc<Self> {
-        Self::install_with(catalog, Some(ids.iter().map(|id| id.to_string()).collect()))
+        let only = Some(ids.iter().map(|id| id.to_string()).collect());
+        Self::install_with(catalog, only, Point::BeforeFill)
     }
 
-    fn install_with(catalog: &Catalog, only: Option<Vec<String>>) -> Arc<Self> {
+    /// A gate where lookups are about to keep what they read (from Redis or a
+    /// load) in the near cache.
+    pub fn install_before_l1(catalog: &Catalog) -> Arc<Self> {
+        Self::install_with(catalog, None, Point::BeforeL1Fill)
+    }
+
+    fn install_with(catalog: &Catalog, only: Option<Vec<String>>, point: Point) -> Arc<Self> {
         let gate = Arc::new(Self {
             arrived: AtomicU64::new(0),
             released: watch::Sender::new(0),
@@ -47,7 +62,7 @@ impl FillGate {
             ids: Mutex::default(),
         });
         let hook_gate = gate.clone();
-        catalog.set_before_fill_hook(Some(Arc::new(move |ids: Vec<ItemId>| {
+        let hook: FillHook = Arc::new(move |ids: Vec<ItemId>| {
             let gate = hook_gate.clone();
             async move {
                 let selected = gate
@@ -65,7 +80,11 @@ impl FillGate {
                 gate.held.send_modify(|n| *n -= 1);
             }
             .boxed()
-        })));
+        });
+        match point {
+            Point::BeforeFill => catalog.set_before_fill_hook(Some(hook)),
+            Point::BeforeL1Fill => catalog.set_before_l1_fill_hook(Some(hook)),
+        }
         gate
     }
 
