@@ -256,6 +256,24 @@ fn is_unreachable(err: &sqlx::Error) -> bool {
         || matches!(err, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P0")))
 }
 
+/// Takes an exclusive lock on `<database>-migrate.lock`, held until the
+/// returned file is dropped.
+async fn lock_beside(database: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let mut name = database.as_os_str().to_owned();
+    name.push("-migrate.lock");
+    let path = std::path::PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await
+        .context("migration lock task failed")?
+        .with_context(|| format!("cannot lock {}", path.display()))
+}
+
 impl Store {
     /// Connects, creating the SQLite file (and its folder) if needed, and runs
     /// the dialect's migrations.
@@ -277,6 +295,16 @@ impl Store {
                         format!("cannot create the database folder {}", dir.display())
                     })?;
                 }
+                // Instances sharing the file may start together; sqlx takes no
+                // lock for SQLite migrations, so a file lock beside the
+                // database makes them apply once.
+                let database = options.get_filename().to_owned();
+                let _migrating =
+                    if database.as_os_str().is_empty() || raw.expose().contains(":memory:") {
+                        None
+                    } else {
+                        Some(lock_beside(&database).await?)
+                    };
                 let pool = SqlitePoolOptions::new()
                     .max_connections(max_connections)
                     .acquire_timeout(ACQUIRE_TIMEOUT)

@@ -131,6 +131,11 @@ fn start_logging(
     dir: &std::path::Path,
     env: &[(&str, String)],
 ) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
+    listening(spawn_in(dir, env))
+}
+
+/// Starts the binary with JSON logs, without waiting for it.
+fn spawn_in(dir: &std::path::Path, env: &[(&str, String)]) -> Child {
     let mut command = binary();
     command.current_dir(dir);
     command
@@ -144,7 +149,12 @@ fn start_logging(
         command.env(k, v);
     }
     kill_with_parent(&mut command, libc::SIGKILL);
-    let mut child = command.spawn().unwrap();
+    command.spawn().unwrap()
+}
+
+/// Reads `child`'s log until it reports listening; returns its port and the
+/// log lines, collected until it exits.
+fn listening(mut child: Child) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (tx, rx) = std::sync::mpsc::channel();
     for line in lines.by_ref() {
@@ -490,4 +500,49 @@ async fn a_lease_holder_killed_mid_load_is_taken_over_by_one_instance() {
         "one instance took over the dead holder's lease"
     );
     assert_eq!(b.stat("lease_waits").await + c.stat("lease_waits").await, 1);
+}
+
+/// Several instances may share one SQLite file, even when they start at the
+/// same moment on a fresh one: migrations and demo data are applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_starting_together_on_a_fresh_sqlite_file_both_run() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let env = [("REDIS_URL", redis.url()), ("DATABASE_URL", url)];
+    let children: Vec<Child> = (0..3).map(|_| spawn_in(dir.path(), &env)).collect();
+    let instances: Vec<(Child, u16)> = children
+        .into_iter()
+        .map(|child| {
+            let (child, port, _) = listening(child);
+            (child, port)
+        })
+        .collect();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for (_, port) in &instances {
+        let response = http
+            .get(format!("http://127.0.0.1:{port}/items/3"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let batch: serde_json::Value = http
+        .post(format!("http://127.0.0.1:{}/items/batch", instances[0].1))
+        .json(&serde_json::json!({ "ids": ["1", "2", "3", "4"] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        batch["missing"],
+        serde_json::json!(["4"]),
+        "three demo items, once"
+    );
+    for (child, _) in instances {
+        signal(&child, libc::SIGTERM);
+        assert_eq!(exit_code(child).await, Some(0));
+    }
 }
