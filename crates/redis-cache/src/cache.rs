@@ -17,8 +17,8 @@
 //! is unreachable but still holds the old value (a network cut or a stalled
 //! server, rather than a restart that empties it).
 //!
-//! Read path: Redis, then a load on a miss (lease, source of truth, leased
-//! fill; see `catalog`). Any Redis failure turns into a bypass: the answer
+//! Read path: the near cache ([`NearCache`]), Redis, then a load on a miss
+//! (lease, source of truth, leased fill; see `catalog`). Any Redis failure turns into a bypass: the answer
 //! comes from the source of truth and is marked `BYPASS`, and nothing is
 //! filled. `docs/cache-design.md` has the value format and the race analysis.
 

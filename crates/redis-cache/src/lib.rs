@@ -13,25 +13,30 @@
 //! - [`catalog`]: the read path (Redis, then a coalesced, leased load from
 //!   SQL, then a fill) and the write path (commit, delete in Redis, publish);
 //!   the only place they meet.
-//! - [`cache`]: Redis itself: the shared connection, key namespace, value
-//!   codec, statistics, and invalidations deferred during outages.
-//! - [`invalidation`]: the pub/sub message format and the subscriber.
+//! - [`cache`]: the near cache (L1) in this process, and Redis (L2): the
+//!   shared connection and its circuit breaker, key namespace, entry format,
+//!   statistics, and invalidations deferred during outages.
+//! - [`invalidation`]: the pub/sub message format, the subscriber, sequence
+//!   checks and lag measurement.
 //! - [`store`]: SQLite or PostgreSQL, migrations, demo data.
 //! - [`domain`]: item ids and items, parsed at the edge.
 //!
 //! ## Life of a request
 //!
 //! `GET /items/42` is routed by [`http`], whose extractor turns `42` into an
-//! [`domain::ItemId`] (or answers 400). [`catalog::Catalog::get`] asks Redis for
-//! `item:42` through [`cache::RedisCache`]; a fresh entry is returned with
-//! `X-Cache-Status: HIT`. On a miss the lookup joins a load of the same id
+//! [`domain::ItemId`] (or answers 400). [`catalog::Catalog::get`] looks in the
+//! near cache ([`cache::NearCache`]), then asks Redis for `item:42` through
+//! [`cache::RedisCache`]; a fresh entry is returned with `X-Cache-Status: HIT`
+//! and `X-Cache-Tier: L1` or `L2`. On a miss the lookup joins a load of the same id
 //! already running in this process, or leads one: it takes the lease
 //! `item:42:lease` in Redis (or waits for the instance holding it), reads the
 //! row from [`store`], and fills `item:42` only if the lease is still its own.
 //! If Redis is down or slow the row is read from the store and the answer says
 //! `BYPASS`; if the store fails, a stale entry is served as `STALE`. A `PUT`
 //! commits to the store first, then deletes `item:42` and its lease in Redis,
-//! publishes the invalidation on `cache:invalidate`, then answers.
+//! evicts it from the near cache, publishes the invalidation on
+//! `cache:invalidate` (every other instance evicts it from its own near
+//! cache), then answers.
 
 pub mod backoff;
 pub mod cache;
