@@ -26,7 +26,6 @@ mod write;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use tokio_util::task::TaskTracker;
@@ -37,7 +36,7 @@ use crate::cache::{
 };
 use crate::config::CacheConfig;
 use crate::domain::{Item, ItemId};
-use crate::invalidation::{LagHistogram, Sequences};
+use crate::invalidation::{LagHistogram, Outbox, Publisher, Sender, Sequences};
 use crate::store::{Store, StoreError};
 use failsafe::Failsafe;
 use flight::Flights;
@@ -70,8 +69,14 @@ pub struct Catalog {
     refreshing: Arc<Refreshing>,
     hooks: Arc<Hooks>,
     instance: Arc<str>,
-    /// Sequence number of the last invalidation this instance published.
-    seq: Arc<AtomicU64>,
+    /// This instance's voice on the invalidation channel.
+    publisher: Publisher,
+    /// How our messages name us (to tell them from others').
+    sender: Sender,
+    /// The publisher's task end, until `Application::build` starts it.
+    outbox: Arc<std::sync::Mutex<Option<Outbox>>>,
+    /// Warned once about another process using our instance id.
+    twin_warned: Arc<std::sync::atomic::AtomicBool>,
     /// The last sequence number heard from each other instance.
     sequences: Arc<Sequences>,
     /// Publish-to-apply lag of the invalidations received.
@@ -167,6 +172,11 @@ enum Cached {
 impl Catalog {
     pub fn new(store: Store, l2: RedisCache, cache: &CacheConfig, instance: &str) -> Self {
         let policy = Policy::from_config(cache);
+        let sender = Sender {
+            id: instance.into(),
+            started: cache::now_ms(),
+        };
+        let (publisher, outbox) = crate::invalidation::publisher_channel(sender.clone());
         Self {
             store,
             l1: Arc::new(NearCache::new(cache.l1, cache.prefix.clone())),
@@ -180,7 +190,10 @@ impl Catalog {
             refreshing: Arc::default(),
             hooks: Arc::default(),
             instance: instance.into(),
-            seq: Arc::default(),
+            publisher,
+            sender,
+            outbox: Arc::new(std::sync::Mutex::new(Some(outbox))),
+            twin_warned: Arc::default(),
             sequences: Arc::default(),
             lag: Arc::default(),
             writes: TaskTracker::new(),
@@ -210,6 +223,11 @@ impl Catalog {
 
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    /// The task that sends this instance's invalidations; `None` once taken.
+    pub fn take_outbox(&self) -> Option<Outbox> {
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     pub fn stats(&self) -> StatsSnapshot {
@@ -245,7 +263,7 @@ impl Catalog {
         let ticket = self.l1.ticket(id);
         if let Some(entry) = self.l1.get(id) {
             self.count_hit(&entry, Tier::L1);
-            self.refresh_if_due(id, &entry);
+            self.refresh_if_due(id, &entry, Tier::L1);
             return Ok(Lookup::hit(entry.item, Tier::L1));
         }
         let key = self.prefix.key(id);
@@ -264,8 +282,8 @@ impl Catalog {
         let stale = match cached {
             Cached::Fresh(entry, size) => {
                 self.count_hit(&entry, Tier::L2);
-                self.refresh_if_due(id, &entry);
-                self.fill_l1(id, &entry, size, &ticket).await;
+                self.refresh_if_due(id, &entry, Tier::L2);
+                self.fill_l1(id, &entry, size, &[ticket]).await;
                 return Ok(Lookup::hit(entry.item, Tier::L2));
             }
             Cached::Stale(entry) => Some(entry),
@@ -283,7 +301,8 @@ impl Catalog {
         match outcome {
             Some(Ok(loaded)) => {
                 if let Some(stored) = &loaded.stored {
-                    self.fill_l1(id, &stored.entry, stored.size, &ticket).await;
+                    let tickets: Vec<Ticket> = [ticket].into_iter().chain(loaded.ticket).collect();
+                    self.fill_l1(id, &stored.entry, stored.size, &tickets).await;
                 }
                 Ok(Lookup {
                     item: loaded.item,
@@ -315,13 +334,11 @@ impl Catalog {
     pub async fn get_many(&self, ids: &[ItemId]) -> Result<BatchLookup, LookupError> {
         let tickets: Vec<_> = ids.iter().map(|id| self.l1.ticket(id)).collect();
         let mut answers: Vec<Option<Option<Item>>> = vec![None; ids.len()];
-        let mut hits = 0;
+        let mut from_l1 = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             if let Some(entry) = self.l1.get(id) {
-                hits += 1;
-                self.count_hit(&entry, Tier::L1);
-                self.refresh_if_due(id, &entry);
-                answers[i] = Some(entry.item);
+                answers[i] = Some(entry.item.clone());
+                from_l1.push((i, entry));
             }
         }
         let keys: Vec<CacheKey> = ids.iter().map(|id| self.prefix.key(id)).collect();
@@ -341,6 +358,12 @@ impl Catalog {
             Err(failure) => log_bypass(&failure),
         }
 
+        // Counted with the rest, once Redis has answered.
+        let mut hits = from_l1.len();
+        for (i, entry) in &from_l1 {
+            self.count_hit(entry, Tier::L1);
+            self.refresh_if_due(&ids[*i], entry, Tier::L1);
+        }
         let mut stale: HashMap<usize, Entry> = HashMap::new();
         let mut bypassed = 0;
         let mut to_load = Vec::new();
@@ -352,8 +375,8 @@ impl Catalog {
                 Cached::Fresh(entry, size) => {
                     hits += 1;
                     self.count_hit(&entry, Tier::L2);
-                    self.refresh_if_due(&ids[i], &entry);
-                    self.fill_l1(&ids[i], &entry, size, &tickets[i]).await;
+                    self.refresh_if_due(&ids[i], &entry, Tier::L2);
+                    self.fill_l1(&ids[i], &entry, size, &[tickets[i]]).await;
                     answers[i] = Some(entry.item);
                     continue;
                 }
@@ -377,7 +400,9 @@ impl Catalog {
             match outcome {
                 Ok(loaded) => {
                     if let Some(stored) = &loaded.stored {
-                        self.fill_l1(&ids[i], &stored.entry, stored.size, &tickets[i])
+                        let both: Vec<Ticket> =
+                            [tickets[i]].into_iter().chain(loaded.ticket).collect();
+                        self.fill_l1(&ids[i], &stored.entry, stored.size, &both)
                             .await;
                     }
                     answers[i] = Some(loaded.item);
@@ -427,11 +452,11 @@ impl Catalog {
     }
 
     /// Keeps what a lookup read in the near cache, unless an invalidation
-    /// came after its ticket.
-    async fn fill_l1(&self, id: &ItemId, entry: &Entry, size: usize, ticket: &Ticket) {
+    /// came after its ticket (or, for an answer from a load, after the load's).
+    async fn fill_l1(&self, id: &ItemId, entry: &Entry, size: usize, tickets: &[Ticket]) {
         if self.l1.is_usable() {
             self.hooks.before_l1_fill(id).await;
-            self.l1.insert(id, entry, size, ticket);
+            self.l1.insert(id, entry, size, tickets);
         }
     }
 

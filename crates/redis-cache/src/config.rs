@@ -420,6 +420,12 @@ impl Config {
         if cli.l1_capacity > 0 && cli.l1_max_bytes < 1024 {
             return Err(invalid("L1_MAX_BYTES", "must be at least 1KiB"));
         }
+        if cli.l1_capacity > 0 && cli.l1_max_bytes / cli.l1_capacity > u64::from(u32::MAX) {
+            return Err(invalid(
+                "L1_MAX_BYTES",
+                "must be at most 4GiB per item of L1_CAPACITY",
+            ));
+        }
         let l1 = L1Config {
             capacity: cli.l1_capacity,
             max_bytes: cli.l1_max_bytes,

@@ -5,12 +5,14 @@
 
 mod lag;
 mod message;
+mod publisher;
 mod sequence;
 mod subscriber;
 
 pub use lag::{LagHistogram, LagSnapshot};
-pub use message::{InvalidationMessage, MessageError};
-pub use sequence::{Continuity, Sequences};
+pub use message::{InvalidationMessage, MessageError, Sender};
+pub use publisher::{HEARTBEAT, Outbox, PublishError, Publisher, channel as publisher_channel};
+pub use sequence::{Continuity, Kind, Sequences};
 pub use subscriber::{Subscriber, SubscriberState};
 
 /// The channel every instance publishes to and listens on.

@@ -71,6 +71,9 @@ impl Application {
         let tasks = TaskTracker::new();
         tasks.spawn(link.clone().maintain(background.clone()));
         tasks.spawn(catalog.clone().retry_deferred(background.clone()));
+        if let Some(outbox) = catalog.take_outbox() {
+            tasks.spawn(outbox.run(l2.clone(), crate::invalidation::CHANNEL, background.clone()));
+        }
         let subscriber = Subscriber::new(client, catalog.clone(), link.connect_timeout());
         let subscriber_state = subscriber.watch_state();
         tasks.spawn(subscriber.run(background.clone()));

@@ -16,7 +16,7 @@
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::time::Duration;
 
 use moka::sync::Cache;
@@ -47,7 +47,11 @@ pub struct NearCache {
     /// Whether invalidations are known to reach us (subscriber subscribed).
     usable: AtomicBool,
     stripes: Box<[AtomicU64]>,
+    /// Bumped by pattern invalidations.
     global: AtomicU64,
+    /// Bumped by flushes, suspensions and resumptions: a slot from an older
+    /// epoch is never served, whatever the cache's own eviction is up to.
+    epoch: AtomicU64,
     flushes: AtomicU64,
     hasher: std::hash::RandomState,
 }
@@ -56,22 +60,32 @@ struct Slot {
     entry: Entry,
     /// The encoded size, for the byte bound.
     weight: u32,
+    /// The generations its filler's ticket saw. A slot whose stripe has been
+    /// bumped since, or from an older epoch, is not served: this closes the
+    /// instant between an insert and its re-check.
+    stripe_generation: u64,
+    epoch: u64,
+    /// Set by the first hit that starts an early refresh of this slot, so
+    /// that later hits on the same old slot do not start another.
+    refresh_claimed: AtomicBool,
 }
 
 /// A snapshot of the generations that concern one id, taken before the
-/// lookup reads anything.
-#[derive(Debug, Clone, Copy)]
+/// lookup (or load) reads anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
     stripe: usize,
     stripe_generation: u64,
     global_generation: u64,
+    epoch: u64,
 }
 
 impl NearCache {
     pub fn new(config: L1Config, prefix: KeyPrefix) -> Self {
         let entries = (config.capacity > 0).then(|| {
             // Every entry weighs at least max_bytes / capacity, so the one
-            // weighted bound (max_bytes) also bounds the count (capacity).
+            // weighted bound (max_bytes) also bounds the count (capacity);
+            // the configuration keeps that floor within a u32 weight.
             let floor = (config.max_bytes / config.capacity).max(1);
             Cache::builder()
                 .max_capacity(config.max_bytes)
@@ -87,6 +101,7 @@ impl NearCache {
             usable: AtomicBool::new(false),
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             global: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             hasher: std::hash::RandomState::new(),
         }
@@ -105,8 +120,7 @@ impl NearCache {
         let stripe = self.stripe(id);
         Ticket {
             stripe,
-            // Global first: an invalidation bumps before it evicts, so a
-            // ticket taken after a bump can only see a cache without the entry.
+            epoch: self.epoch.load(Ordering::SeqCst),
             global_generation: self.global.load(Ordering::SeqCst),
             stripe_generation: self.stripes[stripe].load(Ordering::SeqCst),
         }
@@ -115,6 +129,7 @@ impl NearCache {
     fn is_current(&self, ticket: &Ticket) -> bool {
         self.stripes[ticket.stripe].load(Ordering::SeqCst) == ticket.stripe_generation
             && self.global.load(Ordering::SeqCst) == ticket.global_generation
+            && self.epoch.load(Ordering::SeqCst) == ticket.epoch
     }
 
     /// A fresh entry for `id`, if L1 is usable and holds one.
@@ -124,6 +139,12 @@ impl NearCache {
             return None;
         }
         let slot = entries.get(id)?;
+        let valid = slot.epoch == self.epoch.load(Ordering::SeqCst)
+            && slot.stripe_generation == self.stripes[self.stripe(id)].load(Ordering::SeqCst);
+        if !valid {
+            entries.invalidate(id);
+            return None;
+        }
         match slot.entry.freshness(now_ms()) {
             Freshness::Fresh { .. } => Some(slot.entry.clone()),
             Freshness::Stale => {
@@ -133,14 +154,27 @@ impl NearCache {
         }
     }
 
+    /// Whether the caller is the first to start an early refresh of the slot
+    /// now held for `id` (false if there is none).
+    pub fn claim_refresh(&self, id: &ItemId) -> bool {
+        self.entries
+            .as_ref()
+            .and_then(|entries| entries.get(id))
+            .is_some_and(|slot| !slot.refresh_claimed.swap(true, Ordering::SeqCst))
+    }
+
     /// Keeps `entry` (just read from Redis, or just written there) for `id`,
-    /// unless an invalidation that concerns `id` happened since `ticket` was
-    /// taken, or L1 holds a newer version already.
-    pub fn insert(&self, id: &ItemId, entry: &Entry, size: usize, ticket: &Ticket) {
+    /// unless an invalidation that concerns `id` happened since any of the
+    /// `tickets` was taken (the lookup's own, and that of the load it joined),
+    /// or L1 holds a newer version already.
+    pub fn insert(&self, id: &ItemId, entry: &Entry, size: usize, tickets: &[Ticket]) {
         let Some(entries) = &self.entries else {
             return;
         };
-        if !self.usable.load(Ordering::SeqCst) || !self.is_current(ticket) {
+        let Some(oldest) = tickets.first() else {
+            return;
+        };
+        if !self.usable.load(Ordering::SeqCst) || !tickets.iter().all(|t| self.is_current(t)) {
             return;
         }
         if let (Some(held), Some(new)) = (entries.get(id), &entry.item)
@@ -155,11 +189,17 @@ impl NearCache {
         let slot = Arc::new(Slot {
             entry: entry.clone(),
             weight: u32::try_from(size).unwrap_or(u32::MAX),
+            stripe_generation: oldest.stripe_generation,
+            epoch: oldest.epoch,
+            refresh_claimed: AtomicBool::new(false),
         });
         entries.insert(id.clone(), slot);
         // An invalidation that bumped after our check may have evicted before
-        // our insert: look again, and undo.
-        if !self.is_current(ticket) {
+        // our insert: look again, and undo. The fence orders our insert before
+        // the re-read, as the invalidation's fence orders its bump before its
+        // eviction.
+        fence(Ordering::SeqCst);
+        if !tickets.iter().all(|t| self.is_current(t)) {
             entries.invalidate(id);
         }
     }
@@ -168,6 +208,7 @@ impl NearCache {
     pub fn invalidate(&self, id: &ItemId) {
         let stripe = self.stripe(id);
         self.stripes[stripe].fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         if let Some(entries) = &self.entries {
             entries.invalidate(id);
         }
@@ -175,7 +216,12 @@ impl NearCache {
 
     /// Evicts every id whose key matches `pattern` (Redis glob semantics).
     pub fn invalidate_matching(&self, pattern: &KeyPattern) {
+        if *pattern == self.prefix.everything() {
+            self.flush();
+            return;
+        }
         self.global.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         if let Some(entries) = &self.entries {
             for (id, _) in entries.iter() {
                 if pattern.matches(&self.prefix.key(&id)) {
@@ -187,7 +233,8 @@ impl NearCache {
 
     /// Evicts everything (an invalidation may have been missed).
     pub fn flush(&self) {
-        self.global.fetch_add(1, Ordering::SeqCst);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         if let Some(entries) = &self.entries {
             entries.invalidate_all();
             self.flushes.fetch_add(1, Ordering::Relaxed);
@@ -195,20 +242,25 @@ impl NearCache {
     }
 
     /// Invalidations may no longer reach us: flush, and bypass L1 until
-    /// [`NearCache::resume`].
+    /// [`NearCache::resume`]. Only the first suspension after a resumption
+    /// flushes (and counts).
     pub fn suspend(&self) {
-        self.usable.store(false, Ordering::SeqCst);
-        self.flush();
+        if self.usable.swap(false, Ordering::SeqCst) {
+            self.flush();
+        } else {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     /// Invalidations reach us again. Lookups that started before cannot fill:
     /// what they read may predate an invalidation we missed.
     pub fn resume(&self) {
-        self.global.fetch_add(1, Ordering::SeqCst);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         self.usable.store(true, Ordering::SeqCst);
     }
 
-    /// Entries held (after pending evictions are processed).
+    /// Entries held. Processes the cache's pending evictions first, which
+    /// takes a lock inside moka: call it off the async runtime.
     pub fn entry_count(&self) -> u64 {
         self.entries.as_ref().map_or(0, |entries| {
             entries.run_pending_tasks();
@@ -278,10 +330,10 @@ mod tests {
         let cache = near(100, 1 << 20);
         let ticket = cache.ticket(&id("1"));
         cache.invalidate(&id("1"));
-        cache.insert(&id("1"), &entry("1", 1), 100, &ticket);
+        cache.insert(&id("1"), &entry("1", 1), 100, std::slice::from_ref(&ticket));
         assert_eq!(version(&cache, "1"), None);
         let ticket = cache.ticket(&id("1"));
-        cache.insert(&id("1"), &entry("1", 1), 100, &ticket);
+        cache.insert(&id("1"), &entry("1", 1), 100, std::slice::from_ref(&ticket));
         assert_eq!(version(&cache, "1"), Some(1));
     }
 
@@ -297,7 +349,7 @@ mod tests {
         ] {
             let ticket = cache.ticket(&id("2"));
             change(&cache);
-            cache.insert(&id("2"), &entry("2", 1), 100, &ticket);
+            cache.insert(&id("2"), &entry("2", 1), 100, std::slice::from_ref(&ticket));
             assert_eq!(version(&cache, "2"), None);
         }
     }
@@ -307,7 +359,7 @@ mod tests {
         let cache = near(100, 1 << 20);
         for raw in ["10", "11", "2"] {
             let ticket = cache.ticket(&id(raw));
-            cache.insert(&id(raw), &entry(raw, 1), 100, &ticket);
+            cache.insert(&id(raw), &entry(raw, 1), 100, std::slice::from_ref(&ticket));
         }
         let pattern = KeyPrefix::parse("item:")
             .unwrap()
@@ -323,8 +375,8 @@ mod tests {
     fn an_older_version_never_replaces_a_newer_one() {
         let cache = near(100, 1 << 20);
         let ticket = cache.ticket(&id("1"));
-        cache.insert(&id("1"), &entry("1", 3), 100, &ticket);
-        cache.insert(&id("1"), &entry("1", 2), 100, &ticket);
+        cache.insert(&id("1"), &entry("1", 3), 100, std::slice::from_ref(&ticket));
+        cache.insert(&id("1"), &entry("1", 2), 100, std::slice::from_ref(&ticket));
         assert_eq!(version(&cache, "1"), Some(3));
     }
 
@@ -332,11 +384,11 @@ mod tests {
     fn suspended_means_empty_and_bypassed_until_resumed() {
         let cache = near(100, 1 << 20);
         let ticket = cache.ticket(&id("1"));
-        cache.insert(&id("1"), &entry("1", 1), 100, &ticket);
+        cache.insert(&id("1"), &entry("1", 1), 100, std::slice::from_ref(&ticket));
         cache.suspend();
         assert_eq!(version(&cache, "1"), None);
         let ticket = cache.ticket(&id("1"));
-        cache.insert(&id("1"), &entry("1", 1), 100, &ticket);
+        cache.insert(&id("1"), &entry("1", 1), 100, std::slice::from_ref(&ticket));
         assert_eq!(cache.entry_count(), 0, "no fills while suspended");
         cache.resume();
         assert_eq!(version(&cache, "1"), None, "the flush was for good");
@@ -351,7 +403,12 @@ mod tests {
             let raw = n.to_string();
             for cache in [&by_count, &by_bytes] {
                 let ticket = cache.ticket(&id(&raw));
-                cache.insert(&id(&raw), &entry(&raw, 1), 1_000, &ticket);
+                cache.insert(
+                    &id(&raw),
+                    &entry(&raw, 1),
+                    1_000,
+                    std::slice::from_ref(&ticket),
+                );
             }
         }
         assert!(by_count.entry_count() <= 10, "{}", by_count.entry_count());
@@ -363,7 +420,7 @@ mod tests {
         let cache = near(0, 1 << 20);
         assert!(!cache.is_usable());
         let ticket = cache.ticket(&id("1"));
-        cache.insert(&id("1"), &entry("1", 1), 100, &ticket);
+        cache.insert(&id("1"), &entry("1", 1), 100, std::slice::from_ref(&ticket));
         assert_eq!(version(&cache, "1"), None);
     }
 }

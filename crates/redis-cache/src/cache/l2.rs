@@ -373,6 +373,23 @@ impl RedisCache {
             .await
     }
 
+    /// One `PUBLISH` per payload, in order, in one pipeline: one round trip.
+    pub async fn publish_all(
+        &self,
+        channel: &str,
+        payloads: &[String],
+    ) -> Result<(), RedisFailure> {
+        if payloads.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = Pipeline::with_capacity(payloads.len());
+        for payload in payloads {
+            pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+        }
+        self.run_essential(move |mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await
+    }
+
     /// One `SCAN cursor MATCH pattern COUNT 1000`: the next cursor and a page of keys.
     async fn scan_page(
         &self,

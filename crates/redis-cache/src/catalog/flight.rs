@@ -168,6 +168,7 @@ mod tests {
             via: Via::Source,
             filled: false,
             stored: None,
+            ticket: None,
         })
     }
 

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use super::Catalog;
 use super::flight::Lead;
-use crate::cache::{self, CacheKey, CacheStats, Entry, Fill, Freshness, LeaseTry, Overwrite};
+use crate::cache::{
+    self, CacheKey, CacheStats, Entry, Fill, Freshness, LeaseTry, Overwrite, Ticket,
+};
 use crate::domain::{Item, ItemId};
 use crate::store::StoreError;
 
@@ -44,6 +46,8 @@ pub struct Loaded {
     /// load or by the one it waited for): what the near cache may keep. `None`
     /// when the answer is not in Redis (bypass, voided fill).
     pub stored: Option<Arc<Stored>>,
+    /// The near-cache ticket taken when the load started.
+    pub ticket: Option<Ticket>,
 }
 
 /// An entry as it is in Redis, with its encoded size.
@@ -139,6 +143,10 @@ impl Catalog {
     async fn lead(&self, leads: Vec<Lead>) {
         let ids: Vec<ItemId> = leads.iter().map(|lead| lead.id.clone()).collect();
         let mut outcomes = Settle {
+            tickets: ids
+                .iter()
+                .map(|id| (id.clone(), self.l1.ticket(id)))
+                .collect(),
             leads: leads
                 .into_iter()
                 .map(|lead| (lead.id.clone(), lead))
@@ -212,12 +220,7 @@ impl Catalog {
         };
 
         if !held.is_empty() {
-            let waited = self.wait_for_peers(held, &token).await;
-            CacheStats::add(&self.stats.lease_waits, waited.from_peers.len() as u64);
-            for (id, stored) in waited.from_peers {
-                outcomes.settle(id, Ok(Loaded::from_peer(stored)));
-            }
-            self.failed_elsewhere(waited.failed, outcomes);
+            let waited = self.wait_for_peers(held, &token, outcomes).await;
             leased.extend(waited.taken_over);
             unleased.extend(waited.gave_up);
         }
@@ -265,6 +268,7 @@ impl Catalog {
                     via: Via::Source,
                     filled: stored.is_some(),
                     stored,
+                    ticket: None,
                 };
                 outcomes.settle(id.clone(), Ok(loaded));
             }
@@ -284,6 +288,7 @@ impl Catalog {
                         via: Via::Source,
                         filled: false,
                         stored: None,
+                        ticket: None,
                     };
                     outcomes.settle(id, Ok(loaded));
                 }
@@ -394,7 +399,12 @@ impl Catalog {
     /// Waits while other instances load `held` ids: returns what they filled,
     /// the ids whose lease expired and which we now hold, and the ids we gave
     /// up waiting for (read without a lease). Bounded by about one lease TTL.
-    async fn wait_for_peers(&self, held: Vec<ItemId>, token: &str) -> PeerWait {
+    async fn wait_for_peers(
+        &self,
+        held: Vec<ItemId>,
+        token: &str,
+        outcomes: &mut Settle,
+    ) -> PeerWait {
         let mut wait = PeerWait::default();
         let mut waiting = held;
         let deadline = Instant::now() + self.policy.lease_ttl + PEER_POLL_MAX * 2;
@@ -409,14 +419,17 @@ impl Catalog {
             let Ok(values) = self.l2.get_with_leases(&keys).await else {
                 break;
             };
-            let mut still = Vec::new();
-            for (id, (value, failed)) in waiting.into_iter().zip(values) {
+            let (mut still, mut filled, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+            for (id, (value, lease_failed)) in waiting.into_iter().zip(values) {
                 match fresh(&id, value) {
-                    Some(stored) => wait.from_peers.push((id, stored)),
-                    None if failed => wait.failed.push(id),
+                    Some(stored) => filled.push((id, stored)),
+                    None if lease_failed => failed.push(id),
                     None => still.push(id),
                 }
             }
+            // Settled at once, not when every id of the group is done (R5a).
+            self.settle_from_peers(filled, outcomes);
+            self.failed_elsewhere(failed, outcomes);
             waiting = still;
             if waiting.is_empty() {
                 break;
@@ -430,31 +443,37 @@ impl Catalog {
             else {
                 break;
             };
-            let mut still = Vec::new();
-            let mut filled_meanwhile = Vec::new();
+            let (mut still, mut filled, mut failed) = (Vec::new(), Vec::new(), Vec::new());
             for (id, attempt) in waiting.into_iter().zip(tries) {
                 match attempt {
                     LeaseTry::Held => still.push(id),
-                    LeaseTry::Failed => wait.failed.push(id),
+                    LeaseTry::Failed => failed.push(id),
                     LeaseTry::Taken { current } => match fresh(&id, current) {
                         // The holder filled between our poll and our take.
-                        Some(stored) => filled_meanwhile.push((id, stored)),
+                        Some(stored) => filled.push((id, stored)),
                         None => wait.taken_over.push(id),
                     },
                 }
             }
-            if !filled_meanwhile.is_empty() {
-                let keys: Vec<CacheKey> = filled_meanwhile
-                    .iter()
-                    .map(|(id, _)| self.prefix.key(id))
-                    .collect();
+            if !filled.is_empty() {
+                let keys: Vec<CacheKey> =
+                    filled.iter().map(|(id, _)| self.prefix.key(id)).collect();
                 let _ = self.l2.release_leases(&keys, token).await;
-                wait.from_peers.extend(filled_meanwhile);
+                self.settle_from_peers(filled, outcomes);
             }
+            self.failed_elsewhere(failed, outcomes);
             waiting = still;
         }
         wait.gave_up = waiting;
         wait
+    }
+
+    /// Ids answered by another load's fill, read from Redis.
+    fn settle_from_peers(&self, filled: Vec<(ItemId, Arc<Stored>)>, outcomes: &mut Settle) {
+        CacheStats::add(&self.stats.lease_waits, filled.len() as u64);
+        for (id, stored) in filled {
+            outcomes.settle(id, Ok(Loaded::from_peer(stored)));
+        }
     }
 
     /// Ids whose last load, on any instance, failed to read the source of
@@ -549,6 +568,7 @@ impl Loaded {
             via: Via::Peer,
             filled: false,
             stored: Some(stored),
+            ticket: None,
         }
     }
 }
@@ -559,10 +579,17 @@ impl Loaded {
 /// a write made since (another id of the group can take much longer).
 struct Settle {
     leads: HashMap<ItemId, Lead>,
+    /// Near-cache tickets taken when the load started, before it read
+    /// anything: a lookup that joins later keeps the load's answer in L1 only
+    /// if no invalidation came since then either.
+    tickets: HashMap<ItemId, Ticket>,
 }
 
 impl Settle {
-    fn settle(&mut self, id: ItemId, outcome: Outcome) {
+    fn settle(&mut self, id: ItemId, mut outcome: Outcome) {
+        if let Ok(loaded) = &mut outcome {
+            loaded.ticket = self.tickets.get(&id).copied();
+        }
         if let Some(lead) = self.leads.remove(&id) {
             lead.finish(outcome);
         }
@@ -578,9 +605,6 @@ struct FillResult {
 
 #[derive(Default)]
 struct PeerWait {
-    from_peers: Vec<(ItemId, Arc<Stored>)>,
-    /// The holder's load failed (its lease is marked so).
-    failed: Vec<ItemId>,
     taken_over: Vec<ItemId>,
     gave_up: Vec<ItemId>,
 }

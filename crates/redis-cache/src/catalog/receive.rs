@@ -1,8 +1,8 @@
 //! The receiving end of the invalidation channel: messages from peers and
 //! other publishers, and what the subscriber's health means for the near
 //! cache (L1). L1 is only trusted while every invalidation is known to
-//! arrive: a lost subscription, or a gap in a sender's sequence numbers,
-//! flushes it.
+//! arrive: a lost subscription, a gap in a sender's sequence numbers, or a
+//! sender gone silent without a goodbye flushes it.
 
 use std::time::Duration;
 
@@ -10,8 +10,12 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::Catalog;
-use crate::cache::CacheStats;
-use crate::invalidation::{Continuity, InvalidationMessage};
+use crate::cache::{self, CacheStats};
+use crate::invalidation::{Continuity, HEARTBEAT, InvalidationMessage, Kind};
+
+/// Silence after which a sender that did not say goodbye is taken for lost:
+/// three missed heartbeats.
+const SILENCE: Duration = Duration::from_millis(3 * HEARTBEAT.as_millis() as u64 + 500);
 
 impl Catalog {
     /// Handles a message from the invalidation channel. Our peers have
@@ -26,17 +30,33 @@ impl Catalog {
                 return;
             }
         };
-        if message.source == *self.instance && message.is_from_peer() {
+        if self.sender.sent(&message) {
             return;
         }
-        if let (true, Some(seq)) = (message.is_from_peer(), message.seq)
-            && let Continuity::Gap { missed } = self.sequences.observe(&message.source, seq)
-        {
-            // Invalidations from this sender were lost: any L1 entry may be
-            // one of them.
-            CacheStats::bump(&self.stats.invalidation_gaps);
-            self.l1.flush();
-            tracing::warn!(source = %message.source, seq, missed, "invalidations lost; near cache flushed");
+        if message.is_from_peer() && *message.source == *self.sender.id {
+            self.warn_twin(&message.source);
+        }
+        if let Some(seq) = message.seq.filter(|_| message.is_from_peer()) {
+            let kind = if message.heartbeat {
+                Kind::Heartbeat
+            } else {
+                Kind::Invalidation
+            };
+            let continuity = self
+                .sequences
+                .observe(&message.source, message.started, seq, kind);
+            if let Continuity::Gap { missed } = continuity {
+                // Invalidations from this sender were lost: any L1 entry may
+                // be one of them.
+                self.lost_invalidations();
+                tracing::warn!(source = %message.source, seq, missed, "invalidations lost; near cache flushed");
+            }
+            if message.bye {
+                self.sequences.forget(&message.source);
+            }
+        }
+        if message.heartbeat {
+            return;
         }
         let targets = match message.targets(&self.prefix) {
             Ok(targets) => targets,
@@ -47,10 +67,18 @@ impl Catalog {
         };
         let (key, pattern) = (targets.key.as_ref(), targets.pattern.as_ref());
         self.forget_loads(key, pattern);
-        if !message.is_from_peer() {
-            self.apply_to_redis(key, pattern).await;
-        }
         self.evict_from_l1(key, pattern);
+        if !message.is_from_peer() {
+            // Other publishers only announce: delete in Redis too, off the
+            // subscriber's path (a pattern scans the whole database), then
+            // evict again, as anything filled from Redis meanwhile may be old.
+            let (this, key, pattern) = (self.clone(), targets.key.clone(), targets.pattern.clone());
+            self.writes.spawn(async move {
+                this.apply_to_redis(key.as_ref(), pattern.as_ref()).await;
+                this.forget_loads(key.as_ref(), pattern.as_ref());
+                this.evict_from_l1(key.as_ref(), pattern.as_ref());
+            });
+        }
         if let Some(lag) = lag_since(&message.timestamp) {
             self.lag.record(lag);
         }
@@ -58,11 +86,41 @@ impl Catalog {
         tracing::debug!(key = %message.key, pattern = %message.pattern, source = %message.source, "invalidation applied");
     }
 
+    /// Called every second while subscribed: a sender that fell silent
+    /// without saying goodbye (crashed, or cut off from Redis) may have lost
+    /// invalidations that no later message will reveal.
+    pub fn check_senders(&self) {
+        let silent = self.sequences.fallen_silent(SILENCE);
+        if !silent.is_empty() {
+            self.lost_invalidations();
+            tracing::warn!(senders = ?silent, "instances fell silent; near cache flushed");
+        }
+    }
+
+    fn lost_invalidations(&self) {
+        CacheStats::bump(&self.stats.invalidation_gaps);
+        self.forget_all_loads();
+        self.l1.flush();
+    }
+
+    fn warn_twin(&self, id: &str) {
+        if !self
+            .twin_warned
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                instance = id,
+                "another process uses this instance id; give every instance its own INSTANCE_ID"
+            );
+        }
+    }
+
     /// The subscriber is listening (again): invalidations arrive from now on,
     /// so L1 may be used again, starting empty. Senders' numbering is taken
     /// afresh from their next message.
     pub fn on_subscribed(&self) {
-        self.sequences.reset();
+        self.sequences.reset(cache::now_ms());
+        self.forget_all_loads();
         self.l1.resume();
     }
 
@@ -75,6 +133,13 @@ impl Catalog {
             );
         }
         self.l1.suspend();
+        self.forget_all_loads();
+    }
+
+    /// After invalidations may have been lost, no lookup may join a load that
+    /// started before: its answer may be one of them.
+    fn forget_all_loads(&self) {
+        self.flights.forget_where(|_| true);
     }
 }
 

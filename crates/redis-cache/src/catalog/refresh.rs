@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use super::Catalog;
-use crate::cache::{self, CacheStats, Entry, Fill, LeaseTry, Overwrite};
+use crate::cache::{self, CacheStats, Entry, Fill, LeaseTry, Overwrite, Tier};
 use crate::domain::ItemId;
 
 /// Ids being refreshed by this instance. Held only to insert or remove.
@@ -28,6 +28,13 @@ impl Refreshing {
     }
 }
 
+/// Whether Redis now holds a newer entry than the one that was due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refreshed {
+    Newer,
+    No,
+}
+
 struct RefreshGuard<'a> {
     refreshing: &'a Refreshing,
     id: &'a ItemId,
@@ -40,9 +47,15 @@ impl Drop for RefreshGuard<'_> {
 }
 
 impl Catalog {
-    /// Starts a background refresh of `id` if `entry`, just served, is due.
-    pub(super) fn refresh_if_due(&self, id: &ItemId, entry: &Entry) {
-        if !self.policy.refresh_due(entry, cache::now_ms()) || !self.refreshing.begin(id) {
+    /// Starts a background refresh of `id` if `entry`, just served from
+    /// `tier`, is due. A near-cache entry starts at most one: it keeps the old
+    /// freshness until it is replaced, and every later hit on it would
+    /// otherwise try again.
+    pub(super) fn refresh_if_due(&self, id: &ItemId, entry: &Entry, tier: Tier) {
+        if !self.policy.refresh_due(entry, cache::now_ms())
+            || (tier == Tier::L1 && !self.l1.claim_refresh(id))
+            || !self.refreshing.begin(id)
+        {
             return;
         }
         let (this, id, fresh_until) = (self.clone(), id.clone(), entry.fresh_until);
@@ -52,14 +65,17 @@ impl Catalog {
                 refreshing: &this.refreshing,
                 id: &id,
             };
-            this.refresh(&id, fresh_until).await;
+            if this.refresh(&id, fresh_until).await == Refreshed::Newer {
+                // The next hit takes the new entry from Redis into L1.
+                this.l1.invalidate(&id);
+            }
         });
     }
 
-    async fn refresh(&self, id: &ItemId, old_fresh_until: i64) {
+    async fn refresh(&self, id: &ItemId, old_fresh_until: i64) -> Refreshed {
         let key = self.prefix.key(id);
         if self.failsafe.throttled(id) || !self.l2.link().usable() || self.pending.blocks(&key) {
-            return;
+            return Refreshed::No;
         }
         let token = uuid::Uuid::new_v4().simple().to_string();
         let keys = std::slice::from_ref(&key);
@@ -79,11 +95,11 @@ impl Catalog {
                         // Another refresh (here or on a peer) finished between
                         // our hit and our lease: nothing left to do.
                         let _ = self.l2.release_leases(keys, &token).await;
-                        return;
+                        return Refreshed::Newer;
                     }
                 }
                 // Another instance is loading it, or Redis is not answering.
-                _ => return,
+                _ => return Refreshed::No,
             }
         }
         let fetched_at = cache::now_ms();
@@ -94,13 +110,13 @@ impl Catalog {
                 self.failsafe.failed(ids);
                 let throttle = self.policy.failsafe_throttle;
                 let _ = self.l2.mark_failed(keys, &token, throttle).await;
-                return;
+                return Refreshed::No;
             }
         };
         self.hooks.before_fill(ids).await;
         let Some((entry, keep_for)) = self.policy.entry(item, fetched_at, old_fresh_until) else {
             let _ = self.l2.release_leases(keys, &token).await;
-            return;
+            return Refreshed::No;
         };
         let fill = Fill {
             key,
@@ -121,6 +137,9 @@ impl Catalog {
         if written {
             CacheStats::bump(&self.stats.early_refreshes);
             CacheStats::bump(&self.stats.fills);
+            Refreshed::Newer
+        } else {
+            Refreshed::No
         }
     }
 }

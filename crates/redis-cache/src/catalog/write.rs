@@ -1,13 +1,12 @@
 //! The write path and invalidation: commit, make Redis forget (voiding fills
 //! in progress), tell the other instances, answer.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Catalog, Invalidated};
 use crate::cache::{Applied, CacheKey, CacheStats, KeyPattern, RedisFailure};
 use crate::domain::{Item, ItemId, ItemPatch, NewItem, Version};
-use crate::invalidation::{self, InvalidationMessage};
+use crate::invalidation::PublishError;
 use crate::store::WriteError;
 use tokio_util::sync::CancellationToken;
 
@@ -167,19 +166,24 @@ impl Catalog {
     }
 
     pub(super) async fn publish(&self, key: Option<&CacheKey>, pattern: Option<&KeyPattern>) {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let message = InvalidationMessage::new(key, pattern, &self.instance, seq);
-        match self
-            .l2
-            .publish(invalidation::CHANNEL, &message.to_json())
-            .await
-        {
-            Ok(_) => CacheStats::bump(&self.stats.invalidations_published),
-            Err(RedisFailure::Disconnected | RedisFailure::CircuitOpen) => {
-                tracing::debug!(seq, "invalidation not published: redis is down")
-            }
-            Err(failure) => {
-                tracing::warn!(error = %failure, seq, "invalidation could not be published")
+        match self.publisher.publish(key, pattern).await {
+            Ok(()) => CacheStats::bump(&self.stats.invalidations_published),
+            Err(err) => {
+                if matches!(&err, PublishError::Redis(failure) if matches!(**failure, RedisFailure::Disconnected | RedisFailure::CircuitOpen))
+                {
+                    tracing::debug!(error = %err, "invalidation not published: redis is down");
+                } else {
+                    tracing::warn!(error = %err, "invalidation could not be published");
+                }
+                // The other instances' near caches were not told. Receivers
+                // will see the gap in our numbering; and the keys go with the
+                // deferred deletes, which are announced again once applied.
+                if let Some(key) = key {
+                    self.pending.add_key(key.clone());
+                }
+                if let Some(pattern) = pattern {
+                    self.pending.add_pattern(pattern.clone());
+                }
             }
         }
     }

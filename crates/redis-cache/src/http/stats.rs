@@ -42,6 +42,13 @@ async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
     let catalog = &state.catalog;
     let counters = catalog.stats();
     let total_keys = catalog.total_keys().await;
+    // Counting settles moka's pending evictions under a lock: off the runtime.
+    let l1_entries = {
+        let catalog = catalog.clone();
+        tokio::task::spawn_blocking(move || catalog.l1().entry_count())
+            .await
+            .unwrap_or_default()
+    };
     Json(StatsBody {
         counters,
         total_keys,
@@ -54,7 +61,7 @@ async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
         pending_invalidations: catalog.pending().len(),
         redis_round_trips: catalog.l2().round_trips(),
         l1: l1_state(catalog.l1()),
-        l1_entries: catalog.l1().entry_count(),
+        l1_entries,
         l1_flushes: catalog.l1().flushes(),
         invalidation_lag: catalog.invalidation_lag(),
     })

@@ -27,6 +27,22 @@ pub struct InvalidationMessage {
     pub source: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// When the sending process started (ms since the Unix epoch): tells a
+    /// restarted sender, or two processes sharing an instance id, apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<i64>,
+    /// A heartbeat: no key, `seq` is the sender's last number, so receivers
+    /// notice a lost message even while the sender writes nothing more.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub heartbeat: bool,
+    /// The sender's last heartbeat before a clean stop: its silence from now
+    /// on is not a sign of lost messages.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub bye: bool,
+}
+
+fn is_false(flag: &bool) -> bool {
+    !*flag
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +53,31 @@ pub enum MessageError {
     Empty,
     #[error(transparent)]
     OutsideNamespace(#[from] crate::cache::KeyError),
+}
+
+/// Who publishes: this process, as its messages name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    /// The instance id (`INSTANCE_ID`).
+    pub id: std::sync::Arc<str>,
+    /// When this process started, in ms since the Unix epoch.
+    pub started: i64,
+}
+
+impl Sender {
+    /// Whether `message` is one of ours (rather than from another process,
+    /// possibly one configured with the same instance id).
+    pub fn sent(&self, message: &InvalidationMessage) -> bool {
+        message.is_from_peer()
+            && *message.source == *self.id
+            && message.started == Some(self.started)
+    }
+}
+
+fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// What a message asks to invalidate, checked against our namespace.
@@ -50,24 +91,38 @@ impl InvalidationMessage {
     pub fn new(
         key: Option<&CacheKey>,
         pattern: Option<&KeyPattern>,
-        source: &str,
+        sender: &Sender,
         seq: u64,
     ) -> Self {
-        let now = OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
         Self {
             key: key.map(|k| k.to_string()).unwrap_or_default(),
             pattern: pattern.map(|p| p.to_string()).unwrap_or_default(),
-            timestamp: serde_json::Value::String(now),
-            source: source.to_owned(),
+            timestamp: serde_json::Value::String(now_rfc3339()),
+            source: sender.id.to_string(),
             seq: Some(seq),
+            started: Some(sender.started),
+            heartbeat: false,
+            bye: false,
+        }
+    }
+
+    /// A heartbeat carrying the sender's last sequence number.
+    pub fn heartbeat(sender: &Sender, last_seq: u64, bye: bool) -> Self {
+        Self {
+            key: String::new(),
+            pattern: String::new(),
+            timestamp: serde_json::Value::String(now_rfc3339()),
+            source: sender.id.to_string(),
+            seq: Some(last_seq),
+            started: Some(sender.started),
+            heartbeat: true,
+            bye,
         }
     }
 
     pub fn parse(payload: &[u8]) -> Result<Self, MessageError> {
         let message: Self = serde_json::from_slice(payload)?;
-        if message.key.is_empty() && message.pattern.is_empty() {
+        if message.key.is_empty() && message.pattern.is_empty() && !message.heartbeat {
             return Err(MessageError::Empty);
         }
         Ok(message)
@@ -124,7 +179,11 @@ mod tests {
     #[test]
     fn our_messages_round_trip_and_keep_the_original_fields() {
         let key = prefix().parse_key("item:7").unwrap();
-        let m = InvalidationMessage::new(Some(&key), None, "pod-a", 42);
+        let sender = Sender {
+            id: "pod-a".into(),
+            started: 1_700_000_000_000,
+        };
+        let m = InvalidationMessage::new(Some(&key), None, &sender, 42);
         let json: serde_json::Value = serde_json::from_str(&m.to_json()).unwrap();
         assert_eq!(json["key"], "item:7");
         assert_eq!(json["source"], "pod-a");
@@ -134,9 +193,22 @@ mod tests {
             "omitted when empty, as in the original"
         );
         assert!(json["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(json["started"], 1_700_000_000_000_i64);
+        assert!(json.get("heartbeat").is_none());
         let back = InvalidationMessage::parse(m.to_json().as_bytes()).unwrap();
         assert!(back.is_from_peer());
         assert_eq!(back, m);
+        assert!(sender.sent(&back));
+        let twin = Sender {
+            started: 1_700_000_000_001,
+            ..sender.clone()
+        };
+        assert!(!twin.sent(&back), "same id, another process");
+
+        let beat = InvalidationMessage::heartbeat(&sender, 42, false);
+        let back = InvalidationMessage::parse(beat.to_json().as_bytes()).unwrap();
+        assert!(back.heartbeat && !back.bye);
+        assert_eq!((back.key.as_str(), back.seq), ("", Some(42)));
     }
 
     #[test]

@@ -50,6 +50,14 @@ pub struct Subscriber {
     state: watch::Sender<SubscriberState>,
 }
 
+struct LostOnExit(Catalog);
+
+impl Drop for LostOnExit {
+    fn drop(&mut self) {
+        self.0.on_subscription_lost();
+    }
+}
+
 enum SessionEnd {
     Cancelled,
     Lost(String),
@@ -73,6 +81,9 @@ impl Subscriber {
 
     /// Listens until `cancel` fires, reconnecting whenever the connection is lost.
     pub async fn run(self, cancel: CancellationToken) {
+        // However this task ends (a panic included), nothing listens any
+        // more: the near cache must not be trusted.
+        let _lost_on_exit = LostOnExit(self.catalog.clone());
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         loop {
             let reason = match self.session(&cancel, &mut backoff).await {
@@ -126,6 +137,7 @@ impl Subscriber {
                     None => return SessionEnd::Lost("connection closed".into()),
                 },
                 _ = ping.tick() => {
+                    self.catalog.check_senders();
                     match tokio::time::timeout(self.timeout, sink.ping::<redis::Value>()).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(err)) => return SessionEnd::Lost(err.to_string()),
