@@ -382,3 +382,148 @@ async fn instances_sharing_a_sqlite_file_write_safely() {
         .await;
     }
 }
+
+/// What heartbeats reveal: a last message that never arrived (the heartbeat
+/// is ahead of it), and a sender that fell silent without saying goodbye.
+/// A goodbye keeps a clean stop from flushing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_reveal_lost_messages_and_silent_senders() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let warm = || async {
+        tier(&app, "1").await;
+        assert_eq!(tier(&app, "1").await.1.as_deref(), Some("L1"));
+    };
+    let started = redis_cache::cache::now_ms() - 60_000;
+    let message = |source: &str, seq: u64| json!({ "key": "item:99", "source": source, "seq": seq, "started": started });
+    let beat = |source: &str, seq: u64, bye: bool| json!({ "source": source, "seq": seq, "started": started, "heartbeat": true, "bye": bye });
+
+    warm().await;
+    publish(&app, message("peer-a", 5)).await;
+    publish(&app, beat("peer-a", 5, false)).await;
+    publish(&app, beat("peer-a", 6, false)).await;
+    eventually(
+        "the heartbeat ahead of the last message was a gap",
+        || async { app.stat("invalidation_gaps").await == 1 },
+    )
+    .await;
+    assert_eq!(tier(&app, "1").await.1.as_deref(), Some("L2"), "flushed");
+
+    // peer-a now falls silent; peer-b says goodbye.
+    warm().await;
+    publish(&app, message("peer-b", 1)).await;
+    publish(&app, beat("peer-b", 1, true)).await;
+    eventually("peer-a's silence was noticed", || async {
+        app.stat("invalidation_gaps").await == 2
+    })
+    .await;
+    assert_eq!(tier(&app, "1").await.1.as_deref(), Some("L2"), "flushed");
+    warm().await;
+    let gaps = app.stat("invalidation_gaps").await;
+    // Silence is noticed after 3.5 s; wait that long once more: peer-b said
+    // goodbye, so nothing happens.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(app.stat("invalidation_gaps").await, gaps);
+    assert_eq!(tier(&app, "1").await.1.as_deref(), Some("L1"));
+}
+
+/// Writes from many tasks of one instance reach the others in order: no
+/// false gaps, no needless flushes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_of_one_instance_arrive_in_order() {
+    let writer = TestApp::spawn(Backend::Sqlite).await;
+    let reader = writer.peer().spawn().await;
+    let received = reader.stat("invalidations_received").await;
+    let writes = (0..400).map(|n| writer.put(["1", "2", "3"][n % 3], json!({ "stock": n })));
+    for response in futures::future::join_all(writes).await {
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    eventually("every invalidation arrived", || async {
+        reader.stat("invalidations_received").await == received + 400
+    })
+    .await;
+    assert_eq!(reader.stat("invalidation_gaps").await, 0);
+    assert_eq!(reader.stat("l1_flushes").await, 0);
+}
+
+/// After a lost subscription, a lookup never joins a load that started
+/// before: that load may carry a value whose invalidation was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_lost_subscription_no_lookup_joins_an_older_load() {
+    let writer = TestApp::spawn(Backend::Sqlite).await;
+    let reader = writer.peer().spawn().await;
+    let gate = FillGate::install(&reader.catalog);
+    let old_load = reader.spawn_get("1");
+    gate.held(1).await;
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async::<i64>(&mut writer.redis.conn().await)
+        .await
+        .unwrap();
+    let written = body(writer.put("1", json!({ "stock": 9 })).await).await;
+    eventually("the reader lost its subscription", || async {
+        reader.stat("l1_flushes").await >= 1 || reader.stats().await["l1"] == "bypassed"
+    })
+    .await;
+    reader.wait_until_cache_ready().await;
+    gate.let_new_loads_pass();
+    let read = tokio::time::timeout(Duration::from_secs(10), reader.get_item("1"))
+        .await
+        .expect("the lookup joined the load held since before the loss");
+    assert_eq!(body(read).await["version"], written["version"]);
+    gate.remove();
+    assert_eq!(old_load.await.unwrap().0, StatusCode::OK);
+}
+
+/// Two processes given the same INSTANCE_ID still invalidate each other's
+/// near cache (and the service warns about it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_an_id_still_hear_each_other() {
+    let a = TestApp::builder(Backend::Sqlite)
+        .config(|c| c.instance_id = "same".into())
+        .spawn()
+        .await;
+    let b = a
+        .peer()
+        .config(|c| c.instance_id = "same".into())
+        .spawn()
+        .await;
+    tier(&b, "1").await;
+    assert_eq!(tier(&b, "1").await.1.as_deref(), Some("L1"));
+    let received = b.stat("invalidations_received").await;
+    let written = body(a.put("1", json!({ "stock": 4 })).await).await;
+    eventually("b heard a", || async {
+        b.stat("invalidations_received").await > received
+    })
+    .await;
+    assert_eq!(tier(&b, "1").await.2["version"], written["version"]);
+}
+
+/// A hot key held in L1 near its expiry starts one refresh, not one per hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_near_cache_entry_starts_one_refresh() {
+    let app = TestApp::builder(Backend::Sqlite)
+        .config(|c| {
+            c.cache.ttl = Duration::from_secs(2);
+            c.cache.ttl_jitter = 0.0;
+            c.cache.early_refresh = 0.5;
+        })
+        .spawn()
+        .await;
+    tier(&app, "1").await;
+    let before = app.catalog.l2().round_trips();
+    let started = Instant::now();
+    let mut hits = 0;
+    // Continuous reads through one refresh window and past the old expiry.
+    while started.elapsed() < Duration::from_millis(2_500) {
+        if tier(&app, "1").await.0.as_deref() == Some("HIT") {
+            hits += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let trips = app.catalog.l2().round_trips() - before;
+    assert!(hits > 100, "{hits} hits");
+    assert!(app.stat("early_refreshes").await >= 1);
+    assert!(trips < 20, "{trips} redis round trips for {hits} hits");
+}

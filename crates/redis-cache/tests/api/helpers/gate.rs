@@ -103,6 +103,11 @@ impl FillGate {
             .send_replace(self.arrived.load(Ordering::SeqCst));
     }
 
+    /// Loads arriving from now on pass; those held now stay held.
+    pub fn let_new_loads_pass(&self) {
+        self.passthrough.store(true, Ordering::SeqCst);
+    }
+
     /// Lets every load through, now and from now on.
     pub fn remove(&self) {
         self.passthrough.store(true, Ordering::SeqCst);
