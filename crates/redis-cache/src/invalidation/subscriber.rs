@@ -129,6 +129,9 @@ impl Subscriber {
         ping.tick().await;
         loop {
             tokio::select! {
+                // Messages first: after a pause (a busy machine), the ones
+                // waiting must be read before silence is judged.
+                biased;
                 _ = cancel.cancelled() => return SessionEnd::Cancelled,
                 message = messages.next() => match message {
                     Some(message) => {
