@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cache::{Breaker, RedisCache, RedisLink};
+use crate::cache::{Breaker, LinkState, RedisCache, RedisLink};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::http::{self, AppState};
@@ -71,6 +71,7 @@ impl Application {
         let tasks = TaskTracker::new();
         tasks.spawn(link.clone().maintain(background.clone()));
         tasks.spawn(catalog.clone().retry_deferred(background.clone()));
+        tasks.spawn(watch_link(catalog.clone(), background.clone()));
         if let Some(outbox) = catalog.take_outbox() {
             tasks.spawn(outbox.run(l2.clone(), crate::invalidation::CHANNEL, background.clone()));
         }
@@ -187,5 +188,19 @@ impl Application {
         }
         tracing::info!("shutdown complete");
         Ok(())
+    }
+}
+
+/// Tells the catalogue whenever the shared Redis connection goes down or
+/// comes back (the near cache depends on it), until `cancel` fires.
+async fn watch_link(catalog: Catalog, cancel: CancellationToken) {
+    let mut state = catalog.l2().link().watch_state();
+    loop {
+        let connected = *state.borrow_and_update() == LinkState::Connected;
+        catalog.on_link_state(connected);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = state.changed() => if changed.is_err() { return },
+        }
     }
 }

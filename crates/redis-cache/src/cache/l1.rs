@@ -44,8 +44,11 @@ pub struct NearCache {
     /// `None` when the near cache is off.
     entries: Option<Cache<ItemId, Arc<Slot>>>,
     prefix: KeyPrefix,
-    /// Whether invalidations are known to reach us (subscriber subscribed).
+    /// Whether invalidations are known to reach us: the subscriber is
+    /// subscribed and the shared Redis connection is up. Written under
+    /// `conditions`, read lock-free.
     usable: AtomicBool,
+    conditions: std::sync::Mutex<Conditions>,
     stripes: Box<[AtomicU64]>,
     /// Bumped by pattern invalidations.
     global: AtomicU64,
@@ -54,6 +57,15 @@ pub struct NearCache {
     epoch: AtomicU64,
     flushes: AtomicU64,
     hasher: std::hash::RandomState,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Conditions {
+    subscribed: bool,
+    /// The shared connection: when it breaks, Redis is usually restarting,
+    /// frozen or cut off, and the subscription, on its own connection, may
+    /// not have noticed yet.
+    linked: bool,
 }
 
 struct Slot {
@@ -99,6 +111,10 @@ impl NearCache {
             entries,
             prefix,
             usable: AtomicBool::new(false),
+            conditions: std::sync::Mutex::new(Conditions {
+                subscribed: false,
+                linked: true,
+            }),
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             global: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
@@ -241,22 +257,36 @@ impl NearCache {
         }
     }
 
-    /// Invalidations may no longer reach us: flush, and bypass L1 until
-    /// [`NearCache::resume`]. Only the first suspension after a resumption
-    /// flushes (and counts).
+    /// Invalidations may no longer reach us (the subscription is lost):
+    /// flush, and bypass L1 until [`NearCache::resume`].
     pub fn suspend(&self) {
-        if self.usable.swap(false, Ordering::SeqCst) {
+        self.set(|c| c.subscribed = false);
+    }
+
+    /// Subscribed again: L1 is used again once the shared connection is up
+    /// too. Lookups that started before cannot fill: what they read may
+    /// predate an invalidation we missed.
+    pub fn resume(&self) {
+        self.set(|c| c.subscribed = true);
+    }
+
+    /// The shared Redis connection went down (`false`) or came back.
+    pub fn set_linked(&self, linked: bool) {
+        self.set(|c| c.linked = linked);
+    }
+
+    /// Only the change from usable to not flushes (and counts); every change
+    /// starts a new epoch.
+    fn set(&self, change: impl FnOnce(&mut Conditions)) {
+        let mut conditions = self.conditions.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut conditions);
+        let usable = conditions.subscribed && conditions.linked;
+        let was = self.usable.swap(usable, Ordering::SeqCst);
+        if was && !usable {
             self.flush();
         } else {
             self.epoch.fetch_add(1, Ordering::SeqCst);
         }
-    }
-
-    /// Invalidations reach us again. Lookups that started before cannot fill:
-    /// what they read may predate an invalidation we missed.
-    pub fn resume(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.usable.store(true, Ordering::SeqCst);
     }
 
     /// Entries held. Processes the cache's pending evictions first, which
@@ -413,6 +443,24 @@ mod tests {
         }
         assert!(by_count.entry_count() <= 10, "{}", by_count.entry_count());
         assert!(by_bytes.entry_count() <= 10, "{}", by_bytes.entry_count());
+    }
+
+    #[test]
+    fn a_broken_connection_suspends_until_it_is_back() {
+        let cache = near(100, 1 << 20);
+        let ticket = cache.ticket(&id("1"));
+        cache.insert(&id("1"), &entry("1", 1), 100, std::slice::from_ref(&ticket));
+        cache.set_linked(false);
+        assert!(!cache.is_usable());
+        assert_eq!(version(&cache, "1"), None);
+        cache.set_linked(true);
+        assert!(cache.is_usable(), "still subscribed");
+        assert_eq!(version(&cache, "1"), None, "flushed");
+        cache.suspend();
+        cache.set_linked(false);
+        cache.resume();
+        assert!(!cache.is_usable(), "needs both");
+        assert_eq!(cache.flushes(), 2);
     }
 
     #[test]

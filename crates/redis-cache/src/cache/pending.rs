@@ -171,7 +171,8 @@ impl PendingInvalidations {
     }
 
     /// Applies pending invalidations whenever Redis is reachable, until
-    /// `cancel` fires, handing each batch applied to `announce`.
+    /// `cancel` fires, handing each batch applied to `announce` (which says
+    /// whether it could announce it).
     pub async fn retry_until_cancelled<F, Fut>(
         self: Arc<Self>,
         l2: RedisCache,
@@ -180,7 +181,7 @@ impl PendingInvalidations {
         announce: F,
     ) where
         F: Fn(Applied) -> Fut,
-        Fut: Future<Output = ()>,
+        Fut: Future<Output = bool>,
     {
         let mut link_state = l2.link().watch_state();
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
@@ -209,8 +210,16 @@ impl PendingInvalidations {
                     );
                     let applied = work.applied();
                     self.settle(work);
-                    announce(applied).await;
-                    backoff.reset();
+                    if announce(applied).await {
+                        backoff.reset();
+                    } else {
+                        // Deleted, but not announced: the announcement comes
+                        // back as pending work; do not retry it in a loop.
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        }
+                    }
                 }
                 Err(err) => {
                     tracing::debug!(error = %err, "delayed invalidations still cannot reach redis");

@@ -52,7 +52,7 @@ impl Catalog {
                 tracing::warn!(source = %message.source, seq, missed, "invalidations lost; near cache flushed");
             }
             if message.bye {
-                self.sequences.forget(&message.source);
+                self.sequences.forget(&message.source, message.started);
             }
         }
         if message.heartbeat {
@@ -134,6 +134,21 @@ impl Catalog {
         }
         self.l1.suspend();
         self.forget_all_loads();
+    }
+
+    /// The shared Redis connection changed state. While it is down the near
+    /// cache is bypassed: Redis may be frozen or cut off, and the
+    /// subscription may not have noticed yet.
+    pub fn on_link_state(&self, connected: bool) {
+        let was_usable = self.l1.is_usable();
+        self.l1.set_linked(connected);
+        // Loads in flight are left alone: invalidations still arrive on the
+        // subscription, and forget them, unless it breaks too.
+        if !connected && was_usable {
+            tracing::warn!(
+                "redis connection lost; near cache flushed and bypassed until it is back"
+            );
+        }
     }
 
     /// After invalidations may have been lost, no lookup may join a load that

@@ -165,9 +165,17 @@ impl Catalog {
         outcome
     }
 
-    pub(super) async fn publish(&self, key: Option<&CacheKey>, pattern: Option<&KeyPattern>) {
+    /// Whether it went out; if not, the keys go with the deferred deletes.
+    pub(super) async fn publish(
+        &self,
+        key: Option<&CacheKey>,
+        pattern: Option<&KeyPattern>,
+    ) -> bool {
         match self.publisher.publish(key, pattern).await {
-            Ok(()) => CacheStats::bump(&self.stats.invalidations_published),
+            Ok(()) => {
+                CacheStats::bump(&self.stats.invalidations_published);
+                true
+            }
             Err(err) => {
                 if matches!(&err, PublishError::Redis(failure) if matches!(**failure, RedisFailure::Disconnected | RedisFailure::CircuitOpen))
                 {
@@ -184,6 +192,7 @@ impl Catalog {
                 if let Some(pattern) = pattern {
                     self.pending.add_pattern(pattern.clone());
                 }
+                false
             }
         }
     }
@@ -216,17 +225,20 @@ impl Catalog {
         self.pending.is_empty()
     }
 
-    async fn announce(&self, applied: Applied) {
+    /// Whether every message went out.
+    async fn announce(&self, applied: Applied) -> bool {
+        let mut announced = true;
         if applied.everything || applied.keys.len() > ANNOUNCE_KEYS_MAX {
-            self.publish(None, Some(&self.prefix.everything())).await;
+            announced &= self.publish(None, Some(&self.prefix.everything())).await;
         } else {
             for key in &applied.keys {
-                self.publish(Some(key), None).await;
+                announced &= self.publish(Some(key), None).await;
             }
         }
         for pattern in &applied.patterns {
-            self.publish(None, Some(pattern)).await;
+            announced &= self.publish(None, Some(pattern)).await;
         }
+        announced
     }
 }
 

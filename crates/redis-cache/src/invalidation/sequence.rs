@@ -21,7 +21,9 @@ pub struct Sequences {
 
 #[derive(Default)]
 struct State {
-    senders: HashMap<String, Heard>,
+    /// By instance id and process start: a process restarted under the same
+    /// id is another sender, so the one that died still falls silent.
+    senders: HashMap<(String, Option<i64>), Heard>,
     /// When the current subscription started (ms since the Unix epoch): a
     /// sender that started after it has been heard from since its first
     /// message, so its numbering starts at 0 for us.
@@ -29,8 +31,6 @@ struct State {
 }
 
 struct Heard {
-    /// The sender process' start time, as it reports it.
-    started: Option<i64>,
     last: u64,
     at: Instant,
 }
@@ -58,15 +58,12 @@ pub enum Kind {
 impl Sequences {
     pub fn observe(&self, sender: &str, started: Option<i64>, seq: u64, kind: Kind) -> Continuity {
         let mut state = self.lock();
-        if state.senders.len() >= MAX_SENDERS && !state.senders.contains_key(sender) {
+        let id = (sender.to_owned(), started);
+        if state.senders.len() >= MAX_SENDERS && !state.senders.contains_key(&id) {
             state.senders.clear();
         }
         let subscribed_at = state.subscribed_at;
-        let known = state
-            .senders
-            .get(sender)
-            .filter(|heard| heard.started == started)
-            .map(|heard| heard.last);
+        let known = state.senders.get(&id).map(|heard| heard.last);
         // Unknown (or restarted) senders: numbering starts at 0 if the
         // process started while we were listening; otherwise we cannot know
         // what it sent before, and take this message as the baseline.
@@ -84,23 +81,20 @@ impl Sequences {
             Some(_) => Continuity::Late,
         };
         if continuity != Continuity::Late {
-            state.senders.insert(
-                sender.to_owned(),
-                Heard {
-                    started,
-                    last: seq,
-                    at: Instant::now(),
-                },
-            );
-        } else if let Some(heard) = state.senders.get_mut(sender) {
+            let heard = Heard {
+                last: seq,
+                at: Instant::now(),
+            };
+            state.senders.insert(id, heard);
+        } else if let Some(heard) = state.senders.get_mut(&id) {
             heard.at = Instant::now();
         }
         continuity
     }
 
     /// The sender stopped cleanly: its silence from now on means nothing.
-    pub fn forget(&self, sender: &str) {
-        self.lock().senders.remove(sender);
+    pub fn forget(&self, sender: &str, started: Option<i64>) {
+        self.lock().senders.remove(&(sender.to_owned(), started));
     }
 
     /// Forgets, and returns, the senders not heard from for `silence`: they
@@ -108,7 +102,7 @@ impl Sequences {
     /// lost invalidations that no later message will reveal.
     pub fn fallen_silent(&self, silence: Duration) -> Vec<String> {
         let mut state = self.lock();
-        let silent: Vec<String> = state
+        let silent: Vec<(String, Option<i64>)> = state
             .senders
             .iter()
             .filter(|(_, heard)| heard.at.elapsed() >= silence)
@@ -117,7 +111,7 @@ impl Sequences {
         for sender in &silent {
             state.senders.remove(sender);
         }
-        silent
+        silent.into_iter().map(|(id, _)| id).collect()
     }
 
     /// Forgets every sender: after a new subscription, numbering restarts
@@ -200,11 +194,20 @@ mod tests {
     }
 
     #[test]
-    fn a_restart_under_the_same_name_is_a_new_sender() {
+    fn a_restart_under_the_same_name_is_a_new_sender_and_the_old_one_falls_silent() {
         let s = subscribed();
         s.observe("a", BEFORE, 40, Invalidation);
         assert_eq!(s.observe("a", AFTER, 1, Invalidation), Continuity::InOrder);
         assert_eq!(s.observe("a", AFTER, 2, Invalidation), Continuity::InOrder);
+        s.observe("a", AFTER, 2, Heartbeat);
+        std::thread::sleep(Duration::from_millis(20));
+        s.observe("a", AFTER, 2, Heartbeat);
+        assert_eq!(
+            s.fallen_silent(Duration::from_millis(10)),
+            vec!["a".to_owned()],
+            "the old process"
+        );
+        assert!(s.fallen_silent(Duration::from_millis(10)).is_empty());
     }
 
     #[test]
@@ -212,7 +215,7 @@ mod tests {
         let s = subscribed();
         s.observe("gone", BEFORE, 1, Invalidation);
         s.observe("stopped", BEFORE, 1, Invalidation);
-        s.forget("stopped");
+        s.forget("stopped", BEFORE);
         assert_eq!(s.fallen_silent(Duration::ZERO), vec!["gone".to_owned()]);
         assert!(s.fallen_silent(Duration::ZERO).is_empty());
         assert!(s.fallen_silent(Duration::from_secs(60)).is_empty());

@@ -84,6 +84,11 @@ async fn the_circuit_closes_by_itself_once_redis_answers() {
 async fn without_redis_the_source_still_sees_one_read_per_key_at_a_time() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     app.redis.kill();
+    // Losing the subscription forgets loads in flight; let that happen first.
+    eventually("the outage was noticed", || async {
+        app.health().await.1["subscriber"] == "disconnected"
+    })
+    .await;
     let gate = FillGate::install(&app.catalog);
     let lookups: Vec<_> = (0..50).map(|_| app.spawn_get("3")).collect();
     eventually("49 lookups joined the first", || async {

@@ -527,3 +527,84 @@ async fn a_hot_near_cache_entry_starts_one_refresh() {
     assert!(app.stat("early_refreshes").await >= 1);
     assert!(trips < 20, "{trips} redis round trips for {hits} hits");
 }
+
+/// A sender that crashed and came back under the same instance id within a
+/// few seconds is another sender: the one that died still falls silent, and
+/// whatever it could not send is covered by a flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_restarted_under_the_same_id_still_falls_silent() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    tier(&app, "1").await;
+    let old = redis_cache::cache::now_ms() - 60_000;
+    let new = redis_cache::cache::now_ms();
+    publish(
+        &app,
+        json!({ "key": "item:99", "source": "web-0", "seq": 5, "started": old }),
+    )
+    .await;
+    // The new process keeps beating; the old one is never heard again.
+    let beating = tokio::spawn({
+        let redis = app.redis.clone();
+        async move {
+            let mut conn = redis.conn().await;
+            loop {
+                let beat =
+                    json!({ "source": "web-0", "seq": 0, "started": new, "heartbeat": true });
+                let _: Result<i64, _> = redis::cmd("PUBLISH")
+                    .arg("cache:invalidate")
+                    .arg(beat.to_string())
+                    .query_async(&mut conn)
+                    .await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    });
+    eventually("the process that died fell silent", || async {
+        app.stat("invalidation_gaps").await == 1
+    })
+    .await;
+    tier(&app, "1").await;
+    assert_eq!(tier(&app, "1").await.1.as_deref(), Some("L1"));
+    // Long enough for a second, wrong, verdict on the live one.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        app.stat("invalidation_gaps").await,
+        1,
+        "the live one is heard"
+    );
+    beating.abort();
+}
+
+/// When the shared Redis connection breaks, Redis may be frozen or cut off
+/// before the subscription notices: the near cache is flushed and bypassed
+/// until the connection is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_redis_connection_suspends_the_near_cache() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    tier(&app, "1").await;
+    assert_eq!(tier(&app, "1").await.1.as_deref(), Some("L1"));
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async::<i64>(&mut app.redis.conn().await)
+        .await
+        .unwrap();
+    eventually("the near cache was flushed", || async {
+        app.stat("l1_flushes").await == 1
+    })
+    .await;
+    eventually("back in use once the connection is", || async {
+        app.stats().await["l1"] == "active"
+    })
+    .await;
+    tier(&app, "1").await;
+    assert_eq!(tier(&app, "1").await.1.as_deref(), Some("L1"));
+    assert_eq!(
+        app.stats().await["subscriber"],
+        json!(null),
+        "the subscription was not touched"
+    );
+}
