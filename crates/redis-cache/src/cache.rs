@@ -40,7 +40,7 @@ pub use l1::{L1Config, NearCache, Ticket};
 pub use l2::{Fill, LeaseTry, Overwrite, RedisCache};
 pub use link::{LinkState, RedisFailure, RedisLink};
 pub use pending::{Applied, PendingInvalidations};
-pub use stats::{CacheStats, StatsSnapshot};
+pub use stats::{CacheStats, LookupResult, StatsSnapshot, Totals};
 
 /// How a lookup was answered, as reported in `X-Cache-Status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,20 +24,21 @@ mod receive;
 mod refresh;
 mod write;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::task::TaskTracker;
 
 use crate::cache::{
-    self, CacheKey, CacheStats, CacheStatus, Entry, Freshness, KeyPrefix, NearCache,
+    self, CacheKey, CacheStats, CacheStatus, Entry, Freshness, KeyPrefix, LookupResult, NearCache,
     PendingInvalidations, RedisCache, RedisFailure, StatsSnapshot, Ticket, Tier,
 };
 use crate::config::CacheConfig;
 use crate::domain::{Item, ItemId};
 use crate::invalidation::{LagHistogram, Outbox, Publisher, Sender, Sequences};
 use crate::store::{Store, StoreError};
+use crate::telemetry::metrics::{Metrics, RedisInfo};
 use failsafe::Failsafe;
 use flight::Flights;
 pub use hooks::FillHook;
@@ -56,6 +57,8 @@ const WARM_CHUNK: usize = 500;
 #[derive(Clone)]
 pub struct Catalog {
     store: Store,
+    /// This instance's metrics registry (shared with HTTP and Redis).
+    metrics: Arc<Metrics>,
     /// This instance's near cache; shared with the subscriber, which
     /// suspends it while invalidations may be lost.
     l1: Arc<NearCache>,
@@ -77,16 +80,51 @@ pub struct Catalog {
     outbox: Arc<std::sync::Mutex<Option<Outbox>>>,
     /// Warned once about another process using our instance id.
     twin_warned: Arc<std::sync::atomic::AtomicBool>,
+    /// Near-cache flushes at the last `/stats/reset`.
+    l1_flushes_at_reset: Arc<std::sync::atomic::AtomicU64>,
     /// The last sequence number heard from each other instance.
     sequences: Arc<Sequences>,
-    /// Publish-to-apply lag of the invalidations received.
+    /// Publish-to-apply lag of the invalidations received: since the last
+    /// `/stats/reset`, and since start (for `/metrics`).
     lag: Arc<LagHistogram>,
+    lag_total: Arc<LagHistogram>,
     /// Write paths in flight, spawned so they finish even if the request is
     /// dropped (see [`Catalog::detached`]).
     writes: TaskTracker,
     /// The last namespace key count (`None`: it failed) and when it finished. The async mutex
     /// makes concurrent `/stats` calls share one `SCAN`.
     key_count: Arc<tokio::sync::Mutex<Option<KeyCount>>>,
+}
+
+/// Counts how missed lookups end, exactly once each: when the answer is
+/// known, or, for a lookup abandoned on the way (its client hung up), as the
+/// answer it was heading for.
+struct Endings<'a> {
+    stats: &'a CacheStats,
+    pending: Vec<Option<LookupResult>>,
+}
+
+impl<'a> Endings<'a> {
+    fn new(stats: &'a CacheStats, heading_for: Vec<LookupResult>) -> Self {
+        Self {
+            stats,
+            pending: heading_for.into_iter().map(Some).collect(),
+        }
+    }
+
+    fn end(&mut self, index: usize, result: LookupResult) {
+        if self.pending.get_mut(index).and_then(Option::take).is_some() {
+            self.stats.ended(result);
+        }
+    }
+}
+
+impl Drop for Endings<'_> {
+    fn drop(&mut self) {
+        for result in self.pending.drain(..).flatten() {
+            self.stats.ended(result);
+        }
+    }
 }
 
 /// When a namespace key count finished, and what it found (`None`: failed).
@@ -170,7 +208,13 @@ enum Cached {
 }
 
 impl Catalog {
-    pub fn new(store: Store, l2: RedisCache, cache: &CacheConfig, instance: &str) -> Self {
+    pub fn new(
+        store: Store,
+        l2: RedisCache,
+        cache: &CacheConfig,
+        instance: &str,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let policy = Policy::from_config(cache);
         let sender = Sender {
             id: instance.into(),
@@ -179,6 +223,7 @@ impl Catalog {
         let (publisher, outbox) = crate::invalidation::publisher_channel(sender.clone());
         Self {
             store,
+            metrics,
             l1: Arc::new(NearCache::new(cache.l1, cache.prefix.clone())),
             l2,
             prefix: cache.prefix.clone(),
@@ -194,8 +239,10 @@ impl Catalog {
             sender,
             outbox: Arc::new(std::sync::Mutex::new(Some(outbox))),
             twin_warned: Arc::default(),
+            l1_flushes_at_reset: Arc::default(),
             sequences: Arc::default(),
             lag: Arc::default(),
+            lag_total: Arc::default(),
             writes: TaskTracker::new(),
             key_count: Arc::default(),
         }
@@ -203,6 +250,10 @@ impl Catalog {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn l1(&self) -> &NearCache {
@@ -234,13 +285,34 @@ impl Catalog {
         self.stats.snapshot()
     }
 
+    /// Starts `/stats` afresh (`/metrics` counters keep growing).
     pub fn reset_stats(&self) {
         self.stats.reset();
         self.lag.reset();
+        self.l1_flushes_at_reset
+            .store(self.l1.flushes(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Near-cache flushes since the last `/stats/reset`.
+    pub fn l1_flushes_since_reset(&self) -> u64 {
+        let base = self
+            .l1_flushes_at_reset
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.l1.flushes().saturating_sub(base)
+    }
+
+    /// Every counter since start, for `/metrics`.
+    pub fn totals(&self) -> cache::Totals {
+        self.stats.totals()
     }
 
     pub fn invalidation_lag(&self) -> crate::invalidation::LagSnapshot {
         self.lag.snapshot()
+    }
+
+    /// The lag histogram since start.
+    pub fn invalidation_lag_total(&self) -> crate::invalidation::LagSnapshot {
+        self.lag_total.snapshot()
     }
 
     /// Test hook: runs before each fill, after the source-of-truth read.
@@ -291,15 +363,20 @@ impl Catalog {
         };
         CacheStats::bump(&self.stats.lookups);
         CacheStats::bump(&self.stats.misses);
-        if bypassed {
+        let answered = if bypassed {
             CacheStats::bump(&self.stats.bypassed);
-        }
+            LookupResult::Bypass
+        } else {
+            LookupResult::Miss
+        };
+        let mut endings = Endings::new(&self.stats, vec![answered]);
         let outcome = self
             .load(std::slice::from_ref(id), LoadFor::Lookup)
             .await
             .pop();
         match outcome {
             Some(Ok(loaded)) => {
+                endings.end(0, answered);
                 if let Some(stored) = &loaded.stored {
                     let tickets: Vec<Ticket> = [ticket].into_iter().chain(loaded.ticket).collect();
                     self.fill_l1(id, &stored.entry, stored.size, &tickets).await;
@@ -316,16 +393,25 @@ impl Catalog {
                 })
             }
             Some(Err(cause)) => match stale.filter(|_| !cause.superseded) {
-                Some(entry) => Ok(self.serve_stale(entry)),
-                None => Err(LookupError {
-                    ids: vec![id.clone()],
-                    cause,
-                }),
+                Some(entry) => {
+                    endings.end(0, LookupResult::Stale);
+                    Ok(self.serve_stale(entry))
+                }
+                None => {
+                    endings.end(0, LookupResult::Error);
+                    Err(LookupError {
+                        ids: vec![id.clone()],
+                        cause,
+                    })
+                }
             },
-            None => Err(LookupError {
-                ids: vec![id.clone()],
-                cause: SourceError::failed("no outcome for the id"),
-            }),
+            None => {
+                endings.end(0, LookupResult::Error);
+                Err(LookupError {
+                    ids: vec![id.clone()],
+                    cause: SourceError::failed("no outcome for the id"),
+                })
+            }
         }
     }
 
@@ -365,7 +451,7 @@ impl Catalog {
             self.refresh_if_due(&ids[*i], entry, Tier::L1);
         }
         let mut stale: HashMap<usize, Entry> = HashMap::new();
-        let mut bypassed = 0;
+        let mut bypassed = HashSet::new();
         let mut to_load = Vec::new();
         for (i, state) in cached.into_iter().enumerate() {
             let Some(state) = state else {
@@ -383,22 +469,33 @@ impl Catalog {
                 Cached::Stale(entry) => {
                     stale.insert(i, entry);
                 }
-                Cached::Bypassed => bypassed += 1,
+                Cached::Bypassed => {
+                    bypassed.insert(i);
+                }
                 Cached::Missing => {}
             }
             to_load.push(i);
         }
         CacheStats::add(&self.stats.lookups, (ids.len() - hits) as u64);
         CacheStats::add(&self.stats.misses, (ids.len() - hits) as u64);
-        CacheStats::add(&self.stats.bypassed, bypassed as u64);
+        CacheStats::add(&self.stats.bypassed, bypassed.len() as u64);
+        let answered = |i: usize| {
+            if bypassed.contains(&i) {
+                LookupResult::Bypass
+            } else {
+                LookupResult::Miss
+            }
+        };
+        let mut endings = Endings::new(&self.stats, to_load.iter().map(|&i| answered(i)).collect());
 
         let load_ids: Vec<ItemId> = to_load.iter().map(|&i| ids[i].clone()).collect();
         let outcomes = self.load(&load_ids, LoadFor::Lookup).await;
         let mut served_stale = false;
         let mut failed: Option<LookupError> = None;
-        for (&i, outcome) in to_load.iter().zip(outcomes) {
+        for (n, (&i, outcome)) in to_load.iter().zip(outcomes).enumerate() {
             match outcome {
                 Ok(loaded) => {
+                    endings.end(n, answered(i));
                     if let Some(stored) = &loaded.stored {
                         let both: Vec<Ticket> =
                             [tickets[i]].into_iter().chain(loaded.ticket).collect();
@@ -410,9 +507,11 @@ impl Catalog {
                 Err(cause) => match stale.remove(&i).filter(|_| !cause.superseded) {
                     Some(entry) => {
                         served_stale = true;
+                        endings.end(n, LookupResult::Stale);
                         answers[i] = Some(self.serve_stale(entry).item);
                     }
                     None => {
+                        endings.end(n, LookupResult::Error);
                         let failure = failed.get_or_insert_with(|| LookupError {
                             ids: Vec::new(),
                             cause,
@@ -439,7 +538,7 @@ impl Catalog {
             missing,
             hits,
             misses: ids.len() - hits,
-            status: if bypassed > 0 {
+            status: if !bypassed.is_empty() {
                 CacheStatus::Bypass
             } else if served_stale {
                 CacheStatus::Stale
@@ -491,7 +590,6 @@ impl Catalog {
     /// Fail-safe: the source of truth failed, but Redis still holds a value
     /// within its stale window.
     fn serve_stale(&self, entry: Entry) -> Lookup {
-        CacheStats::bump(&self.stats.stale_served);
         let age = entry.age(cache::now_ms());
         Lookup {
             item: entry.item,
@@ -545,6 +643,35 @@ impl Catalog {
         }
         Ok(warmed)
     }
+    /// Polls Redis every `interval` for `/metrics`: memory in use and keys
+    /// (`INFO`), and the keys under the cache prefix (the same shared `SCAN`
+    /// as `/stats`), until `cancel` fires.
+    pub async fn poll_redis(self, interval: Duration, cancel: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if !self.l2.link().usable() {
+                continue;
+            }
+            match self.l2.info().await {
+                Ok((memory_used_bytes, memory_max_bytes, keyspace_keys)) => {
+                    let cached_keys = self.total_keys().await;
+                    self.metrics.set_redis_info(RedisInfo {
+                        memory_used_bytes,
+                        memory_max_bytes,
+                        keyspace_keys,
+                        cached_keys,
+                    });
+                }
+                Err(failure) => tracing::debug!(error = %failure, "redis INFO poll failed"),
+            }
+        }
+    }
+
     /// Keys under the cache prefix, counted with `SCAN` (never `DBSIZE`, which
     /// would count foreign keys too). Concurrent callers share one scan: a
     /// count that finished after a caller asked is as fresh as its own would

@@ -153,6 +153,11 @@ pub struct Cli {
     #[arg(long, env = "L1_TTL", default_value = "30s", value_parser = parse_duration)]
     pub l1_ttl: Duration,
 
+    /// How often Redis memory and key counts are polled for /metrics (INFO,
+    /// and a SCAN of the cache prefix); 0 turns polling off.
+    #[arg(long, env = "REDIS_INFO_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub redis_info_interval: Duration,
+
     /// Artificial latency added to every source-of-truth read, for
     /// demonstrations and benchmarks.
     #[arg(long, env = "SOURCE_DELAY", default_value = "0ms", value_parser = parse_duration)]
@@ -229,6 +234,8 @@ pub struct Config {
     pub cache: CacheConfig,
     pub instance_id: String,
     pub log_format: LogFormat,
+    /// Zero: no polling.
+    pub redis_info_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -496,6 +503,7 @@ impl Config {
             },
             instance_id,
             log_format: cli.log_format,
+            redis_info_interval: cli.redis_info_interval,
         })
     }
 }

@@ -7,12 +7,13 @@ mod error;
 mod health;
 mod items;
 mod json;
+mod metrics;
 mod stats;
 
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .merge(cache_admin::router())
         .merge(stats::router())
         .merge(health::router())
+        .merge(metrics::router())
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -57,7 +59,7 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal(anyhow::anyhow!("request handler panicked")).into_response()
         }))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(state.clone(), log_request))
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
         .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
         .with_state(state)
@@ -77,14 +79,15 @@ async fn method_not_allowed() -> Response {
 
 /// Logs one line per request, and the hidden cause of every 5xx: the only
 /// place errors are logged.
-async fn log_request(request: Request, next: Next) -> Response {
+async fn log_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let _in_flight = state.catalog.metrics().http_in_flight();
     let method = request.method().clone();
-    let route = request
+    let matched = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "<unmatched>".to_owned());
+        .map(|p| p.as_str().to_owned());
+    let route = matched.clone().unwrap_or_else(|| "<unmatched>".to_owned());
     let request_id = request
         .headers()
         .get(&X_REQUEST_ID)
@@ -93,6 +96,12 @@ async fn log_request(request: Request, next: Next) -> Response {
         .to_owned();
     let response = next.run(request).await;
     let status = response.status().as_u16();
+    state.catalog.metrics().http_request(
+        method.as_str(),
+        matched.as_deref(),
+        status,
+        started.elapsed(),
+    );
     let latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     let cache = response
         .headers()

@@ -17,6 +17,8 @@ use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::invalidation::Subscriber;
 use crate::store::{FirstStart, Store};
+use crate::telemetry::metrics::Metrics;
+use std::sync::Arc;
 
 /// How long background tasks get to stop once HTTP has drained.
 const BACKGROUND_STOP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -64,14 +66,28 @@ impl Application {
                 "redis unavailable at start; serving from the source of truth until it is reachable"
             ),
         }
-        let l2 = RedisCache::new(link.clone());
-        let catalog = Catalog::new(store, l2.clone(), &config.cache, &config.instance_id);
+        let metrics = Arc::new(Metrics::default());
+        let l2 = RedisCache::new(link.clone(), metrics.clone());
+        let catalog = Catalog::new(
+            store,
+            l2.clone(),
+            &config.cache,
+            &config.instance_id,
+            metrics,
+        );
 
         let background = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(link.clone().maintain(background.clone()));
         tasks.spawn(catalog.clone().retry_deferred(background.clone()));
         tasks.spawn(watch_link(catalog.clone(), background.clone()));
+        if !config.redis_info_interval.is_zero() {
+            tasks.spawn(
+                catalog
+                    .clone()
+                    .poll_redis(config.redis_info_interval, background.clone()),
+            );
+        }
         if let Some(outbox) = catalog.take_outbox() {
             tasks.spawn(outbox.run(l2.clone(), crate::invalidation::CHANNEL, background.clone()));
         }

@@ -56,6 +56,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A short, bounded name for metrics and spans (`error.type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Query(_) => "query",
+            StoreError::Rejected(_) => "rejected",
+            StoreError::CorruptRow(_) => "corrupt_row",
+        }
+    }
+
     /// Whether a write that failed with this error may still have been
     /// committed: false only when the database certainly never ran it (no
     /// connection could be had, it refused the login or the values).
@@ -333,6 +343,14 @@ impl Store {
             }
         };
         Ok(store)
+    }
+
+    /// The database, as metrics and spans name it (`db.system.name`).
+    pub fn system(&self) -> crate::telemetry::metrics::DbSystem {
+        match self {
+            Store::Sqlite(_) => crate::telemetry::metrics::DbSystem::Sqlite,
+            Store::Postgres(_) => crate::telemetry::metrics::DbSystem::Postgresql,
+        }
     }
 
     pub fn dialect(&self) -> &'static str {

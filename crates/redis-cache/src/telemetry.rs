@@ -1,5 +1,8 @@
-//! Logging: structured `tracing` output, pretty for people or JSON for
-//! collectors, filtered by `RUST_LOG` (default `info`).
+//! Telemetry: structured logs (`tracing`, pretty for people or JSON for
+//! collectors, filtered by `RUST_LOG`, default `info`) and Prometheus
+//! metrics ([`metrics`]).
+
+pub mod metrics;
 
 use std::io::IsTerminal;
 

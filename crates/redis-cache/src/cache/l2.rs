@@ -3,13 +3,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
 
 use redis::aio::MultiplexedConnection;
 use redis::{Pipeline, RedisError, Script};
 
 use super::key::{CacheKey, KeyPattern};
 use super::link::{RedisFailure, RedisLink};
+use crate::telemetry::metrics::{DbSystem, Metrics};
 
 /// Keys asked for per `SCAN` call.
 const SCAN_BATCH: usize = 1000;
@@ -65,6 +68,7 @@ const FAILED_MARKER: &str = "!failed";
 #[derive(Clone)]
 pub struct RedisCache {
     link: RedisLink,
+    metrics: Arc<Metrics>,
     round_trips: Arc<AtomicU64>,
     fill_leased: Arc<Script>,
     release_leases: Arc<Script>,
@@ -90,9 +94,10 @@ pub struct Fill {
 }
 
 impl RedisCache {
-    pub fn new(link: RedisLink) -> Self {
+    pub fn new(link: RedisLink, metrics: Arc<Metrics>) -> Self {
         Self {
             link,
+            metrics,
             round_trips: Arc::default(),
             fill_leased: Arc::new(Script::new(FILL_LEASED)),
             release_leases: Arc::new(Script::new(RELEASE_LEASES)),
@@ -104,9 +109,10 @@ impl RedisCache {
         &self.link
     }
 
-    /// Round trips sent to Redis on behalf of requests since start (health
-    /// checks, the subscriber's own connection and operations skipped while
-    /// disconnected or with the circuit open are not counted).
+    /// Round trips sent to Redis on behalf of lookups, writes and
+    /// invalidations since start (health checks, monitoring such as key
+    /// counts and `INFO`, the subscriber's own connection, and operations
+    /// skipped while disconnected or with the circuit open are not counted).
     pub fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
     }
@@ -114,8 +120,11 @@ impl RedisCache {
     /// `GET`: one round trip.
     pub async fn get(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, RedisFailure> {
         let cmd = redis::cmd("GET").arg(key).to_owned();
-        self.run(move |mut c| async move { cmd.query_async(&mut c).await })
-            .await
+        self.run(
+            Op::new("GET", std::slice::from_ref(key)),
+            move |mut c| async move { cmd.query_async(&mut c).await },
+        )
+        .await
     }
 
     /// `MGET` of all keys: one round trip.
@@ -124,8 +133,10 @@ impl RedisCache {
             return Ok(Vec::new());
         }
         let cmd = redis::cmd("MGET").arg(keys).to_owned();
-        self.run(move |mut c| async move { cmd.query_async(&mut c).await })
-            .await
+        self.run(Op::new("MGET", keys), move |mut c| async move {
+            cmd.query_async(&mut c).await
+        })
+        .await
     }
 
     /// Tries to take the lease of every key (`SET <key>:lease <token> NX PX`)
@@ -156,7 +167,10 @@ impl RedisCache {
             pipe.cmd("GET").arg(key.lease());
         }
         let replies: Vec<redis::Value> = self
-            .run(move |mut c| async move { pipe.query_async(&mut c).await })
+            .run(
+                Op::new("PIPELINE", keys).summary("take leases"),
+                move |mut c| async move { pipe.query_async(&mut c).await },
+            )
             .await?;
         Ok(replies
             .chunks(3)
@@ -183,7 +197,10 @@ impl RedisCache {
         let leases: Vec<CacheKey> = keys.iter().map(CacheKey::lease).collect();
         let cmd = redis::cmd("MGET").arg(keys).arg(leases).to_owned();
         let mut replies: Vec<Option<Vec<u8>>> = self
-            .run(move |mut c| async move { cmd.query_async(&mut c).await })
+            .run(
+                Op::new("MGET", keys).summary("values and leases"),
+                move |mut c| async move { cmd.query_async(&mut c).await },
+            )
             .await?;
         let leases = replies.split_off(keys.len());
         Ok(replies
@@ -216,9 +233,12 @@ impl RedisCache {
         for key in keys {
             invocation.key(key.lease());
         }
-        self.run(move |mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
-            .await
-            .map(drop)
+        self.run(
+            Op::new("EVALSHA", keys).summary("mark leases failed"),
+            move |mut c| async move { invocation.invoke_async::<i64>(&mut c).await },
+        )
+        .await
+        .map(drop)
     }
 
     /// Writes values under leases held with `token` (see `FILL_LEASED`):
@@ -240,8 +260,12 @@ impl RedisCache {
                 .arg(&fill.value[..])
                 .arg(millis(fill.keep_for).max(1));
         }
+        let keys: Vec<CacheKey> = fills.iter().map(|fill| fill.key.clone()).collect();
         let written: Vec<i64> = self
-            .run(move |mut c| async move { invocation.invoke_async(&mut c).await })
+            .run(
+                Op::new("EVALSHA", &keys).summary("fill under leases"),
+                move |mut c| async move { invocation.invoke_async(&mut c).await },
+            )
             .await?;
         Ok(written.iter().map(|w| *w == 1).collect())
     }
@@ -256,9 +280,12 @@ impl RedisCache {
         for key in keys {
             invocation.key(key.lease());
         }
-        self.run(move |mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
-            .await
-            .map(drop)
+        self.run(
+            Op::new("EVALSHA", keys).summary("release leases"),
+            move |mut c| async move { invocation.invoke_async::<i64>(&mut c).await },
+        )
+        .await
+        .map(drop)
     }
 
     /// One `SET … PX` per value, all in one pipeline: one round trip. With
@@ -273,6 +300,7 @@ impl RedisCache {
         if fills.is_empty() {
             return Ok(0);
         }
+        let keys: Vec<CacheKey> = fills.iter().map(|fill| fill.key.clone()).collect();
         let mut pipe = Pipeline::with_capacity(fills.len());
         for fill in fills {
             let cmd = pipe
@@ -286,7 +314,10 @@ impl RedisCache {
             }
         }
         let replies: Vec<redis::Value> = self
-            .run(move |mut c| async move { pipe.query_async(&mut c).await })
+            .run(
+                Op::new("PIPELINE", &keys).summary("fill"),
+                move |mut c| async move { pipe.query_async(&mut c).await },
+            )
             .await?;
         Ok(replies
             .iter()
@@ -308,7 +339,9 @@ impl RedisCache {
         pipe.cmd("UNLINK").arg(leases).ignore();
         pipe.cmd("UNLINK").arg(keys);
         let (deleted,): (u64,) = self
-            .run_essential(move |mut c| async move { pipe.query_async(&mut c).await })
+            .run_essential(Op::new("UNLINK", keys), move |mut c| async move {
+                pipe.query_async(&mut c).await
+            })
             .await?;
         Ok(deleted)
     }
@@ -334,14 +367,18 @@ impl RedisCache {
             let (leases, values): (Vec<_>, Vec<_>) =
                 keys.into_iter().partition(|k| CacheKey::is_lease(k));
             if !leases.is_empty() {
-                let cmd = redis::cmd("UNLINK").arg(leases).to_owned();
-                self.run_essential(move |mut c| async move { cmd.query_async::<()>(&mut c).await })
-                    .await?;
+                let cmd = redis::cmd("UNLINK").arg(&leases).to_owned();
+                self.run_essential(Op::raw("UNLINK", &leases), move |mut c| async move {
+                    cmd.query_async::<()>(&mut c).await
+                })
+                .await?;
             }
             if !values.is_empty() {
-                let cmd = redis::cmd("UNLINK").arg(values).to_owned();
+                let cmd = redis::cmd("UNLINK").arg(&values).to_owned();
                 deleted += self
-                    .run_essential(move |mut c| async move { cmd.query_async::<u64>(&mut c).await })
+                    .run_essential(Op::raw("UNLINK", &values), move |mut c| async move {
+                        cmd.query_async::<u64>(&mut c).await
+                    })
                     .await?;
             }
             if next == 0 {
@@ -357,7 +394,7 @@ impl RedisCache {
     pub async fn count_matching(&self, pattern: &KeyPattern) -> Result<u64, RedisFailure> {
         let (mut cursor, mut count) = (0, 0);
         loop {
-            let (next, keys) = self.scan_page(Path::Guarded, pattern, cursor).await?;
+            let (next, keys) = self.scan_page(Path::Monitoring, pattern, cursor).await?;
             count += keys.iter().filter(|k| !CacheKey::is_lease(k)).count() as u64;
             if next == 0 {
                 return Ok(count);
@@ -366,11 +403,39 @@ impl RedisCache {
         }
     }
 
-    /// `PUBLISH`: one round trip. Returns the number of subscribers reached.
-    pub async fn publish(&self, channel: &str, payload: &str) -> Result<u64, RedisFailure> {
-        let cmd = redis::cmd("PUBLISH").arg(channel).arg(payload).to_owned();
-        self.run_essential(move |mut c| async move { cmd.query_async(&mut c).await })
-            .await
+    /// `INFO memory` and `INFO keyspace`: one round trip. Memory in use,
+    /// `maxmemory`, and keys in all databases.
+    pub async fn info(&self) -> Result<(u64, u64, u64), RedisFailure> {
+        let mut pipe = Pipeline::with_capacity(2);
+        pipe.cmd("INFO").arg("memory").cmd("INFO").arg("keyspace");
+        let (memory, keyspace): (String, String) = self
+            .run(Op::new("INFO", &[]).monitoring(), move |mut c| async move {
+                pipe.query_async(&mut c).await
+            })
+            .await?;
+        let field = |text: &str, name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let keys = keyspace
+            .lines()
+            .filter(|line| line.starts_with("db"))
+            .filter_map(|line| {
+                line.split_once("keys=")?
+                    .1
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
+        Ok((
+            field(&memory, "used_memory"),
+            field(&memory, "maxmemory"),
+            keys,
+        ))
     }
 
     /// One `PUBLISH` per payload, in order, in one pipeline: one round trip.
@@ -386,8 +451,11 @@ impl RedisCache {
         for payload in payloads {
             pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
         }
-        self.run_essential(move |mut c| async move { pipe.query_async::<()>(&mut c).await })
-            .await
+        self.run_essential(
+            Op::new("PUBLISH", &[]).summary(channel),
+            move |mut c| async move { pipe.query_async::<()>(&mut c).await },
+        )
+        .await
     }
 
     /// One `SCAN cursor MATCH pattern COUNT 1000`: the next cursor and a page of keys.
@@ -404,45 +472,160 @@ impl RedisCache {
             .arg("COUNT")
             .arg(SCAN_BATCH)
             .to_owned();
-        self.run_on(
-            path,
-            move |mut c| async move { cmd.query_async(&mut c).await },
-        )
+        let mut op = Op::new("SCAN", &[]).summary(pattern.as_str());
+        if path == Path::Monitoring {
+            op = op.monitoring();
+        }
+        self.run_on(path, op, move |mut c| async move {
+            cmd.query_async(&mut c).await
+        })
         .await
     }
 
-    async fn run<T, F, Fut>(&self, op: F) -> Result<T, RedisFailure>
+    async fn run<T, F, Fut>(&self, op: Op<'_>, f: F) -> Result<T, RedisFailure>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        self.run_on(Path::Guarded, op).await
+        self.run_on(Path::Guarded, op, f).await
     }
 
-    async fn run_essential<T, F, Fut>(&self, op: F) -> Result<T, RedisFailure>
+    async fn run_essential<T, F, Fut>(&self, op: Op<'_>, f: F) -> Result<T, RedisFailure>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        self.run_on(Path::Essential, op).await
+        self.run_on(Path::Essential, op, f).await
     }
 
-    async fn run_on<T, F, Fut>(&self, path: Path, op: F) -> Result<T, RedisFailure>
+    /// Runs `f` on the link, in a client span named after the command, and
+    /// records its duration and outcome.
+    async fn run_on<T, F, Fut>(&self, path: Path, op: Op<'_>, f: F) -> Result<T, RedisFailure>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
+        let span = tracing::info_span!(
+            "redis",
+            otel.name = op.name,
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            db.system.name = "redis",
+            db.operation.name = op.name,
+            db.query.summary = op.summary,
+            db.query.text = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            span.record("db.query.text", op.text());
+        }
         // Counted only when the operation is really sent: the link skips it
         // while disconnected or while the circuit is open.
-        let round_trips = self.round_trips.clone();
-        let op = move |conn| {
-            round_trips.fetch_add(1, Ordering::Relaxed);
-            op(conn)
+        let round_trips = op.counted.then(|| self.round_trips.clone());
+        let f = move |conn| {
+            if let Some(round_trips) = round_trips {
+                round_trips.fetch_add(1, Ordering::Relaxed);
+            }
+            f(conn)
         };
-        match path {
-            Path::Guarded => self.link.run(op).await,
-            Path::Essential => self.link.run_essential(op).await,
+        let started = Instant::now();
+        let outcome = async {
+            match path {
+                Path::Guarded | Path::Monitoring => self.link.run(f).await,
+                Path::Essential => self.link.run_essential(f).await,
+            }
         }
+        .instrument(span.clone())
+        .await;
+        let error = outcome.as_ref().err().map(RedisFailure::kind);
+        if let Some(kind) = error {
+            span.record("error.type", kind);
+            span.record("otel.status_code", "ERROR");
+        }
+        match &outcome {
+            // Never sent: counted, not timed (they took no time in Redis).
+            Err(failure @ (RedisFailure::Disconnected | RedisFailure::CircuitOpen)) => {
+                self.metrics.redis_skipped(failure.kind())
+            }
+            _ => self
+                .metrics
+                .db_operation(DbSystem::Redis, op.name, error, started.elapsed()),
+        }
+        outcome
+    }
+}
+
+/// One Redis operation, as spans and metrics name it.
+struct Op<'a> {
+    /// The command (`PIPELINE` for a mixed pipeline).
+    name: &'static str,
+    /// Counted in [`RedisCache::round_trips`]: false for monitoring
+    /// (`INFO`, key counts), which no request asked for.
+    counted: bool,
+    /// What it is for, when the command alone does not say.
+    summary: &'a str,
+    keys: Keys<'a>,
+}
+
+enum Keys<'a> {
+    Cache(&'a [CacheKey]),
+    Raw(&'a [Vec<u8>]),
+}
+
+impl<'a> Op<'a> {
+    fn new(name: &'static str, keys: &'a [CacheKey]) -> Self {
+        Op {
+            name,
+            counted: true,
+            summary: "",
+            keys: Keys::Cache(keys),
+        }
+    }
+
+    fn monitoring(mut self) -> Self {
+        self.counted = false;
+        self
+    }
+
+    fn raw(name: &'static str, keys: &'a [Vec<u8>]) -> Self {
+        Op {
+            name,
+            counted: true,
+            summary: "",
+            keys: Keys::Raw(keys),
+        }
+    }
+
+    fn summary(mut self, summary: &'a str) -> Self {
+        self.summary = summary;
+        self
+    }
+
+    /// The command and its first keys, never values: `GET item:1`,
+    /// `MGET item:1 item:2 item:3 …(+97)`.
+    fn text(&self) -> String {
+        const SHOWN: usize = 3;
+        let keys: Vec<String> = match &self.keys {
+            Keys::Cache(keys) => keys.iter().take(SHOWN).map(|k| k.to_string()).collect(),
+            Keys::Raw(keys) => keys
+                .iter()
+                .take(SHOWN)
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect(),
+        };
+        let total = match &self.keys {
+            Keys::Cache(keys) => keys.len(),
+            Keys::Raw(keys) => keys.len(),
+        };
+        let mut text = self.name.to_owned();
+        for key in keys {
+            text.push(' ');
+            text.push_str(&key);
+        }
+        if total > SHOWN {
+            text.push_str(&format!(" …(+{})", total - SHOWN));
+        }
+        text
     }
 }
 
@@ -453,6 +636,8 @@ enum Path {
     Guarded,
     /// Invalidations: deletes and their `SCAN`s, and publishing.
     Essential,
+    /// Guarded, and not on behalf of a request (key counts).
+    Monitoring,
 }
 
 fn is_failed_marker(value: &redis::Value) -> bool {

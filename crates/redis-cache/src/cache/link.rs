@@ -43,6 +43,18 @@ pub enum RedisFailure {
     Command(#[source] RedisError),
 }
 
+impl RedisFailure {
+    /// A short, bounded name for metrics and spans (`error.type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RedisFailure::Disconnected => "disconnected",
+            RedisFailure::CircuitOpen => "circuit_open",
+            RedisFailure::Timeout => "timeout",
+            RedisFailure::Command(_) => "command",
+        }
+    }
+}
+
 /// Cheap to clone; all clones share one connection.
 #[derive(Clone)]
 pub struct RedisLink {

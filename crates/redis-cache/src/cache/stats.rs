@@ -1,75 +1,104 @@
-//! Per-instance lookup counters behind `/stats`. Every lookup of one id is
-//! counted exactly once, as a hit or a miss, whatever fails along the way.
+//! Per-instance cache counters, behind `/stats` and `/metrics`. Every lookup
+//! of one id is counted exactly once, as a hit or a miss, whatever fails
+//! along the way.
+//!
+//! The counters only ever grow, as Prometheus counters must; `/stats/reset`
+//! records a baseline that `/stats` subtracts, so resetting the human view
+//! never makes a scraped counter go backwards.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use time::OffsetDateTime;
 
-#[derive(Debug)]
-pub struct CacheStats {
+/// Declares the counters once: the struct, its totals and its snapshot.
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident ),+ $(,)?) => {
+        /// The counters, each growing from 0 since start.
+        #[derive(Debug, Default)]
+        pub struct CacheStats {
+            $( $(#[$doc])* pub $name: AtomicU64, )+
+            /// Totals at the last `/stats/reset`, and when it happened.
+            baseline: Mutex<(Totals, Option<OffsetDateTime>)>,
+            started: Started,
+        }
+
+        /// The counters' values at one moment.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct Totals {
+            $( pub $name: u64, )+
+        }
+
+        impl CacheStats {
+            /// Every counter since start (for `/metrics`).
+            pub fn totals(&self) -> Totals {
+                Totals { $( $name: self.$name.load(Ordering::Relaxed), )+ }
+            }
+        }
+
+        impl Totals {
+            fn since(&self, base: &Totals) -> Totals {
+                Totals { $( $name: self.$name.saturating_sub(base.$name), )+ }
+            }
+        }
+    };
+}
+
+counters! {
     /// Ids looked up, each counted once Redis has answered (or been skipped),
     /// in the same step as the hit or miss it turned out to be; a lookup whose
     /// client hung up before that is not counted at all.
-    pub lookups: AtomicU64,
+    lookups,
     /// Hits answered by this instance's near cache.
-    pub l1_hits: AtomicU64,
+    l1_hits,
     /// Hits answered by Redis. `hits` is the sum of the two.
-    pub l2_hits: AtomicU64,
-    /// Every lookup that was not answered by Redis, including bypasses.
-    pub misses: AtomicU64,
+    l2_hits,
+    /// Every lookup that was not a hit, including bypasses.
+    misses,
     /// Misses where Redis could not be used at all (down, slow, circuit open,
     /// a delete pending).
-    pub bypassed: AtomicU64,
+    bypassed,
     /// Hits on a cached absence (answered 404 without the source of truth).
-    pub negative_hits: AtomicU64,
+    negative_hits,
     /// Misses that joined a load of the same id already running here.
-    pub coalesced: AtomicU64,
+    coalesced,
     /// Ids another instance was loading (it held the lease) and that were
     /// taken from its fill instead of the source of truth.
-    pub lease_waits: AtomicU64,
+    lease_waits,
     /// Answers served past their freshness because the source of truth failed.
-    pub stale_served: AtomicU64,
+    stale_served,
+    /// Misses that got no answer at all (503: the source of truth failed
+    /// and nothing usable was cached).
+    failed,
+    /// Misses answered by a load through Redis (`miss` in `/metrics`).
+    loaded,
+    /// Misses answered without Redis (`bypass` in `/metrics`).
+    loaded_bypassing,
     /// Background refreshes of hot keys before they expired.
-    pub early_refreshes: AtomicU64,
-    /// Values written to Redis after a miss (read-through and warming).
-    pub fills: AtomicU64,
+    early_refreshes,
+    /// Values written to Redis after a miss (read-through, refresh, warming).
+    fills,
     /// Cached values that could not be decoded and were treated as misses.
-    pub corrupt: AtomicU64,
+    corrupt,
     /// Queries sent to the source of truth to answer lookups.
-    pub upstream_fetches: AtomicU64,
-    pub invalidations_published: AtomicU64,
-    pub invalidations_received: AtomicU64,
-    /// Sequence gaps seen in a sender's invalidations (each flushed the near cache).
-    pub invalidation_gaps: AtomicU64,
-    since: Mutex<OffsetDateTime>,
+    upstream_fetches,
+    invalidations_published,
+    invalidations_received,
+    /// Times invalidations may have been lost: a gap in a sender's sequence,
+    /// or a sender gone silent (each flushed the near cache).
+    invalidation_gaps,
 }
 
-impl Default for CacheStats {
+#[derive(Debug)]
+struct Started(OffsetDateTime);
+
+impl Default for Started {
     fn default() -> Self {
-        Self {
-            lookups: AtomicU64::new(0),
-            l1_hits: AtomicU64::new(0),
-            l2_hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            bypassed: AtomicU64::new(0),
-            negative_hits: AtomicU64::new(0),
-            coalesced: AtomicU64::new(0),
-            lease_waits: AtomicU64::new(0),
-            stale_served: AtomicU64::new(0),
-            early_refreshes: AtomicU64::new(0),
-            fills: AtomicU64::new(0),
-            corrupt: AtomicU64::new(0),
-            upstream_fetches: AtomicU64::new(0),
-            invalidations_published: AtomicU64::new(0),
-            invalidations_received: AtomicU64::new(0),
-            invalidation_gaps: AtomicU64::new(0),
-            since: Mutex::new(OffsetDateTime::now_utc()),
-        }
+        Started(OffsetDateTime::now_utc())
     }
 }
 
-/// A point-in-time copy of the counters.
+/// A point-in-time copy of the counters since the last reset.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StatsSnapshot {
     pub hits: u64,
@@ -83,6 +112,7 @@ pub struct StatsSnapshot {
     pub coalesced: u64,
     pub lease_waits: u64,
     pub stale_served: u64,
+    pub failed: u64,
     pub early_refreshes: u64,
     pub fills: u64,
     pub corrupt_values: u64,
@@ -94,6 +124,22 @@ pub struct StatsSnapshot {
     pub since: OffsetDateTime,
 }
 
+/// How one lookup ended, for `/metrics`: counted exactly once per lookup,
+/// when its answer is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupResult {
+    HitL1,
+    HitL2,
+    /// Answered by a load through Redis.
+    Miss,
+    /// Answered without Redis.
+    Bypass,
+    /// Answered past its freshness (the source of truth failed).
+    Stale,
+    /// Not answered.
+    Error,
+}
+
 impl CacheStats {
     pub fn bump(counter: &AtomicU64) {
         Self::add(counter, 1);
@@ -103,60 +149,55 @@ impl CacheStats {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Counts how a missed lookup ended (hits are counted when classified).
+    pub fn ended(&self, result: LookupResult) {
+        let counter = match result {
+            LookupResult::HitL1 | LookupResult::HitL2 => return,
+            LookupResult::Miss => &self.loaded,
+            LookupResult::Bypass => &self.loaded_bypassing,
+            LookupResult::Stale => &self.stale_served,
+            LookupResult::Error => &self.failed,
+        };
+        Self::bump(counter);
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let (l1_hits, l2_hits) = (load(&self.l1_hits), load(&self.l2_hits));
-        let (hits, misses) = (l1_hits + l2_hits, load(&self.misses));
-        let answered = hits + misses;
+        let (base, reset_at) = *self.baseline.lock().unwrap_or_else(|e| e.into_inner());
+        let t = self.totals().since(&base);
+        let hits = t.l1_hits + t.l2_hits;
+        let answered = hits + t.misses;
         StatsSnapshot {
             hits,
-            l1_hits,
-            l2_hits,
-            misses,
+            l1_hits: t.l1_hits,
+            l2_hits: t.l2_hits,
+            misses: t.misses,
             hit_rate: if answered == 0 {
                 0.0
             } else {
                 hits as f64 / answered as f64
             },
-            lookups: load(&self.lookups),
-            bypassed: load(&self.bypassed),
-            negative_hits: load(&self.negative_hits),
-            coalesced: load(&self.coalesced),
-            lease_waits: load(&self.lease_waits),
-            stale_served: load(&self.stale_served),
-            early_refreshes: load(&self.early_refreshes),
-            fills: load(&self.fills),
-            corrupt_values: load(&self.corrupt),
-            upstream_fetches: load(&self.upstream_fetches),
-            invalidations_published: load(&self.invalidations_published),
-            invalidations_received: load(&self.invalidations_received),
-            invalidation_gaps: load(&self.invalidation_gaps),
-            since: *self.since.lock().unwrap_or_else(|e| e.into_inner()),
+            lookups: t.lookups,
+            bypassed: t.bypassed,
+            negative_hits: t.negative_hits,
+            coalesced: t.coalesced,
+            lease_waits: t.lease_waits,
+            stale_served: t.stale_served,
+            failed: t.failed,
+            early_refreshes: t.early_refreshes,
+            fills: t.fills,
+            corrupt_values: t.corrupt,
+            upstream_fetches: t.upstream_fetches,
+            invalidations_published: t.invalidations_published,
+            invalidations_received: t.invalidations_received,
+            invalidation_gaps: t.invalidation_gaps,
+            since: reset_at.unwrap_or(self.started.0),
         }
     }
 
+    /// Starts `/stats` from zero again; `/metrics` is not affected.
     pub fn reset(&self) {
-        for counter in [
-            &self.lookups,
-            &self.l1_hits,
-            &self.l2_hits,
-            &self.misses,
-            &self.bypassed,
-            &self.negative_hits,
-            &self.coalesced,
-            &self.lease_waits,
-            &self.stale_served,
-            &self.early_refreshes,
-            &self.fills,
-            &self.corrupt,
-            &self.upstream_fetches,
-            &self.invalidations_published,
-            &self.invalidations_received,
-            &self.invalidation_gaps,
-        ] {
-            counter.store(0, Ordering::Relaxed);
-        }
-        *self.since.lock().unwrap_or_else(|e| e.into_inner()) = OffsetDateTime::now_utc();
+        *self.baseline.lock().unwrap_or_else(|e| e.into_inner()) =
+            (self.totals(), Some(OffsetDateTime::now_utc()));
     }
 }
 
@@ -174,7 +215,16 @@ mod tests {
         CacheStats::bump(&stats.misses);
         let snap = stats.snapshot();
         assert_eq!((snap.lookups, snap.hit_rate), (4, 0.75));
+    }
+
+    #[test]
+    fn a_reset_starts_stats_afresh_but_totals_keep_growing() {
+        let stats = CacheStats::default();
+        CacheStats::add(&stats.lookups, 4);
         stats.reset();
         assert_eq!(stats.snapshot().lookups, 0);
+        CacheStats::bump(&stats.lookups);
+        assert_eq!(stats.snapshot().lookups, 1);
+        assert_eq!(stats.totals().lookups, 5, "what /metrics reports");
     }
 }

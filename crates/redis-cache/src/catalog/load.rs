@@ -21,6 +21,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use super::Catalog;
 use super::flight::Lead;
 use crate::cache::{
@@ -515,6 +517,19 @@ impl Catalog {
         ids: &[ItemId],
     ) -> Result<HashMap<ItemId, Item>, SourceError> {
         CacheStats::bump(&self.stats.upstream_fetches);
+        let system = self.store.system();
+        let span = tracing::info_span!(
+            "source of truth",
+            otel.name = "SELECT items",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            db.system.name = system.as_str(),
+            db.operation.name = "SELECT",
+            db.collection.name = "items",
+            db.query.summary = "SELECT items",
+            ids = ids.len(),
+            error.type = tracing::field::Empty,
+        );
         let read = async {
             if !self.policy.source_delay.is_zero() {
                 tokio::time::sleep(self.policy.source_delay).await;
@@ -528,7 +543,22 @@ impl Catalog {
                 _ => self.store.get_many(ids).await,
             }
         };
-        match tokio::time::timeout(self.policy.source_timeout, read).await {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.policy.source_timeout, read)
+            .instrument(span.clone())
+            .await;
+        let error = match &outcome {
+            Ok(Ok(_)) => None,
+            Ok(Err(err)) => Some(err.kind()),
+            Err(_) => Some("timeout"),
+        };
+        if let Some(kind) = error {
+            span.record("error.type", kind);
+            span.record("otel.status_code", "ERROR");
+        }
+        self.metrics
+            .db_operation(system, "SELECT", error, started.elapsed());
+        match outcome {
             Ok(Ok(items)) => Ok(items
                 .into_iter()
                 .map(|item| (item.id.clone(), item))

@@ -1,7 +1,9 @@
 //! The write path and invalidation: commit, make Redis forget (voiding fills
 //! in progress), tell the other instances, answer.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
 
 use super::{Catalog, Invalidated};
 use crate::cache::{Applied, CacheKey, CacheStats, KeyPattern, RedisFailure};
@@ -14,7 +16,7 @@ impl Catalog {
     pub async fn create(&self, new: NewItem) -> Result<Item, WriteError> {
         let this = self.clone();
         self.detached(async move {
-            let created = this.store.insert(&new).await;
+            let created = this.timed("INSERT", this.store.insert(&new)).await;
             // A create invalidates too: the id may be cached as absent, or
             // hold a value from before a delete whose invalidation was deferred.
             if may_have_committed(&created) {
@@ -33,7 +35,9 @@ impl Catalog {
     ) -> Result<Item, WriteError> {
         let (this, id, patch) = (self.clone(), id.clone(), patch.clone());
         self.detached(async move {
-            let updated = this.store.update(&id, &patch, expected).await;
+            let updated = this
+                .timed("UPDATE", this.store.update(&id, &patch, expected))
+                .await;
             if may_have_committed(&updated) {
                 this.invalidate_after_write(&id).await;
             }
@@ -45,13 +49,45 @@ impl Catalog {
     pub async fn delete(&self, id: &ItemId, expected: Option<Version>) -> Result<(), WriteError> {
         let (this, id) = (self.clone(), id.clone());
         self.detached(async move {
-            let deleted = this.store.delete(&id, expected).await;
+            let deleted = this.timed("DELETE", this.store.delete(&id, expected)).await;
             if may_have_committed(&deleted) {
                 this.invalidate_after_write(&id).await;
             }
             deleted
         })
         .await
+    }
+
+    /// A source-of-truth write, in a client span, with its duration recorded.
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        write: impl Future<Output = Result<T, WriteError>>,
+    ) -> Result<T, WriteError> {
+        let system = self.store.system();
+        let span = tracing::info_span!(
+            "source of truth",
+            otel.name = format!("{operation} items"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            db.system.name = system.as_str(),
+            db.operation.name = operation,
+            db.collection.name = "items",
+            error.type = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let result = write.instrument(span.clone()).await;
+        let error = match &result {
+            Err(WriteError::Store(err)) => Some(err.kind()),
+            _ => None,
+        };
+        if let Some(kind) = error {
+            span.record("error.type", kind);
+            span.record("otel.status_code", "ERROR");
+        }
+        self.metrics
+            .db_operation(system, operation, error, started.elapsed());
+        result
     }
 
     /// Runs a write to completion even if the caller goes away. Axum drops a

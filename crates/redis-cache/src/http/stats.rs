@@ -62,7 +62,7 @@ async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
         redis_round_trips: catalog.l2().round_trips(),
         l1: l1_state(catalog.l1()),
         l1_entries,
-        l1_flushes: catalog.l1().flushes(),
+        l1_flushes: catalog.l1_flushes_since_reset(),
         invalidation_lag: catalog.invalidation_lag(),
     })
 }

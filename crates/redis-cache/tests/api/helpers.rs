@@ -222,6 +222,7 @@ impl TestAppBuilder {
             },
             instance_id: format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
             log_format: LogFormat::Pretty,
+            redis_info_interval: Duration::from_secs(1),
         };
         for tweak in self.tweaks {
             tweak(&mut config);

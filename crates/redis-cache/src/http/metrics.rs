@@ -1,0 +1,185 @@
+//! `GET /metrics`: this instance's metrics in the Prometheus text format.
+//! The registry ([`crate::telemetry::metrics`]) holds the timed series; the
+//! cache counters and states are read from the catalogue at scrape time.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use super::AppState;
+use crate::cache::{CircuitState, LinkState};
+use crate::invalidation::SubscriberState;
+use crate::telemetry::metrics::Exposition;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let catalog = &state.catalog;
+    // Counting settles moka's pending evictions under a lock: off the runtime.
+    let l1_entries = {
+        let catalog = catalog.clone();
+        tokio::task::spawn_blocking(move || catalog.l1().entry_count())
+            .await
+            .unwrap_or_default()
+    };
+    let t = catalog.totals();
+    let mut out = Exposition::default();
+
+    out.family(
+        "redis_cache_lookups_total",
+        "counter",
+        "Item lookups (a batch counts each distinct id) by how they ended: hit (tier l1 or l2), miss (loaded through Redis), bypass (loaded without Redis), stale (served past freshness, the source of truth failing) or error (no answer).",
+    );
+    for (result, tier, value) in [
+        ("hit", "l1", t.l1_hits),
+        ("hit", "l2", t.l2_hits),
+        ("miss", "source", t.loaded),
+        ("bypass", "source", t.loaded_bypassing),
+        ("stale", "l2", t.stale_served),
+        ("error", "none", t.failed),
+    ] {
+        out.sample(
+            "redis_cache_lookups_total",
+            &[("result", result), ("tier", tier)],
+            value as f64,
+        );
+    }
+    for (name, help, value) in [
+        (
+            "redis_cache_negative_hits_total",
+            "Hits on a cached absence (404 without the source of truth).",
+            t.negative_hits,
+        ),
+        (
+            "redis_cache_coalesced_total",
+            "Missed lookups that joined a load of the same id already running in this instance.",
+            t.coalesced,
+        ),
+        (
+            "redis_cache_lease_waits_total",
+            "Missed lookups answered by another instance's fill while it held the lease.",
+            t.lease_waits,
+        ),
+        (
+            "redis_cache_fills_total",
+            "Values written to Redis (read-through, early refresh, warming).",
+            t.fills,
+        ),
+        (
+            "redis_cache_early_refreshes_total",
+            "Hot keys reloaded in the background before they expired.",
+            t.early_refreshes,
+        ),
+        (
+            "redis_cache_corrupt_values_total",
+            "Cached values that could not be decoded (treated as misses).",
+            t.corrupt,
+        ),
+        (
+            "redis_cache_source_reads_total",
+            "Source-of-truth queries made to answer lookups.",
+            t.upstream_fetches,
+        ),
+        (
+            "redis_cache_invalidations_published_total",
+            "Invalidation messages this instance published.",
+            t.invalidations_published,
+        ),
+        (
+            "redis_cache_invalidations_received_total",
+            "Invalidation messages received from other instances and publishers.",
+            t.invalidations_received,
+        ),
+        (
+            "redis_cache_invalidation_gaps_total",
+            "Times invalidations may have been lost (a sender's sequence gap, or silence): each flushed the near cache.",
+            t.invalidation_gaps,
+        ),
+        (
+            "redis_cache_l1_flushes_total",
+            "Near cache flushes (lost subscription or connection, sequence gaps).",
+            catalog.l1().flushes(),
+        ),
+    ] {
+        out.counter(name, help, value);
+    }
+
+    let lag = catalog.invalidation_lag_total();
+    out.family(
+        "redis_cache_invalidation_lag_seconds",
+        "histogram",
+        "Time from an invalidation's publication by its sender to its application here.",
+    );
+    let buckets: Vec<(Option<f64>, u64)> = lag
+        .buckets
+        .iter()
+        .map(|(bound, n)| (bound.map(|ms| ms / 1_000.0), *n))
+        .collect();
+    out.histogram_from(
+        "redis_cache_invalidation_lag_seconds",
+        &[],
+        &buckets,
+        lag.sum_ms / 1_000.0,
+    );
+
+    out.gauge(
+        "redis_cache_l1_entries",
+        "Items held in this instance's near cache.",
+        l1_entries as f64,
+    );
+    out.gauge(
+        "redis_cache_l1_usable",
+        "1 while the near cache is in use; 0 while it is bypassed (invalidations may be lost) or off.",
+        f64::from(u8::from(catalog.l1().is_usable())),
+    );
+    out.family(
+        "redis_cache_circuit_breaker_state",
+        "gauge",
+        "State of the circuit breaker in front of Redis: 1 for the current state.",
+    );
+    let circuit = catalog.l2().link().circuit();
+    for candidate in [
+        CircuitState::Closed,
+        CircuitState::HalfOpen,
+        CircuitState::Open,
+    ] {
+        out.sample(
+            "redis_cache_circuit_breaker_state",
+            &[("state", candidate.as_str())],
+            f64::from(u8::from(circuit == candidate)),
+        );
+    }
+    out.gauge(
+        "redis_cache_redis_up",
+        "1 while the shared Redis connection is up.",
+        f64::from(u8::from(
+            catalog.l2().link().state() == LinkState::Connected,
+        )),
+    );
+    out.gauge(
+        "redis_cache_subscriber_up",
+        "1 while the invalidation subscriber is subscribed.",
+        f64::from(u8::from(
+            *state.subscriber.borrow() == SubscriberState::Subscribed,
+        )),
+    );
+    out.gauge(
+        "redis_cache_pending_invalidations",
+        "Invalidations waiting for Redis (deferred by an outage).",
+        catalog.pending().len() as f64,
+    );
+    out.family("redis_cache_build_info", "gauge", "Version of this build.");
+    out.sample(
+        "redis_cache_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1.0,
+    );
+    catalog.metrics().render_into(&mut out);
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], out.finish())
+}

@@ -1,0 +1,440 @@
+//! Prometheus metrics of one instance, in the text exposition format
+//! (`GET /metrics`).
+//!
+//! A small registry of our own rather than a process-wide recorder: every
+//! label value comes from an enum, a fixed list or a matched route, so label
+//! cardinality is bounded by construction; and each `Application` has its
+//! own registry (the tests run several instances in one process). Names
+//! follow Prometheus conventions and, where one exists, the OpenTelemetry
+//! semantic conventions (`http.server.request.duration` becomes
+//! `http_server_request_duration_seconds` with `http_request_method`,
+//! `http_route`, `http_response_status_code`; `db.client.operation.duration`
+//! covers the source of truth and Redis alike).
+//!
+//! Histograms use explicit buckets: from 100 µs for Redis and database calls
+//! on a local network, up to 10 s for requests stuck behind a timeout.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Upper bounds of request and database-call latency buckets, in seconds.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// The HTTP methods the API uses; anything else is reported as `_OTHER`, as
+/// the semantic conventions ask.
+const METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
+
+/// Which database a call went to (`db.system.name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DbSystem {
+    Sqlite,
+    Postgresql,
+    Redis,
+}
+
+impl DbSystem {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbSystem::Sqlite => "sqlite",
+            DbSystem::Postgresql => "postgresql",
+            DbSystem::Redis => "redis",
+        }
+    }
+}
+
+/// A histogram with fixed buckets; lock-free to record.
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Per bucket (not cumulative), plus one for `+Inf`.
+    counts: Box<[AtomicU64]>,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, value: Duration) {
+        let seconds = value.as_secs_f64();
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(self.bounds.len());
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per upper bound (`None`: `+Inf`), and the sum.
+    fn read(&self) -> (Vec<(Option<f64>, u64)>, f64) {
+        let mut cumulative = 0;
+        let buckets = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, count)| {
+                cumulative += count.load(Ordering::Relaxed);
+                (self.bounds.get(i).copied(), cumulative)
+            })
+            .collect();
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        (buckets, sum)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct HttpSeries {
+    method: &'static str,
+    /// The matched route (`/items/{id}`), never the raw path; empty when no
+    /// route matched.
+    route: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct DbSeries {
+    system: DbSystem,
+    operation: &'static str,
+    /// `error.type`; `None` for calls that succeeded.
+    error: Option<&'static str>,
+}
+
+/// The registry. Cheap to share behind an `Arc`.
+pub struct Metrics {
+    http: Mutex<BTreeMap<HttpSeries, Arc<Histogram>>>,
+    http_active: AtomicI64,
+    db: Mutex<BTreeMap<DbSeries, Arc<Histogram>>>,
+    /// Redis operations not attempted, by reason (`disconnected`, `circuit_open`).
+    redis_skipped: Mutex<BTreeMap<&'static str, u64>>,
+    /// From the periodic poll of Redis (`None` until the first success).
+    redis_info: Mutex<Option<RedisInfo>>,
+}
+
+/// What the periodic poll of Redis found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RedisInfo {
+    /// `used_memory`.
+    pub memory_used_bytes: u64,
+    /// `maxmemory` (0: no limit).
+    pub memory_max_bytes: u64,
+    /// Keys in the database, all prefixes (`INFO keyspace`).
+    pub keyspace_keys: u64,
+    /// Keys under the cache prefix, values and leases apart (`SCAN`).
+    pub cached_keys: Option<u64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            http: Mutex::default(),
+            http_active: AtomicI64::new(0),
+            db: Mutex::default(),
+            redis_skipped: Mutex::default(),
+            redis_info: Mutex::default(),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Metrics {
+    pub fn http_request(&self, method: &str, route: Option<&str>, status: u16, took: Duration) {
+        let method = METHODS
+            .iter()
+            .find(|known| **known == method)
+            .copied()
+            .unwrap_or("_OTHER");
+        let series = HttpSeries {
+            method,
+            route: route.unwrap_or_default().to_owned(),
+            status,
+        };
+        let histogram = lock(&self.http)
+            .entry(series)
+            .or_insert_with(|| Arc::new(Histogram::new(&LATENCY_BUCKETS)))
+            .clone();
+        histogram.observe(took);
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    pub fn http_in_flight(self: &Arc<Self>) -> InFlight {
+        self.http_active.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    pub fn db_operation(
+        &self,
+        system: DbSystem,
+        operation: &'static str,
+        error: Option<&'static str>,
+        took: Duration,
+    ) {
+        let series = DbSeries {
+            system,
+            operation,
+            error,
+        };
+        let histogram = lock(&self.db)
+            .entry(series)
+            .or_insert_with(|| Arc::new(Histogram::new(&LATENCY_BUCKETS)))
+            .clone();
+        histogram.observe(took);
+    }
+
+    pub fn redis_skipped(&self, reason: &'static str) {
+        *lock(&self.redis_skipped).entry(reason).or_default() += 1;
+    }
+
+    pub fn set_redis_info(&self, info: RedisInfo) {
+        *lock(&self.redis_info) = Some(info);
+    }
+
+    pub fn redis_info(&self) -> Option<RedisInfo> {
+        *lock(&self.redis_info)
+    }
+
+    /// The families this registry owns, appended to `out`.
+    pub fn render_into(&self, out: &mut Exposition) {
+        out.family(
+            "http_server_request_duration_seconds",
+            "histogram",
+            "Duration of HTTP server requests, by method, matched route and status code.",
+        );
+        for (series, histogram) in lock(&self.http).iter() {
+            let status = series.status.to_string();
+            out.histogram(
+                "http_server_request_duration_seconds",
+                &[
+                    ("http_request_method", series.method),
+                    ("http_route", &series.route),
+                    ("http_response_status_code", &status),
+                ],
+                histogram,
+            );
+        }
+        out.family(
+            "http_server_active_requests",
+            "gauge",
+            "HTTP requests being served.",
+        );
+        out.sample(
+            "http_server_active_requests",
+            &[],
+            self.http_active.load(Ordering::Relaxed) as f64,
+        );
+        out.family(
+            "db_client_operation_duration_seconds",
+            "histogram",
+            "Duration of source-of-truth queries and Redis commands, by system, operation and error type.",
+        );
+        for (series, histogram) in lock(&self.db).iter() {
+            let mut labels = vec![
+                ("db_system_name", series.system.as_str()),
+                ("db_operation_name", series.operation),
+            ];
+            if let Some(error) = series.error {
+                labels.push(("error_type", error));
+            }
+            out.histogram("db_client_operation_duration_seconds", &labels, histogram);
+        }
+        out.family(
+            "redis_cache_redis_operations_skipped_total",
+            "counter",
+            "Redis operations not attempted: no connection, or the circuit breaker open.",
+        );
+        for reason in ["disconnected", "circuit_open"] {
+            let count = lock(&self.redis_skipped).get(reason).copied().unwrap_or(0);
+            out.sample(
+                "redis_cache_redis_operations_skipped_total",
+                &[("reason", reason)],
+                count as f64,
+            );
+        }
+        if let Some(info) = self.redis_info() {
+            out.gauge(
+                "redis_memory_used_bytes",
+                "Memory Redis uses (INFO used_memory), polled periodically.",
+                info.memory_used_bytes as f64,
+            );
+            out.gauge(
+                "redis_memory_max_bytes",
+                "Redis maxmemory (0: no limit), polled periodically.",
+                info.memory_max_bytes as f64,
+            );
+            out.gauge(
+                "redis_keyspace_keys",
+                "Keys in the Redis database, all prefixes (INFO keyspace), polled periodically.",
+                info.keyspace_keys as f64,
+            );
+            if let Some(keys) = info.cached_keys {
+                out.gauge(
+                    "redis_cache_keys",
+                    "Cached values under the cache key prefix (SCAN), polled periodically.",
+                    keys as f64,
+                );
+            }
+        }
+    }
+}
+
+/// An HTTP request in flight; see [`Metrics::http_in_flight`].
+pub struct InFlight(Arc<Metrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.http_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A text exposition being written: `# HELP`/`# TYPE` lines and samples.
+#[derive(Default)]
+pub struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {help}");
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+    }
+
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.text.push_str(name);
+        write_labels(&mut self.text, labels, None);
+        let _ = writeln!(self.text, " {}", number(value));
+    }
+
+    /// A family with one unlabelled sample.
+    pub fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.family(name, "gauge", help);
+        self.sample(name, &[], value);
+    }
+
+    /// A family with one unlabelled sample.
+    pub fn counter(&mut self, name: &str, help: &str, value: u64) {
+        self.family(name, "counter", help);
+        self.sample(name, &[], value as f64);
+    }
+
+    pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], histogram: &Histogram) {
+        let (buckets, sum) = histogram.read();
+        self.histogram_from(name, labels, &buckets, sum);
+    }
+
+    /// A histogram from cumulative `(upper bound, count)` pairs, the last one
+    /// `+Inf` (`None`).
+    pub fn histogram_from(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        buckets: &[(Option<f64>, u64)],
+        sum: f64,
+    ) {
+        let count = buckets.last().map_or(0, |(_, n)| *n);
+        for (bound, cumulative) in buckets {
+            let le = bound.map_or("+Inf".to_owned(), number);
+            let _ = write!(self.text, "{name}_bucket");
+            write_labels(&mut self.text, labels, Some(&le));
+            let _ = writeln!(self.text, " {cumulative}");
+        }
+        let _ = write!(self.text, "{name}_sum");
+        write_labels(&mut self.text, labels, None);
+        let _ = writeln!(self.text, " {}", number(sum));
+        let _ = write!(self.text, "{name}_count");
+        write_labels(&mut self.text, labels, None);
+        let _ = writeln!(self.text, " {count}");
+    }
+
+    pub fn finish(self) -> String {
+        self.text
+    }
+}
+
+fn write_labels(out: &mut String, labels: &[(&str, &str)], le: Option<&str>) {
+    if labels.is_empty() && le.is_none() {
+        return;
+    }
+    out.push('{');
+    let mut first = true;
+    for (name, value) in labels.iter().copied().chain(le.map(|le| ("le", le))) {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(name);
+        out.push_str("=\"");
+        for c in value.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push('}');
+}
+
+fn number(value: f64) -> String {
+    if value.is_infinite() {
+        if value > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else {
+        format!("{value}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_render_cumulative_buckets_sum_and_count() {
+        let metrics = Metrics::default();
+        metrics.http_request("GET", Some("/items/{id}"), 200, Duration::from_micros(300));
+        metrics.http_request("GET", Some("/items/{id}"), 200, Duration::from_millis(30));
+        metrics.http_request("BREW", None, 405, Duration::from_millis(1));
+        let mut out = Exposition::default();
+        metrics.render_into(&mut out);
+        let text = out.finish();
+        let series =
+            r#"http_request_method="GET",http_route="/items/{id}",http_response_status_code="200""#;
+        assert!(text.contains(&format!(
+            "http_server_request_duration_seconds_bucket{{{series},le=\"0.00025\"}} 0"
+        )));
+        assert!(text.contains(&format!(
+            "http_server_request_duration_seconds_bucket{{{series},le=\"0.0005\"}} 1"
+        )));
+        assert!(text.contains(&format!(
+            "http_server_request_duration_seconds_bucket{{{series},le=\"+Inf\"}} 2"
+        )));
+        assert!(text.contains(&format!(
+            "http_server_request_duration_seconds_count{{{series}}} 2"
+        )));
+        assert!(text.contains(
+            r#"http_request_method="_OTHER",http_route="",http_response_status_code="405""#
+        ));
+        assert!(text.contains("# TYPE http_server_request_duration_seconds histogram"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = Exposition::default();
+        out.sample("x", &[("a", "q\"b\\c\nd")], 1.0);
+        assert_eq!(out.finish(), "x{a=\"q\\\"b\\\\c\\nd\"} 1\n");
+    }
+}
