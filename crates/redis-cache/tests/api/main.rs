@@ -14,6 +14,7 @@ mod glob;
 mod health;
 mod invalidation;
 mod items;
+mod metrics;
 mod near_cache;
 mod process;
 mod redis_connection;
