@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::cache::{
     self, CacheKey, CacheStats, CacheStatus, Entry, Freshness, KeyPrefix, LookupResult, NearCache,
@@ -329,7 +330,25 @@ impl Catalog {
 
     // ---- reads -------------------------------------------------------------
 
+    /// Looks `id` up: near cache, Redis, then a load (see the module docs).
     pub async fn get(&self, id: &ItemId) -> Result<Lookup, LookupError> {
+        let span = tracing::info_span!(
+            "cache lookup",
+            item.id = %id,
+            cache.status = tracing::field::Empty,
+            cache.tier = tracing::field::Empty,
+        );
+        let lookup = self.lookup(id).instrument(span.clone()).await;
+        if let Ok(found) = &lookup {
+            span.record("cache.status", found.status.as_str());
+            if let Some(tier) = found.tier {
+                span.record("cache.tier", tier.as_str());
+            }
+        }
+        lookup
+    }
+
+    async fn lookup(&self, id: &ItemId) -> Result<Lookup, LookupError> {
         // Taken before anything is read: an invalidation from here on keeps
         // what this lookup reads out of the near cache.
         let ticket = self.l1.ticket(id);
@@ -418,6 +437,21 @@ impl Catalog {
     /// Looks up distinct `ids` with one Redis round trip for all of them and
     /// one load for all that missed (see `load`).
     pub async fn get_many(&self, ids: &[ItemId]) -> Result<BatchLookup, LookupError> {
+        let span = tracing::info_span!(
+            "cache batch lookup",
+            ids = ids.len(),
+            cache.hits = tracing::field::Empty,
+            cache.misses = tracing::field::Empty,
+        );
+        let lookup = self.lookup_many(ids).instrument(span.clone()).await;
+        if let Ok(found) = &lookup {
+            span.record("cache.hits", found.hits);
+            span.record("cache.misses", found.misses);
+        }
+        lookup
+    }
+
+    async fn lookup_many(&self, ids: &[ItemId]) -> Result<BatchLookup, LookupError> {
         let tickets: Vec<_> = ids.iter().map(|id| self.l1.ticket(id)).collect();
         let mut answers: Vec<Option<Option<Item>>> = vec![None; ids.len()];
         let mut from_l1 = Vec::new();

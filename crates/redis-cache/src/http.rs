@@ -9,6 +9,7 @@ mod items;
 mod json;
 mod metrics;
 mod stats;
+mod trace;
 
 use std::time::Instant;
 
@@ -22,6 +23,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::catalog::Catalog;
 use crate::invalidation::SubscriberState;
@@ -77,8 +80,9 @@ async fn method_not_allowed() -> Response {
         .into_response()
 }
 
-/// Logs one line per request, and the hidden cause of every 5xx: the only
-/// place errors are logged.
+/// Around every request: its server span (continuing the caller's trace
+/// when it sends `traceparent`), its metrics, and one log line, with the
+/// hidden cause of every 5xx: the only place errors are logged.
 async fn log_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let _in_flight = state.catalog.metrics().http_in_flight();
@@ -94,8 +98,28 @@ async fn log_request(State(state): State<AppState>, request: Request, next: Next
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let response = next.run(request).await;
+    let span = tracing::info_span!(
+        "HTTP request",
+        otel.name = %match &matched {
+            Some(route) => format!("{method} {route}"),
+            None => method.to_string(),
+        },
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = matched.as_deref(),
+        url.path = request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        request_id = %request_id,
+    );
+    let _ = span.set_parent(trace::incoming_context(request.headers()));
+    let trace_id = trace::trace_id(&span);
+    let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
     state.catalog.metrics().http_request(
         method.as_str(),
         matched.as_deref(),
@@ -109,14 +133,18 @@ async fn log_request(State(state): State<AppState>, request: Request, next: Next
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
     if let Some(ErrorCause(cause)) = response.extensions().get::<ErrorCause>() {
-        tracing::error!(%method, %route, status, %request_id, error = %cause, "request failed");
+        tracing::error!(%method, %route, status, %request_id, %trace_id, error = %cause, "request failed");
     }
     // Probes arrive every few seconds from orchestrators; keep them out of the
     // default log level.
-    if matches!(route.as_str(), "/livez" | "/readyz" | "/health") && status < 500 {
-        tracing::debug!(%method, %route, status, latency_ms, %request_id, "request");
+    if matches!(
+        route.as_str(),
+        "/livez" | "/readyz" | "/health" | "/metrics"
+    ) && status < 500
+    {
+        tracing::debug!(%method, %route, status, latency_ms, %request_id, %trace_id, "request");
     } else {
-        tracing::info!(%method, %route, status, latency_ms, cache, %request_id, "request");
+        tracing::info!(%method, %route, status, latency_ms, cache, %request_id, %trace_id, "request");
     }
     response
 }

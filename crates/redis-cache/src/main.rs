@@ -32,7 +32,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(config.log_format);
+    // Flushes the trace exporter when main returns.
+    let _telemetry = telemetry::init(config.log_format);
     let mut signals = match Signals::install() {
         Ok(signals) => signals,
         Err(err) => return fail(anyhow::Error::new(err).context("cannot install signal handlers")),

@@ -507,7 +507,8 @@ impl RedisCache {
     {
         let span = tracing::info_span!(
             "redis",
-            otel.name = op.name,
+            // The conventions name a database span after its query summary.
+            otel.name = if op.summary.is_empty() { op.name } else { op.summary },
             otel.kind = "client",
             otel.status_code = tracing::field::Empty,
             db.system.name = "redis",

@@ -135,9 +135,11 @@ impl Catalog {
         }
         if !ticket.leads.is_empty() {
             // Its own task: waiters that give up (clients hanging up) must not
-            // cancel a load others are waiting for.
+            // cancel a load others are waiting for. Its span is a child of
+            // the lookup that started it.
+            let span = tracing::info_span!("cache load", ids = ticket.leads.len());
             let this = self.clone();
-            tokio::spawn(async move { this.lead(ticket.leads).await });
+            tokio::spawn(async move { this.lead(ticket.leads).await }.instrument(span));
         }
         futures::future::join_all(ticket.outcomes).await
     }

@@ -99,7 +99,11 @@ impl Catalog {
         &self,
         write: impl Future<Output = T> + Send + 'static,
     ) -> T {
-        match self.writes.spawn(write).await {
+        match self
+            .writes
+            .spawn(write.instrument(tracing::Span::current()))
+            .await
+        {
             Ok(done) => done,
             Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
             Err(err) => unreachable!("write tasks are never aborted: {err}"),
@@ -207,7 +211,18 @@ impl Catalog {
         key: Option<&CacheKey>,
         pattern: Option<&KeyPattern>,
     ) -> bool {
-        match self.publisher.publish(key, pattern).await {
+        let span = tracing::info_span!(
+            "invalidation publish",
+            otel.name = "cache:invalidate publish",
+            otel.kind = "producer",
+            messaging.system = "redis",
+            messaging.operation.type = "send",
+            messaging.destination.name = crate::invalidation::CHANNEL,
+            cache.key = key.map(CacheKey::as_str),
+            cache.pattern = pattern.map(KeyPattern::as_str),
+        );
+        let published = self.publisher.publish(key, pattern).instrument(span).await;
+        match published {
             Ok(()) => {
                 CacheStats::bump(&self.stats.invalidations_published);
                 true

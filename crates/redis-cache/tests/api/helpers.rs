@@ -1,6 +1,7 @@
 //! `TestApp`: the real service on a free port, with its own Redis and its own
 //! database, plus typed helpers for every route.
 
+pub mod binary;
 pub mod gate;
 pub mod postgres;
 pub mod proxy;
@@ -169,7 +170,7 @@ impl TestAppBuilder {
 
     pub async fn spawn(self) -> TestApp {
         if std::env::var_os("TEST_LOG").is_some() {
-            redis_cache::telemetry::init(LogFormat::Pretty);
+            std::mem::forget(redis_cache::telemetry::init(LogFormat::Pretty));
         }
         let redis = self.redis.unwrap_or_else(|| Arc::new(TestRedis::start()));
         let database = match self.database {

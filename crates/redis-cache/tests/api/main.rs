@@ -19,5 +19,6 @@ mod near_cache;
 mod process;
 mod redis_connection;
 mod stampede;
+mod traces;
 mod validation;
 mod walkthrough;

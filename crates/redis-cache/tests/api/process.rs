@@ -1,36 +1,19 @@
 //! The `redis-cache` binary itself: configuration errors, `--help`, and
 //! graceful shutdown on signals.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use reqwest::StatusCode;
 
+use crate::helpers::binary::{
+    binary, exit_code, listening, run, signal, spawn_in, start, start_in, start_logging,
+    upstream_fetches,
+};
 use crate::helpers::{
     Backend, TestApp, TestDatabase, TestRedis, UnreachablePostgres, body, eventually,
     kill_with_parent,
 };
-
-fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_redis-cache"));
-    command.env_clear();
-    command
-}
-
-fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut command = binary();
-    command.args(args);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let out = command.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn bad_settings_exit_non_zero_with_one_line_naming_the_variable() {
@@ -113,66 +96,6 @@ fn help_lists_every_setting_without_secret_values() {
         !stdout.contains("s3cr3t"),
         "a secret value is shown in --help"
     );
-}
-
-/// Starts the binary with JSON logs and returns it with the port it reports.
-fn start(env: &[(&str, String)]) -> (Child, u16) {
-    start_in(std::env::temp_dir().as_path(), env)
-}
-
-fn start_in(dir: &std::path::Path, env: &[(&str, String)]) -> (Child, u16) {
-    let (child, port, _) = start_logging(dir, env);
-    (child, port)
-}
-
-/// Like [`start_in`], but also returns every log line printed, collected
-/// until the process exits.
-fn start_logging(
-    dir: &std::path::Path,
-    env: &[(&str, String)],
-) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
-    listening(spawn_in(dir, env))
-}
-
-/// Starts the binary with JSON logs, without waiting for it.
-fn spawn_in(dir: &std::path::Path, env: &[(&str, String)]) -> Child {
-    let mut command = binary();
-    command.current_dir(dir);
-    command
-        .env("SERVER_PORT", "0")
-        .env("BIND_ADDR", "127.0.0.1")
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "debug,hyper=info,h2=info,rustls=info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    kill_with_parent(&mut command, libc::SIGKILL);
-    command.spawn().unwrap()
-}
-
-/// Reads `child`'s log until it reports listening; returns its port and the
-/// log lines, collected until it exits.
-fn listening(mut child: Child) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (tx, rx) = std::sync::mpsc::channel();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let event = serde_json::from_str::<serde_json::Value>(&line).unwrap_or_default();
-        let _ = tx.send(line);
-        if event["message"] == "listening" {
-            let address = event["address"].as_str().unwrap();
-            let port = address.rsplit(':').next().unwrap().parse().unwrap();
-            std::thread::spawn(move || {
-                for line in lines.map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-            return (child, port, rx);
-        }
-    }
-    panic!("redis-cache exited before listening: {:?}", child.wait());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,32 +206,6 @@ async fn default_database_is_a_sqlite_file_under_data_in_wal_mode() {
     assert_eq!(mode, "wal");
     signal(&child, libc::SIGTERM);
     assert_eq!(exit_code(child).await, Some(0));
-}
-
-/// Source-of-truth reads so far, as the service's `/stats` reports them.
-async fn upstream_fetches(http: &reqwest::Client, base: &str) -> u64 {
-    let stats: serde_json::Value = http
-        .get(format!("{base}/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    stats["upstream_fetches"].as_u64().unwrap()
-}
-
-fn signal(child: &Child, signal: libc::c_int) {
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
-}
-
-async fn exit_code(mut child: Child) -> Option<i32> {
-    tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap()
-        .code()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

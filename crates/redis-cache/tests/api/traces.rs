@@ -1,0 +1,260 @@
+//! Traces over OTLP: a small OTLP/HTTP (JSON) receiver collects what the
+//! binary exports, and the span tree of a request is checked: the server
+//! span continuing the caller's `traceparent`, the cache lookup, the Redis
+//! commands, the source-of-truth query, the fill, and the invalidation on
+//! writes.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::post;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::binary::{signal, start, start_logging};
+use crate::helpers::{Backend, TestDatabase, TestRedis, eventually};
+
+/// Spans received, flattened: one JSON object per span.
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<Value>>>);
+
+impl Received {
+    fn spans(&self) -> Vec<Value> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn of_trace(&self, trace_id: &str) -> Vec<Value> {
+        self.spans()
+            .into_iter()
+            .filter(|span| span["traceId"].as_str() == Some(trace_id))
+            .collect()
+    }
+}
+
+async fn receive(State(received): State<Received>, body: Bytes) -> StatusCode {
+    let export: Value = serde_json::from_slice(&body).expect("OTLP JSON");
+    let mut spans = received.0.lock().unwrap();
+    for resource in export["resourceSpans"].as_array().into_iter().flatten() {
+        let service = attribute(&resource["resource"], "service.name");
+        for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+            for span in scope["spans"].as_array().into_iter().flatten() {
+                let mut span = span.clone();
+                span["service"] = json!(service);
+                spans.push(span);
+            }
+        }
+    }
+    StatusCode::OK
+}
+
+/// An OTLP/HTTP receiver on a free port; returns its endpoint.
+async fn receiver() -> (String, Received) {
+    let received = Received::default();
+    let app = Router::new()
+        .route("/v1/traces", post(receive))
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (endpoint, received)
+}
+
+/// The value of attribute `key` (as a string, whatever its type).
+fn attribute(holder: &Value, key: &str) -> Option<String> {
+    holder["attributes"]
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)
+        .map(|a| {
+            let value = &a["value"];
+            value["stringValue"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| value.to_string())
+        })
+}
+
+fn named<'a>(spans: &'a [Value], name: &str) -> Vec<&'a Value> {
+    spans.iter().filter(|s| s["name"] == name).collect()
+}
+
+fn one<'a>(spans: &'a [Value], name: &str) -> &'a Value {
+    let found = named(spans, name);
+    assert_eq!(found.len(), 1, "one span {name:?} in {:#?}", names(spans));
+    found[0]
+}
+
+fn names(spans: &[Value]) -> Vec<String> {
+    spans
+        .iter()
+        .map(|s| s["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn is_child(child: &Value, parent: &Value) -> bool {
+    child["parentSpanId"] == parent["spanId"]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_and_a_write_are_traced_end_to_end() {
+    let (endpoint, received) = receiver().await;
+    let redis = TestRedis::start();
+    let database = TestDatabase::new(Backend::Sqlite).await;
+    let (child, port) = start(&[
+        ("REDIS_URL", redis.url()),
+        ("DATABASE_URL", database.url.clone()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".into()),
+        ("OTEL_SERVICE_NAME", "catalogue".into()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+    ]);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let miss = http
+        .get(format!("{base}/items/1"))
+        .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(miss.headers()["x-cache-status"], "MISS");
+
+    eventually("the miss's fill reached the receiver", || async {
+        named(&received.of_trace(caller_trace), "fill under leases").len() == 1
+    })
+    .await;
+    let spans = received.of_trace(caller_trace);
+    let server = one(&spans, "GET /items/{id}");
+    assert_eq!(
+        server["parentSpanId"], caller_span,
+        "continues the caller's trace"
+    );
+    assert_eq!(server["kind"], 2, "SERVER");
+    assert_eq!(server["service"], "catalogue");
+    assert_eq!(
+        attribute(server, "http.route").as_deref(),
+        Some("/items/{id}")
+    );
+    assert_eq!(
+        attribute(server, "http.request.method").as_deref(),
+        Some("GET")
+    );
+    assert_eq!(
+        attribute(server, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+
+    let lookup = one(&spans, "cache lookup");
+    assert!(is_child(lookup, server));
+    assert_eq!(attribute(lookup, "cache.status").as_deref(), Some("MISS"));
+    let get = one(&spans, "GET");
+    assert!(is_child(get, lookup));
+    assert_eq!(get["kind"], 3, "CLIENT");
+    assert_eq!(attribute(get, "db.system.name").as_deref(), Some("redis"));
+    assert_eq!(attribute(get, "db.operation.name").as_deref(), Some("GET"));
+    assert_eq!(
+        attribute(get, "db.query.text").as_deref(),
+        Some("GET item:1")
+    );
+    let load = one(&spans, "cache load");
+    assert!(is_child(load, lookup));
+    for name in ["take leases", "SELECT items", "fill under leases"] {
+        assert!(is_child(one(&spans, name), load), "{name} under the load");
+    }
+    let select = one(&spans, "SELECT items");
+    assert_eq!(
+        attribute(select, "db.system.name").as_deref(),
+        Some("sqlite")
+    );
+    assert_eq!(
+        attribute(select, "db.operation.name").as_deref(),
+        Some("SELECT")
+    );
+
+    // A write: the update, the delete in Redis and the publication.
+    let write_trace = "0af7651916cd43dd8448eb211c80319c";
+    let put = http
+        .put(format!("{base}/items/1"))
+        .header(
+            "traceparent",
+            format!("00-{write_trace}-b7ad6b7169203331-01"),
+        )
+        .json(&json!({ "stock": 3 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::OK);
+    eventually("the write's publication reached the receiver", || async {
+        named(&received.of_trace(write_trace), "cache:invalidate publish").len() == 1
+    })
+    .await;
+    let spans = received.of_trace(write_trace);
+    let server = one(&spans, "PUT /items/{id}");
+    for name in ["UPDATE items", "UNLINK", "cache:invalidate publish"] {
+        assert!(
+            is_child(one(&spans, name), server),
+            "{name} under the request"
+        );
+    }
+    let publish = one(&spans, "cache:invalidate publish");
+    assert_eq!(publish["kind"], 4, "PRODUCER");
+    assert_eq!(
+        attribute(publish, "messaging.destination.name").as_deref(),
+        Some("cache:invalidate")
+    );
+
+    // Keys, never values.
+    let everything = serde_json::to_string(&received.spans()).unwrap();
+    assert!(
+        !everything.contains("Laptop Pro"),
+        "an item value reached a span"
+    );
+    signal(&child, libc::SIGTERM);
+}
+
+/// A collector that does not answer costs requests nothing, and says so in
+/// the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_collector_is_logged_not_fatal() {
+    let redis = TestRedis::start();
+    let database = TestDatabase::new(Backend::Sqlite).await;
+    let nothing_there = format!("http://127.0.0.1:{}", crate::helpers::free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let (child, port, logs) = start_logging(
+        dir.path(),
+        &[
+            ("REDIS_URL", redis.url()),
+            ("DATABASE_URL", database.url.clone()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", nothing_there),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        ],
+    );
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for _ in 0..20 {
+        let response = http
+            .get(format!("http://127.0.0.1:{port}/items/2"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let reported = tokio::task::spawn_blocking(move || {
+        // The log lines as they come, for up to 10 s.
+        while let Ok(line) = logs.recv_timeout(std::time::Duration::from_secs(10)) {
+            let event: Value = serde_json::from_str(&line).unwrap_or_default();
+            if matches!(event["level"].as_str(), Some("WARN" | "ERROR"))
+                && line.to_lowercase().contains("export")
+            {
+                return Some(line);
+            }
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert!(reported.is_some(), "an export failure is logged");
+    signal(&child, libc::SIGTERM);
+}
