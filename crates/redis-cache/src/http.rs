@@ -8,6 +8,7 @@ mod health;
 mod items;
 mod json;
 mod metrics;
+mod openapi;
 mod stats;
 mod trace;
 
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .merge(stats::router())
         .merge(health::router())
         .merge(metrics::router())
+        .merge(openapi::router())
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -99,7 +99,7 @@ impl Default for Started {
 }
 
 /// A point-in-time copy of the counters since the last reset.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct StatsSnapshot {
     pub hits: u64,
     pub l1_hits: u64,
@@ -121,6 +121,7 @@ pub struct StatsSnapshot {
     pub invalidations_received: u64,
     pub invalidation_gaps: u64,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub since: OffsetDateTime,
 }
 

@@ -10,18 +10,35 @@ pub const MAX_DESCRIPTION_CHARS: usize = 2000;
 pub const MAX_CATEGORY_CHARS: usize = 100;
 
 /// An item as stored in the source of truth and served to clients.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "id": "1", "name": "Laptop Pro", "description": "High-performance laptop for developers",
+    "price": 1299.99, "category": "Electronics", "stock": 15,
+    "created_at": "2026-11-26T14:03:48.920431Z", "updated_at": "2026-11-27T13:03:48.920431Z",
+    "version": 1
+}))]
 pub struct Item {
+    /// 1 to 64 characters of `[A-Za-z0-9._-]`.
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub id: ItemId,
+    /// 1 to 200 characters.
     pub name: String,
+    /// At most 2000 characters.
     pub description: String,
+    #[schema(minimum = 0.0)]
     pub price: f64,
+    /// At most 100 characters.
     pub category: String,
+    #[schema(minimum = 0)]
     pub stock: i64,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: OffsetDateTime,
+    /// 1 on creation, +1 on every update; also the `ETag`.
+    #[schema(value_type = i64, minimum = 1)]
     pub version: Version,
 }
 
@@ -44,13 +61,22 @@ impl std::fmt::Display for Version {
 /// optional here; [`NewItem::parse`] and [`ItemPatch::parse`] decide what is
 /// required. Server-managed fields (`created_at`, `updated_at`, `version`) are
 /// deliberately absent, so a client sending them is ignored rather than obeyed.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct ItemFields {
+    /// Creation only: generated when absent.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub id: Option<String>,
+    /// Required on creation; 1 to 200 characters.
     pub name: Option<String>,
+    /// At most 2000 characters (default empty).
     pub description: Option<String>,
+    /// A number ≥ 0 (default 0).
+    #[schema(minimum = 0.0)]
     pub price: Option<f64>,
+    /// At most 100 characters (default empty).
     pub category: Option<String>,
+    /// An integer ≥ 0 (default 0).
+    #[schema(minimum = 0)]
     pub stock: Option<i64>,
 }
 

@@ -12,6 +12,7 @@ use super::AppState;
 use super::auth::AdminAuth;
 use super::error::ApiError;
 use super::json::ApiJson;
+use super::openapi::{ErrorBody, InvalidateResponse, WarmResponse};
 use crate::cache::LinkState;
 
 /// Most items one warm-up request may load.
@@ -24,15 +25,29 @@ pub fn router() -> Router<AppState> {
         .route("/cache/warm", post(warm))
 }
 
-#[derive(Deserialize)]
-struct InvalidateRequest {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct InvalidateRequest {
+    /// A key inside the cache prefix, such as `item:1`.
     key: Option<String>,
+    /// A Redis glob inside the cache prefix, such as `item:1*`.
     pattern: Option<String>,
 }
 
 /// `POST /cache/invalidate`: deletes the key and/or the keys matching the
 /// pattern in Redis before answering, then publishes the invalidation. Keys
 /// and patterns must stay inside the cache prefix.
+#[utoipa::path(
+    post, path = "/cache/invalidate", tag = "cache",
+    summary = "Invalidate a key and/or a pattern (Redis glob) inside the cache prefix",
+    request_body = InvalidateRequest,
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "Deleted in Redis, then published", body = InvalidateResponse),
+        (status = 202, description = "Redis unreachable: applied as soon as it answers", body = InvalidateResponse),
+        (status = 400, description = "Neither key nor pattern, or outside the cache prefix", body = ErrorBody),
+        (status = 401, description = "ADMIN_TOKEN is set and the bearer token is missing or wrong", body = ErrorBody),
+    )
+)]
 async fn invalidate(
     State(state): State<AppState>,
     _: AdminAuth,
@@ -71,13 +86,26 @@ async fn invalidate(
     )
 }
 
-#[derive(Deserialize)]
-struct WarmRequest {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct WarmRequest {
+    /// Most items to load (default 1000, at most 100000).
     limit: Option<u32>,
 }
 
 /// `POST /cache/warm`: loads up to `limit` of the most recently updated items
 /// into Redis with pipelines, without replacing values already cached.
+#[utoipa::path(
+    post, path = "/cache/warm", tag = "cache",
+    summary = "Load the most recently updated items into Redis",
+    request_body = WarmRequest,
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "Warmed", body = WarmResponse),
+        (status = 400, description = "limit too large", body = ErrorBody),
+        (status = 401, description = "Bearer token missing or wrong", body = ErrorBody),
+        (status = 503, description = "Redis or the source of truth unavailable", body = ErrorBody),
+    )
+)]
 async fn warm(
     State(state): State<AppState>,
     _: AdminAuth,

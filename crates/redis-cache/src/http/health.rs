@@ -10,6 +10,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::openapi::{HealthBody, ProbeBody};
 use crate::invalidation::SubscriberState;
 
 /// Bound on the database check, so a hung database gives a quick answer.
@@ -29,6 +30,14 @@ async fn database_ok(state: &AppState) -> bool {
     )
 }
 
+#[utoipa::path(
+    get, path = "/health", tag = "operations",
+    summary = "Health of the instance and of what it depends on",
+    responses(
+        (status = 200, description = "healthy, or degraded (Redis or the subscription down: answers come from the source of truth)", body = HealthBody),
+        (status = 503, description = "unhealthy: the source of truth is unreachable", body = HealthBody),
+    )
+)]
 /// `GET /health`: `healthy` when everything works, `degraded` (still 200) when
 /// Redis or the subscription is down — the service answers from the source of
 /// truth — and `unhealthy` (503) only when the source of truth is unreachable.
@@ -57,11 +66,24 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     )
 }
 
+#[utoipa::path(
+    get, path = "/livez", tag = "operations",
+    summary = "Liveness: the process serves HTTP",
+    responses((status = 200, description = "Alive", body = ProbeBody))
+)]
 /// `GET /livez`: the process is up and serving HTTP.
 async fn livez() -> Json<Value> {
     Json(json!({ "status": "alive" }))
 }
 
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    summary = "Readiness: the source of truth answers and the instance is not shutting down",
+    responses(
+        (status = 200, description = "Ready", body = ProbeBody),
+        (status = 503, description = "Not ready, or shutting down", body = ProbeBody),
+    )
+)]
 /// `GET /readyz`: ready for traffic when the source of truth is reachable and
 /// the instance is not shutting down. Redis is not required.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {

@@ -15,6 +15,7 @@ use super::AppState;
 use super::conditional::{etag, if_match, not_modified};
 use super::error::ApiError;
 use super::json::ApiJson;
+use super::openapi::ErrorBody;
 use crate::domain::{Item, ItemFields, ItemId, ItemPatch, NewItem, ValidationError};
 
 pub const X_CACHE_STATUS: HeaderName = HeaderName::from_static("x-cache-status");
@@ -57,6 +58,29 @@ fn invalid_item(err: ValidationError) -> ApiError {
 
 /// `GET /items/{id}`: `X-Cache-Status` says where the answer came from;
 /// `If-None-Match` with the current `ETag` gives 304.
+#[utoipa::path(
+    get, path = "/items/{id}", tag = "items",
+    summary = "Read an item through the cache",
+    params(
+        ("id" = String, Path, description = "1 to 64 characters of [A-Za-z0-9._-]"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag (\"<version>\"): 304 when it is current"),
+    ),
+    responses(
+        (status = 200, description = "The item", body = Item, headers(
+                ("ETag" = String, description = "\"<version>\""),
+                ("X-Cache-Status" = String, description = "HIT, MISS, BYPASS (Redis could not be used) or STALE (served past its freshness: the source of truth failed)"),
+                ("X-Cache-Tier" = String, description = "On hits: L1 (this instance's near cache) or L2 (Redis)"),
+                ("Age" = Option<u64>, description = "Seconds since the value was read from the source of truth (STALE answers)"),
+        )),
+        (status = 304, description = "Not modified", headers(("ETag" = String), ("X-Cache-Status" = String))),
+        (status = 400, description = "Invalid id", body = ErrorBody),
+        (status = 404, description = "No such item (absences are cached too)", body = ErrorBody, headers(
+                ("X-Cache-Status" = String, description = "HIT, MISS, BYPASS (Redis could not be used) or STALE (served past its freshness: the source of truth failed)"),
+                ("X-Cache-Tier" = String, description = "On hits: L1 (this instance's near cache) or L2 (Redis)"),
+        )),
+        (status = 503, description = "Source of truth unavailable and nothing usable cached", body = ErrorBody, headers(("Retry-After" = u64))),
+    )
+)]
 async fn fetch(
     State(state): State<AppState>,
     IdPath(id): IdPath,
@@ -85,6 +109,19 @@ async fn fetch(
 }
 
 /// `POST /items`: 201 with `Location`; an existing id is a 409.
+#[utoipa::path(
+    post, path = "/items", tag = "items",
+    summary = "Create an item",
+    request_body(content = ItemFields, description = "name is required; id is generated when absent; timestamps and version are ignored"),
+    responses(
+        (status = 201, description = "Created", body = Item, headers(("Location" = String), ("ETag" = String))),
+        (status = 400, description = "Invalid item", body = ErrorBody),
+        (status = 409, description = "An item with this id already exists", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 503, description = "Source of truth unavailable", body = ErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     ApiJson(fields): ApiJson<ItemFields>,
@@ -106,6 +143,22 @@ async fn create(
 
 /// `PUT` and `PATCH /items/{id}`: partial update; `If-Match` guards against
 /// overwriting a newer version.
+#[utoipa::path(
+    put, path = "/items/{id}", tag = "items",
+    summary = "Update an item (partial: omitted fields keep their values; PATCH is the same)",
+    params(
+        ("id" = String, Path),
+        ("If-Match" = Option<String>, Header, description = "\"<version>\": 412 unless it is the current version"),
+    ),
+    request_body = ItemFields,
+    responses(
+        (status = 200, description = "Updated; version + 1", body = Item, headers(("ETag" = String))),
+        (status = 400, description = "Invalid id or fields", body = ErrorBody),
+        (status = 404, description = "No such item", body = ErrorBody),
+        (status = 412, description = "If-Match names another version", body = ErrorBody),
+        (status = 503, description = "Source of truth unavailable", body = ErrorBody),
+    )
+)]
 async fn update(
     State(state): State<AppState>,
     IdPath(id): IdPath,
@@ -123,6 +176,17 @@ async fn update(
 }
 
 /// `DELETE /items/{id}`: 204 with no body.
+#[utoipa::path(
+    delete, path = "/items/{id}", tag = "items",
+    summary = "Delete an item",
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such item", body = ErrorBody),
+        (status = 412, description = "If-Match names another version", body = ErrorBody),
+        (status = 503, description = "Source of truth unavailable", body = ErrorBody),
+    )
+)]
 async fn remove(
     State(state): State<AppState>,
     IdPath(id): IdPath,
@@ -137,19 +201,40 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-struct BatchRequest {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct BatchRequest {
+    /// Item ids (at most `BATCH_MAX_IDS`, 1000 by default); duplicates are
+    /// answered once.
+    #[schema(required)]
     ids: Option<Vec<String>>,
 }
 
-#[derive(Serialize)]
-struct BatchResponse {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct BatchResponse {
+    /// Found items, in the order of first occurrence.
     items: Vec<Item>,
+    /// Ids with no item.
+    #[schema(value_type = Vec<String>)]
     missing: Vec<ItemId>,
 }
 
 /// `POST /items/batch`: found items in order of first occurrence, each once,
 /// and the ids that do not exist.
+#[utoipa::path(
+    post, path = "/items/batch", tag = "items",
+    summary = "Read many items: one Redis round trip for all, one query for the misses",
+    request_body = BatchRequest,
+    responses(
+        (status = 200, description = "Found items and missing ids", body = BatchResponse, headers(
+                ("X-Cache-Status" = String, description = "HIT when every id hit, BYPASS or STALE if any was, else MISS"),
+                ("X-Cache-Hits" = u64, description = "Distinct ids answered by a cache"),
+                ("X-Cache-Misses" = u64, description = "Distinct ids that were not"),
+        )),
+        (status = 400, description = "ids missing, not an array, too many, or one invalid", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 503, description = "Some ids could be answered neither by a cache nor by the source of truth (details.unavailable_ids)", body = ErrorBody),
+    )
+)]
 async fn batch(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<BatchRequest>,

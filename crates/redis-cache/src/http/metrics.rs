@@ -19,6 +19,11 @@ pub fn router() -> Router<AppState> {
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    summary = "Prometheus metrics (text exposition format 0.0.4)",
+    responses((status = 200, description = "Metrics", content_type = "text/plain; version=0.0.4", body = String))
+)]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let catalog = &state.catalog;
     // Counting settles moka's pending evictions under a lock: off the runtime.

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::AdminAuth;
+use super::openapi::{ErrorBody, MessageBody};
 use crate::cache::{LinkState, NearCache, StatsSnapshot};
 use crate::invalidation::LagSnapshot;
 
@@ -17,8 +18,8 @@ pub fn router() -> Router<AppState> {
         .route("/stats/reset", post(reset))
 }
 
-#[derive(Serialize)]
-struct StatsBody {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct StatsBody {
     #[serde(flatten)]
     counters: StatsSnapshot,
     /// Keys under the cache prefix (a `SCAN`, see the docs); null when Redis
@@ -38,6 +39,11 @@ struct StatsBody {
 }
 
 /// `GET /stats`: `hits + misses = lookups`; `hit_rate` is 0 without lookups.
+#[utoipa::path(
+    get, path = "/stats", tag = "operations",
+    summary = "This instance's cache statistics since start or the last reset",
+    responses((status = 200, description = "Counters and states", body = StatsBody))
+)]
 async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
     let catalog = &state.catalog;
     let counters = catalog.stats();
@@ -78,6 +84,15 @@ pub fn l1_state(l1: &NearCache) -> &'static str {
 }
 
 /// `POST /stats/reset`: zeroes this instance's counters.
+#[utoipa::path(
+    post, path = "/stats/reset", tag = "operations",
+    summary = "Start /stats from zero (Prometheus counters are not affected)",
+    security((), ("admin_token" = [])),
+    responses(
+        (status = 200, description = "Reset", body = MessageBody),
+        (status = 401, description = "Bearer token missing or wrong", body = ErrorBody),
+    )
+)]
 async fn reset(State(state): State<AppState>, _: AdminAuth) -> Json<Value> {
     state.catalog.reset_stats();
     Json(json!({ "message": "stats reset" }))

@@ -16,6 +16,7 @@ mod invalidation;
 mod items;
 mod metrics;
 mod near_cache;
+mod openapi;
 mod process;
 mod redis_connection;
 mod stampede;
