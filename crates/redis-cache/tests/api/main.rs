@@ -7,6 +7,7 @@ mod batch;
 mod breaker;
 mod cache_admin;
 mod consistency;
+mod dashboard;
 mod expiry;
 mod failsafe;
 mod faults;
