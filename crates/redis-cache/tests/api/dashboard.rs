@@ -227,14 +227,14 @@ async fn every_dashboard_and_rule_expression_returns_real_series() {
     let started = Instant::now();
     let mut n = 0u64;
     while started.elapsed() < Duration::from_secs(20) {
-        let app = if n % 2 == 0 { &a } else { &b };
+        let app = if n.is_multiple_of(2) { &a } else { &b };
         app.get_item(["1", "2", "3"][(n % 3) as usize]).await;
         app.get_item(&format!("unknown-{}", n % 7)).await;
         app.batch(&["1", "2", "3", "nope"]).await;
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             a.put("1", json!({ "stock": n })).await;
         }
-        if n % 11 == 0 {
+        if n.is_multiple_of(11) {
             app.get("/items/not%20an%20id").await;
         }
         n += 1;
