@@ -1,0 +1,367 @@
+// SPDX-License-Identifier: GPL-2.0-only OR MIT
+/* Kernel side of cache-probe: copies what selected processes send and
+ * receive on TCP connections to Redis ports into one ring buffer.
+ *
+ * How a syscall is seen: its sys_enter tracepoint records the user buffer
+ * (or iovec array) of the calling thread; while the syscall runs,
+ * sock_send_length / sock_recv_length (tp_btf) give the socket, so the
+ * connection's ports and cookie are known without walking the fd table;
+ * its sys_exit tracepoint, knowing how many bytes moved, copies up to
+ * MAX_CAPTURE of them into the ring buffer, without waking the reader (it
+ * drains on a timer). Every program filters on the process first: only
+ * processes in `pids` pay more than a map lookup.
+ *
+ * Processes are selected by the Rust side (--pid, --comm, a scan of
+ * existing sockets) and, in discovery mode, here: a process that connects to
+ * or listens on a watched port joins `pids` at that moment, before it sends
+ * anything. */
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+#include "kernel.h"
+#include "probe.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define TCP_SYN_SENT 2
+#define TCP_CLOSE 7
+#define TCP_LISTEN 10
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);   /* tgid */
+	__type(value, __u32); /* unused */
+} pids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct settings);
+} config SEC(".maps");
+
+/* A syscall in progress on a thread of a selected process. */
+struct pending {
+	__u64 buf;      /* user buffer, or iovec array */
+	__u32 iovcnt;   /* 0: `buf` is a plain buffer */
+	__u32 direction;
+	__u32 watched;  /* the socket's tracepoint saw a watched connection */
+	__u32 _pad;
+	__u64 cookie;
+	struct endpoints ends;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct pending);
+} inflight SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 * 1024 * 1024);
+} events SEC(".maps");
+
+/* An event being assembled: too large for the BPF stack. The payload area is
+ * twice MAX_CAPTURE so that masked offsets keep every copy in bounds. */
+struct scratch {
+	struct event_header header;
+	unsigned char data[2 * MAX_CAPTURE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 which, __u64 n)
+{
+	__u64 *value = bpf_map_lookup_elem(&counters, &which);
+	if (value)
+		*value += n;
+}
+
+static __always_inline int selected(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	return bpf_map_lookup_elem(&pids, &tgid) != NULL;
+}
+
+static __always_inline int watched_port(struct settings *s, __u16 port)
+{
+	for (int i = 0; i < MAX_PORTS; i++) {
+		if (i >= s->port_count)
+			break;
+		if (s->ports[i] == port)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline void begin(__u64 buf, __u32 iovcnt, __u32 direction)
+{
+	if (!selected())
+		return;
+	__u64 id = bpf_get_current_pid_tgid();
+	struct pending p = {};
+	p.buf = buf;
+	p.iovcnt = iovcnt;
+	p.direction = direction;
+	bpf_map_update_elem(&inflight, &id, &p, BPF_ANY);
+}
+
+/* The ends of `sk`, IPv4 mapped into IPv6. */
+static __always_inline void read_ends(struct sock *sk, struct endpoints *ends)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	ends->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	ends->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET) {
+		__u32 local = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__u32 remote = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		ends->local_addr[10] = 0xff;
+		ends->local_addr[11] = 0xff;
+		ends->remote_addr[10] = 0xff;
+		ends->remote_addr[11] = 0xff;
+		__builtin_memcpy(&ends->local_addr[12], &local, 4);
+		__builtin_memcpy(&ends->remote_addr[12], &remote, 4);
+	} else if (family == AF_INET6) {
+		BPF_CORE_READ_INTO(&ends->local_addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&ends->remote_addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	}
+}
+
+/* Inside the syscall: which connection it is on, if a watched one. */
+static __always_inline void on_socket(struct sock *sk)
+{
+	if (!selected())
+		return;
+	__u64 id = bpf_get_current_pid_tgid();
+	struct pending *p = bpf_map_lookup_elem(&inflight, &id);
+	if (!p)
+		return;
+	__u32 zero = 0;
+	struct settings *s = bpf_map_lookup_elem(&config, &zero);
+	if (!s)
+		return;
+	struct endpoints ends = {};
+	read_ends(sk, &ends);
+	if (!watched_port(s, ends.remote_port) && !watched_port(s, ends.local_port)) {
+		bpf_map_delete_elem(&inflight, &id);
+		return;
+	}
+	p->ends = ends;
+	p->cookie = bpf_get_socket_cookie(sk);
+	p->watched = 1;
+}
+
+static __always_inline void copy_user(struct scratch *out, __u64 offset, __u64 from, __u64 size)
+{
+	/* The masks bound the copy for the verifier; the barriers keep the
+	 * compiler from dropping them as redundant with earlier checks. */
+	barrier_var(offset);
+	offset &= MAX_CAPTURE - 1;
+	barrier_var(size);
+	size &= MAX_CAPTURE - 1;
+	bpf_probe_read_user(&out->data[offset], size, (const void *)from);
+}
+
+/* After the syscall: copy what moved, and hand it over. */
+static __always_inline void end(long ret)
+{
+	if (!selected())
+		return;
+	__u64 id = bpf_get_current_pid_tgid();
+	struct pending *p = bpf_map_lookup_elem(&inflight, &id);
+	if (!p)
+		return;
+	struct pending pending = *p;
+	bpf_map_delete_elem(&inflight, &id);
+	if (!pending.watched || ret <= 0)
+		return;
+	__u32 zero = 0;
+	struct scratch *out = bpf_map_lookup_elem(&scratch, &zero);
+	if (!out)
+		return;
+	__u32 length = ret;
+	__u32 want = length > MAX_CAPTURE ? MAX_CAPTURE : length;
+	__u32 captured = 0;
+	if (pending.iovcnt == 0) {
+		if (want == MAX_CAPTURE) {
+			bpf_probe_read_user(out->data, MAX_CAPTURE, (const void *)pending.buf);
+			captured = MAX_CAPTURE;
+		} else {
+			copy_user(out, 0, pending.buf, want);
+			captured = want & (MAX_CAPTURE - 1);
+		}
+	} else {
+		for (int i = 0; i < MAX_IOVECS; i++) {
+			if (i >= pending.iovcnt || captured >= want)
+				break;
+			struct iovec iov = {};
+			bpf_probe_read_user(&iov, sizeof(iov), (const void *)(pending.buf + i * sizeof(struct iovec)));
+			__u32 part = iov.iov_len;
+			if (part > want - captured)
+				part = want - captured;
+			if (part >= MAX_CAPTURE) {
+				/* Only possible for the first entry: it fills the capture. */
+				bpf_probe_read_user(out->data, MAX_CAPTURE, iov.iov_base);
+				captured = MAX_CAPTURE;
+				break;
+			}
+			copy_user(out, captured, (__u64)iov.iov_base, part);
+			captured += part;
+		}
+		if (captured > MAX_CAPTURE)
+			captured = MAX_CAPTURE;
+	}
+	struct event_header *h = &out->header;
+	h->timestamp_ns = bpf_ktime_get_ns();
+	h->socket_cookie = pending.cookie;
+	h->tgid = id >> 32;
+	h->kind = EVENT_DATA;
+	h->direction = pending.direction;
+	h->length = length;
+	h->captured = captured;
+	h->ends = pending.ends;
+	bpf_get_current_comm(&h->comm, sizeof(h->comm));
+	/* At most MAX_CAPTURE already; the mask says so to the verifier. */
+	__u64 size = captured;
+	barrier_var(size);
+	size &= 2 * MAX_CAPTURE - 1;
+	size += sizeof(struct event_header);
+	if (bpf_ringbuf_output(&events, out, size, BPF_RB_NO_WAKEUP) != 0) {
+		count(COUNTER_LOST, 1);
+		return;
+	}
+	count(COUNTER_EVENTS, 1);
+	count(COUNTER_BYTES, captured);
+	if (length > captured)
+		count(COUNTER_TRUNCATED, 1);
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int enter_write(struct trace_event_raw_sys_enter *ctx) { begin(ctx->args[1], 0, DIR_SEND); return 0; }
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int enter_sendto(struct trace_event_raw_sys_enter *ctx) { begin(ctx->args[1], 0, DIR_SEND); return 0; }
+SEC("tracepoint/syscalls/sys_enter_writev")
+int enter_writev(struct trace_event_raw_sys_enter *ctx) { begin(ctx->args[1], ctx->args[2], DIR_SEND); return 0; }
+SEC("tracepoint/syscalls/sys_enter_read")
+int enter_read(struct trace_event_raw_sys_enter *ctx) { begin(ctx->args[1], 0, DIR_RECV); return 0; }
+SEC("tracepoint/syscalls/sys_enter_recvfrom")
+int enter_recvfrom(struct trace_event_raw_sys_enter *ctx) { begin(ctx->args[1], 0, DIR_RECV); return 0; }
+SEC("tracepoint/syscalls/sys_enter_readv")
+int enter_readv(struct trace_event_raw_sys_enter *ctx) { begin(ctx->args[1], ctx->args[2], DIR_RECV); return 0; }
+
+static __always_inline void begin_msg(__u64 msg, __u32 direction)
+{
+	if (!selected())
+		return;
+	struct user_msghdr hdr = {};
+	bpf_probe_read_user(&hdr, sizeof(hdr), (const void *)msg);
+	if (hdr.msg_iovlen == 0)
+		return;
+	begin((__u64)hdr.msg_iov, hdr.msg_iovlen, direction);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int enter_sendmsg(struct trace_event_raw_sys_enter *ctx) { begin_msg(ctx->args[1], DIR_SEND); return 0; }
+SEC("tracepoint/syscalls/sys_enter_recvmsg")
+int enter_recvmsg(struct trace_event_raw_sys_enter *ctx) { begin_msg(ctx->args[1], DIR_RECV); return 0; }
+
+SEC("tracepoint/syscalls/sys_exit_write")
+int exit_write(struct trace_event_raw_sys_exit *ctx) { end(ctx->ret); return 0; }
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int exit_sendto(struct trace_event_raw_sys_exit *ctx) { end(ctx->ret); return 0; }
+SEC("tracepoint/syscalls/sys_exit_writev")
+int exit_writev(struct trace_event_raw_sys_exit *ctx) { end(ctx->ret); return 0; }
+SEC("tracepoint/syscalls/sys_exit_sendmsg")
+int exit_sendmsg(struct trace_event_raw_sys_exit *ctx) { end(ctx->ret); return 0; }
+SEC("tracepoint/syscalls/sys_exit_read")
+int exit_read(struct trace_event_raw_sys_exit *ctx) { end(ctx->ret); return 0; }
+SEC("tracepoint/syscalls/sys_exit_recvfrom")
+int exit_recvfrom(struct trace_event_raw_sys_exit *ctx) { end(ctx->ret); return 0; }
+SEC("tracepoint/syscalls/sys_exit_readv")
+int exit_readv(struct trace_event_raw_sys_exit *ctx) { end(ctx->ret); return 0; }
+SEC("tracepoint/syscalls/sys_exit_recvmsg")
+int exit_recvmsg(struct trace_event_raw_sys_exit *ctx) { end(ctx->ret); return 0; }
+
+/* The signature is (struct sock *sk, int ret, int flags): the tracefs
+ * format's family/protocol fields are not arguments. */
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(on_send, struct sock *sk, int ret, int flags) { on_socket(sk); return 0; }
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(on_recv, struct sock *sk, int ret, int flags) { on_socket(sk); return 0; }
+
+/* Discovery: a process connecting to, or listening on, a watched port. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
+{
+	if (newstate != TCP_SYN_SENT && newstate != TCP_LISTEN && newstate != TCP_CLOSE)
+		return 0;
+	__u32 zero = 0;
+	struct settings *s = bpf_map_lookup_elem(&config, &zero);
+	if (!s)
+		return 0;
+	struct endpoints ends = {};
+	read_ends(sk, &ends);
+	if (newstate == TCP_CLOSE) {
+		/* Often in softirq context: the process is not known here, and
+		 * need not be; the Rust side forgets the connection. */
+		if (!watched_port(s, ends.remote_port) && !watched_port(s, ends.local_port))
+			return 0;
+		struct event_header closed = {};
+		closed.timestamp_ns = bpf_ktime_get_ns();
+		closed.socket_cookie = bpf_get_socket_cookie(sk);
+		closed.kind = EVENT_CLOSED;
+		closed.ends = ends;
+		if (bpf_ringbuf_output(&events, &closed, sizeof(closed), 0) != 0)
+			count(COUNTER_LOST, 1);
+		return 0;
+	}
+	if (!s->discover)
+		return 0;
+	if (newstate == TCP_SYN_SENT && !watched_port(s, ends.remote_port))
+		return 0;
+	if (newstate == TCP_LISTEN && !watched_port(s, ends.local_port))
+		return 0;
+	struct event_header h = {};
+	bpf_get_current_comm(&h.comm, sizeof(h.comm));
+	if (s->comm[0]) {
+		for (int i = 0; i < 16; i++) {
+			if (h.comm[i] != s->comm[i])
+				return 0;
+			if (!h.comm[i])
+				break;
+		}
+	}
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 one = 1;
+	bpf_map_update_elem(&pids, &tgid, &one, BPF_ANY);
+	h.timestamp_ns = bpf_ktime_get_ns();
+	h.socket_cookie = bpf_get_socket_cookie(sk);
+	h.tgid = tgid;
+	h.kind = EVENT_DISCOVERED;
+	h.direction = newstate == TCP_LISTEN ? DIR_RECV : DIR_SEND;
+	h.ends = ends;
+	if (bpf_ringbuf_output(&events, &h, sizeof(h), 0) != 0)
+		count(COUNTER_LOST, 1);
+	return 0;
+}

@@ -1,0 +1,75 @@
+/* The ABI between the kernel programs (probe.bpf.c) and the Rust side
+ * (src/ebpf.rs): every structure that crosses the ring buffer or lives in a
+ * map read by both is defined here, once. Rust mirrors these layouts with
+ * #[repr(C)] types checked against their sizes at compile time. */
+#ifndef CACHE_PROBE_H
+#define CACHE_PROBE_H
+
+/* Most payload bytes copied per syscall (a power of two; the per-CPU scratch
+ * buffer, twice this, must stay under 32 KiB). A syscall that moved more is still
+ * reported with its full length, so the reader knows how many bytes it did
+ * not see (a gap it can skip when it falls inside a bulk string). */
+#define MAX_CAPTURE 8192
+/* Most iovec entries copied for writev/readv/sendmsg/recvmsg. */
+#define MAX_IOVECS 8
+/* Most Redis server ports to watch. */
+#define MAX_PORTS 16
+
+enum direction {
+	DIR_SEND = 1,
+	DIR_RECV = 2,
+};
+
+enum event_kind {
+	/* Bytes sent or received on a watched connection. */
+	EVENT_DATA = 1,
+	/* A process began listening on, or connecting to, a watched port. */
+	EVENT_DISCOVERED = 2,
+	/* A connection on a watched port closed (whoever the process). */
+	EVENT_CLOSED = 3,
+};
+
+/* The two ends of a TCP connection, in network byte order except ports,
+ * which are host order. IPv4 addresses are IPv4-mapped IPv6 addresses. */
+struct endpoints {
+	unsigned char local_addr[16];
+	unsigned char remote_addr[16];
+	unsigned short local_port;
+	unsigned short remote_port;
+	unsigned int _pad;
+};
+
+struct event_header {
+	unsigned long long timestamp_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	unsigned long long socket_cookie;
+	unsigned int tgid;
+	unsigned int kind;      /* enum event_kind */
+	unsigned int direction; /* enum direction */
+	unsigned int length;    /* bytes the syscall moved */
+	unsigned int captured;  /* bytes that follow this header */
+	unsigned int _pad;
+	struct endpoints ends;
+	char comm[16];
+};
+
+/* Counters kept per CPU, summed by the Rust side. */
+enum counter {
+	COUNTER_EVENTS = 0,   /* data events submitted */
+	COUNTER_BYTES = 1,    /* payload bytes captured */
+	COUNTER_LOST = 2,     /* events dropped: ring buffer full */
+	COUNTER_TRUNCATED = 3, /* events whose payload exceeded MAX_CAPTURE */
+	COUNTERS = 4,
+};
+
+/* Probe-wide settings, written once before the programs are attached. */
+struct settings {
+	/* 1: follow every process that connects to or listens on a watched
+	 * port; 0: only the processes in the `pids` map. */
+	unsigned int discover;
+	/* With discovery: only processes whose name is this (empty: any). */
+	char comm[16];
+	unsigned short ports[MAX_PORTS];
+	unsigned int port_count;
+};
+
+#endif

@@ -1,0 +1,232 @@
+//! What the probe knows about Redis commands: how `INFO commandstats` names
+//! them, where their key is, which are reads (a nil or empty answer is a
+//! miss), and which carry secrets.
+
+use crate::resp::Value;
+
+/// A command as sent, reduced to what the probe records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// As `INFO commandstats` names it: lower case, with the subcommand of
+    /// container commands (`config|get`, `client|setname`).
+    pub name: String,
+    /// The first key, if the command has one (cut to [`crate::resp::KEEP`]).
+    pub key: Option<Vec<u8>>,
+    /// Keys looked up, for reads that answer per key (`MGET`, `EXISTS`).
+    pub keys: usize,
+    /// Arguments after the name (not kept: only counted).
+    pub args: Vec<Vec<u8>>,
+}
+
+/// Container commands, whose subcommand is part of the name in `INFO
+/// commandstats`.
+const CONTAINERS: [&str; 15] = [
+    "acl", "client", "cluster", "command", "config", "function", "latency", "memory", "module",
+    "object", "pubsub", "script", "slowlog", "xgroup", "xinfo",
+];
+
+/// Commands without a key in first position.
+const KEYLESS: [&str; 32] = [
+    "ping",
+    "echo",
+    "info",
+    "auth",
+    "hello",
+    "select",
+    "multi",
+    "exec",
+    "discard",
+    "quit",
+    "reset",
+    "subscribe",
+    "unsubscribe",
+    "psubscribe",
+    "punsubscribe",
+    "ssubscribe",
+    "sunsubscribe",
+    "publish",
+    "spublish",
+    "flushall",
+    "flushdb",
+    "dbsize",
+    "time",
+    "save",
+    "bgsave",
+    "lastsave",
+    "shutdown",
+    "wait",
+    "eval",
+    "evalsha",
+    "fcall",
+    "readonly",
+];
+
+/// How a read's answer tells a hit from a miss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// One key: nil (or an empty aggregate) is a miss.
+    Single,
+    /// One answer per key, in an array: each nil is a miss.
+    PerKey,
+    /// `EXISTS`: the count of keys found.
+    Counted,
+}
+
+/// Reads whose answer says whether the key was there.
+pub fn read_kind(name: &str) -> Option<Read> {
+    match name {
+        "get" | "getex" | "hget" | "hgetall" | "lrange" | "smembers" | "zrange" | "lindex"
+        | "zscore" | "hkeys" | "hvals" | "getrange" | "substr" => Some(Read::Single),
+        "mget" | "hmget" => Some(Read::PerKey),
+        "exists" => Some(Read::Counted),
+        _ => None,
+    }
+}
+
+/// Hits and misses of a read, from its reply; `None` for errors.
+pub fn lookups(name: &str, keys: usize, reply: &Value) -> Option<(u64, u64)> {
+    let kind = read_kind(name)?;
+    let empty = |v: &Value| match v {
+        Value::Nil => true,
+        Value::Array(items) => items.is_empty(),
+        _ => false,
+    };
+    match (kind, reply) {
+        (_, Value::Error(_)) => None,
+        (Read::Single, v) => Some(if empty(v) { (0, 1) } else { (1, 0) }),
+        (Read::PerKey, Value::Array(items)) => {
+            let misses = items.iter().filter(|v| matches!(v, Value::Nil)).count() as u64;
+            Some((items.len() as u64 - misses, misses))
+        }
+        (Read::Counted, Value::Integer(found)) => {
+            let found = (*found).clamp(0, keys as i64) as u64;
+            Some((found, keys as u64 - found))
+        }
+        _ => None,
+    }
+}
+
+impl Command {
+    /// The command of a request array; `None` when it is not one.
+    pub fn parse(request: &Value) -> Option<Command> {
+        let Value::Array(words) = request else {
+            return None;
+        };
+        let mut words = words.iter().filter_map(Value::as_bytes);
+        let first = words.next()?;
+        if first.is_empty() || first.len() > 32 || !first.iter().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
+        let mut name = String::from_utf8_lossy(first).to_ascii_lowercase();
+        let args: Vec<Vec<u8>> = words.map(<[u8]>::to_vec).collect();
+        let mut rest = &args[..];
+        if CONTAINERS.contains(&name.as_str())
+            && let Some(sub) = rest.first()
+            && !sub.is_empty()
+            && sub.len() <= 32
+        {
+            name = format!(
+                "{name}|{}",
+                String::from_utf8_lossy(sub).to_ascii_lowercase()
+            );
+            rest = &rest[1..];
+        }
+        let keyed = !KEYLESS.contains(&name.as_str()) && !name.contains('|');
+        let key = keyed.then(|| rest.first().cloned()).flatten();
+        let keys = match read_kind(&name) {
+            Some(Read::PerKey) if name == "mget" => rest.len(),
+            Some(Read::PerKey) => rest.len().saturating_sub(1),
+            Some(Read::Counted) => rest.len(),
+            Some(Read::Single) => 1,
+            None => 0,
+        };
+        // Never keep the arguments of commands that carry credentials.
+        let args = if matches!(
+            name.as_str(),
+            "auth" | "hello" | "acl|setuser" | "config|set"
+        ) || name.starts_with("migrate")
+        {
+            Vec::new()
+        } else {
+            args
+        };
+        Some(Command {
+            name,
+            key,
+            keys,
+            args,
+        })
+    }
+
+    /// `db.query.text`: the command and its key, never values.
+    pub fn query_text(&self) -> String {
+        match &self.key {
+            Some(key) => format!(
+                "{} {}",
+                self.name.to_uppercase(),
+                String::from_utf8_lossy(key)
+            ),
+            None => self.name.to_uppercase(),
+        }
+    }
+
+    /// Channels named by a (un)subscribe or publish.
+    pub fn channels(&self) -> &[Vec<u8>] {
+        &self.args
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(words: &[&str]) -> Command {
+        let array = Value::Array(
+            words
+                .iter()
+                .map(|w| Value::Bulk(w.as_bytes().to_vec()))
+                .collect(),
+        );
+        Command::parse(&array).unwrap()
+    }
+
+    #[test]
+    fn names_keys_and_subcommands() {
+        let get = command(&["GET", "item:1"]);
+        assert_eq!(
+            (get.name.as_str(), get.key.as_deref()),
+            ("get", Some(&b"item:1"[..]))
+        );
+        assert_eq!(get.query_text(), "GET item:1");
+        assert_eq!(command(&["config", "GET", "maxmemory"]).name, "config|get");
+        assert_eq!(command(&["PING"]).key, None);
+        assert_eq!(command(&["MGET", "a", "b", "c"]).keys, 3);
+        assert_eq!(command(&["HMGET", "h", "a", "b"]).keys, 2);
+        assert!(Command::parse(&Value::Integer(1)).is_none());
+    }
+
+    #[test]
+    fn credentials_are_never_kept() {
+        for words in [
+            &["AUTH", "user", "s3cret"][..],
+            &["HELLO", "3", "AUTH", "u", "s3cret"],
+        ] {
+            let c = command(words);
+            assert!(c.args.is_empty() && c.key.is_none(), "{c:?}");
+            assert!(!c.query_text().contains("s3cret"));
+        }
+    }
+
+    #[test]
+    fn hits_and_misses_from_replies() {
+        let bulk = Value::Bulk(b"v".to_vec());
+        assert_eq!(lookups("get", 1, &bulk), Some((1, 0)));
+        assert_eq!(lookups("get", 1, &Value::Nil), Some((0, 1)));
+        let mget = Value::Array(vec![bulk.clone(), Value::Nil, bulk.clone()]);
+        assert_eq!(lookups("mget", 3, &mget), Some((2, 1)));
+        assert_eq!(lookups("exists", 3, &Value::Integer(2)), Some((2, 1)));
+        assert_eq!(lookups("lrange", 1, &Value::Array(vec![])), Some((0, 1)));
+        assert_eq!(lookups("get", 1, &Value::Error("WRONGTYPE".into())), None);
+        assert_eq!(lookups("set", 1, &Value::Simple(b"OK".to_vec())), None);
+    }
+}

@@ -1,0 +1,475 @@
+//! One Redis connection seen from one side: its requests and replies as
+//! byte streams, commands paired with their replies in order (pipelining),
+//! transactions (`MULTI` … `EXEC`), and pub/sub mode (confirmations and
+//! messages are not replies to a command).
+
+use std::collections::VecDeque;
+
+use crate::commands::{self, Command};
+use crate::resp::{Next, Stream, Value};
+
+/// What the connection tells about the traffic.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observation {
+    /// A command and its outcome.
+    Command(Completed),
+    /// Commands seen in one request burst (one syscall).
+    Pipeline(usize),
+    /// A pub/sub message delivered to this connection.
+    Delivered { channel: Vec<u8> },
+    /// A `PUBLISH` answered.
+    Published { channel: Vec<u8> },
+    /// The framing of a stream was lost and found again.
+    Resync,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completed {
+    pub command: Command,
+    pub status: Status,
+    /// Keys found and not found, for reads.
+    pub hits: u64,
+    pub misses: u64,
+    /// The error's first word (`ERR`, `WRONGTYPE`, …).
+    pub error: Option<String>,
+    pub sent_ns: u64,
+    pub answered_ns: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Hit,
+    Miss,
+    Ok,
+    Error,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Hit => "hit",
+            Status::Miss => "miss",
+            Status::Ok => "ok",
+            Status::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    command: Command,
+    sent_ns: u64,
+    /// Sent between `MULTI` and `EXEC`: answered `QUEUED`, run by `EXEC`.
+    in_transaction: bool,
+    /// (Un)subscribe confirmations still expected; `None`: until one says
+    /// no subscription is left (an unsubscribe from everything).
+    confirmations: Option<usize>,
+}
+
+#[derive(Debug)]
+pub struct Connection {
+    requests: Stream,
+    replies: Stream,
+    pending: VecDeque<Pending>,
+    /// A `MULTI` was sent and no `EXEC` or `DISCARD` yet.
+    transaction_open: bool,
+    /// Commands answered `QUEUED`, waiting for `EXEC`.
+    queued: Vec<Pending>,
+    /// RESP2 pub/sub mode: arrays starting with `message` are pushes.
+    subscribed: bool,
+}
+
+impl Default for Connection {
+    fn default() -> Self {
+        Connection {
+            requests: Stream::requests(),
+            replies: Stream::replies(),
+            pending: VecDeque::new(),
+            transaction_open: false,
+            queued: Vec::new(),
+            subscribed: false,
+        }
+    }
+}
+
+fn word(value: Option<&Value>) -> Option<String> {
+    value
+        .and_then(Value::as_bytes)
+        .map(|b| String::from_utf8_lossy(b).to_ascii_lowercase())
+}
+
+impl Connection {
+    /// Bytes the client sent (`length` moved, `captured` of them seen).
+    pub fn requests(
+        &mut self,
+        captured: &[u8],
+        length: usize,
+        at_ns: u64,
+        out: &mut Vec<Observation>,
+    ) {
+        self.requests.push(captured, length);
+        let mut burst = 0;
+        loop {
+            match self.requests.next_value() {
+                Next::Incomplete => break,
+                Next::Resync => out.push(Observation::Resync),
+                Next::Value(value) => {
+                    if let Some(command) = Command::parse(&value) {
+                        burst += 1;
+                        self.sent(command, at_ns);
+                    }
+                }
+            }
+        }
+        if burst > 0 {
+            out.push(Observation::Pipeline(burst));
+        }
+    }
+
+    fn sent(&mut self, command: Command, at_ns: u64) {
+        let name = command.name.as_str();
+        let in_transaction = self.transaction_open && !matches!(name, "exec" | "discard" | "multi");
+        match name {
+            "multi" => self.transaction_open = true,
+            "exec" | "discard" => self.transaction_open = false,
+            _ => {}
+        }
+        let confirmations = match name {
+            "subscribe" | "psubscribe" | "ssubscribe" => Some(command.args.len().max(1)),
+            "unsubscribe" | "punsubscribe" | "sunsubscribe" if command.args.is_empty() => None,
+            "unsubscribe" | "punsubscribe" | "sunsubscribe" => Some(command.args.len()),
+            _ => Some(0),
+        };
+        self.pending.push_back(Pending {
+            command,
+            sent_ns: at_ns,
+            in_transaction,
+            confirmations,
+        });
+    }
+
+    /// Bytes the server sent back.
+    pub fn replies(
+        &mut self,
+        captured: &[u8],
+        length: usize,
+        at_ns: u64,
+        out: &mut Vec<Observation>,
+    ) {
+        self.replies.push(captured, length);
+        loop {
+            match self.replies.next_value() {
+                Next::Incomplete => break,
+                Next::Resync => {
+                    // Which reply answers which command is no longer known:
+                    // the commands waiting are counted without an outcome.
+                    out.push(Observation::Resync);
+                    for pending in self.pending.drain(..).chain(self.queued.drain(..)) {
+                        out.push(Observation::Command(Completed {
+                            command: pending.command,
+                            status: Status::Ok,
+                            hits: 0,
+                            misses: 0,
+                            error: None,
+                            sent_ns: pending.sent_ns,
+                            answered_ns: at_ns,
+                        }));
+                    }
+                }
+                Next::Value(value) => self.reply(value, at_ns, out),
+            }
+        }
+    }
+
+    fn reply(&mut self, value: Value, at_ns: u64, out: &mut Vec<Observation>) {
+        // Out-of-band: RESP3 pushes, and RESP2 messages in pub/sub mode.
+        let push = match &value {
+            Value::Push(items) => Some(items),
+            Value::Array(items) if self.subscribed || self.expects_confirmation() => {
+                match word(items.first()).as_deref() {
+                    Some(
+                        "message" | "pmessage" | "smessage" | "subscribe" | "psubscribe"
+                        | "ssubscribe" | "unsubscribe" | "punsubscribe" | "sunsubscribe",
+                    ) => Some(items),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        if let Some(items) = push {
+            self.push(items, at_ns, out);
+            return;
+        }
+        let Some(pending) = self.pending.pop_front() else {
+            // A reply to a command sent before the probe started.
+            return;
+        };
+        if pending.in_transaction {
+            match &value {
+                Value::Simple(s) if s.eq_ignore_ascii_case(b"QUEUED") => {
+                    self.queued.push(pending);
+                }
+                _ => self.complete(pending, &value, at_ns, out),
+            }
+            return;
+        }
+        let name = pending.command.name.clone();
+        self.complete(pending, &value, at_ns, out);
+        match name.as_str() {
+            "exec" => {
+                let queued = std::mem::take(&mut self.queued);
+                if let Value::Array(results) = &value {
+                    for (pending, result) in queued.into_iter().zip(results) {
+                        self.complete(pending, result, at_ns, out);
+                    }
+                }
+                // A nil EXEC (a WATCHed key changed) or EXECABORT ran nothing.
+            }
+            "discard" => self.queued.clear(),
+            _ => {}
+        }
+    }
+
+    fn expects_confirmation(&self) -> bool {
+        self.pending
+            .front()
+            .is_some_and(|p| p.confirmations != Some(0))
+    }
+
+    fn push(&mut self, items: &[Value], at_ns: u64, out: &mut Vec<Observation>) {
+        let kind = word(items.first()).unwrap_or_default();
+        match kind.as_str() {
+            "message" | "smessage" => {
+                if let Some(channel) = items.get(1).and_then(Value::as_bytes) {
+                    out.push(Observation::Delivered {
+                        channel: channel.to_vec(),
+                    });
+                }
+            }
+            "pmessage" => {
+                if let Some(channel) = items.get(2).and_then(Value::as_bytes) {
+                    out.push(Observation::Delivered {
+                        channel: channel.to_vec(),
+                    });
+                }
+            }
+            "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
+            | "sunsubscribe" => {
+                let left = match items.get(2) {
+                    Some(Value::Integer(n)) => *n,
+                    _ => 0,
+                };
+                self.subscribed = left > 0;
+                let done = match self.pending.front_mut() {
+                    Some(front) if front.command.name == kind => match &mut front.confirmations {
+                        Some(n) => {
+                            *n = n.saturating_sub(1);
+                            *n == 0
+                        }
+                        None => left == 0,
+                    },
+                    _ => false,
+                };
+                if done && let Some(pending) = self.pending.pop_front() {
+                    self.complete(pending, &Value::Simple(Vec::new()), at_ns, out);
+                }
+            }
+            // Client-side caching invalidations and the like.
+            _ => {}
+        }
+    }
+
+    fn complete(
+        &mut self,
+        pending: Pending,
+        reply: &Value,
+        at_ns: u64,
+        out: &mut Vec<Observation>,
+    ) {
+        let command = pending.command;
+        let (status, error, hits, misses) = match reply {
+            Value::Error(code) => (Status::Error, Some(code.clone()), 0, 0),
+            _ => match commands::lookups(&command.name, command.keys, reply) {
+                Some((hits, misses))
+                    if commands::read_kind(&command.name) == Some(commands::Read::Single) =>
+                {
+                    let status = if hits > 0 { Status::Hit } else { Status::Miss };
+                    (status, None, hits, misses)
+                }
+                Some((hits, misses)) => (Status::Ok, None, hits, misses),
+                None => (Status::Ok, None, 0, 0),
+            },
+        };
+        if (command.name == "publish" || command.name == "spublish")
+            && let Some(channel) = command.args.first()
+        {
+            out.push(Observation::Published {
+                channel: channel.clone(),
+            });
+        }
+        out.push(Observation::Command(Completed {
+            command,
+            status,
+            hits,
+            misses,
+            error,
+            sent_ns: pending.sent_ns,
+            answered_ns: at_ns,
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(words: &[&str]) -> Vec<u8> {
+        let mut out = format!("*{}\r\n", words.len()).into_bytes();
+        for w in words {
+            out.extend(format!("${}\r\n{w}\r\n", w.len()).bytes());
+        }
+        out
+    }
+
+    fn run(exchanges: &[(&[u8], &[u8])]) -> Vec<Observation> {
+        let mut conn = Connection::default();
+        let mut out = Vec::new();
+        for (i, (request, reply)) in exchanges.iter().enumerate() {
+            let t = i as u64 * 10;
+            if !request.is_empty() {
+                conn.requests(request, request.len(), t, &mut out);
+            }
+            if !reply.is_empty() {
+                conn.replies(reply, reply.len(), t + 5, &mut out);
+            }
+        }
+        out
+    }
+
+    fn completed(out: &[Observation]) -> Vec<(String, Status, u64, u64)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Observation::Command(c) => {
+                    Some((c.command.name.clone(), c.status, c.hits, c.misses))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pipelined_reads_pair_in_order_with_hits_and_misses() {
+        let mut request = resp(&["GET", "a"]);
+        request.extend(resp(&["GET", "b"]));
+        request.extend(resp(&["MGET", "a", "b", "c"]));
+        let out = run(&[(
+            &request,
+            b"$1\r\nx\r\n$-1\r\n*3\r\n$1\r\nx\r\n$-1\r\n$-1\r\n",
+        )]);
+        assert_eq!(
+            completed(&out),
+            vec![
+                ("get".into(), Status::Hit, 1, 0),
+                ("get".into(), Status::Miss, 0, 1),
+                ("mget".into(), Status::Ok, 1, 2),
+            ]
+        );
+        assert!(out.contains(&Observation::Pipeline(3)));
+    }
+
+    #[test]
+    fn errors_by_prefix() {
+        let out = run(&[(
+            &resp(&["INCR", "s"]),
+            b"-WRONGTYPE Operation against a key\r\n",
+        )]);
+        match &out[1] {
+            Observation::Command(c) => {
+                assert_eq!(
+                    (c.status, c.error.as_deref()),
+                    (Status::Error, Some("WRONGTYPE"))
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn transactions_count_queued_commands_when_exec_runs_them() {
+        let out = run(&[
+            (&resp(&["MULTI"]), b"+OK\r\n"),
+            (&resp(&["SET", "a", "1"]), b"+QUEUED\r\n"),
+            (&resp(&["GET", "a"]), b"+QUEUED\r\n"),
+            (&resp(&["EXEC"]), b"*2\r\n+OK\r\n$1\r\n1\r\n"),
+        ]);
+        assert_eq!(
+            completed(&out),
+            vec![
+                ("multi".into(), Status::Ok, 0, 0),
+                ("exec".into(), Status::Ok, 0, 0),
+                ("set".into(), Status::Ok, 0, 0),
+                ("get".into(), Status::Hit, 1, 0),
+            ]
+        );
+        let discarded = run(&[
+            (&resp(&["MULTI"]), b"+OK\r\n"),
+            (&resp(&["SET", "a", "1"]), b"+QUEUED\r\n"),
+            (&resp(&["DISCARD"]), b"+OK\r\n"),
+        ]);
+        assert_eq!(
+            completed(&discarded)
+                .iter()
+                .map(|c| c.0.as_str())
+                .collect::<Vec<_>>(),
+            ["multi", "discard"],
+            "discarded commands never ran"
+        );
+    }
+
+    #[test]
+    fn pub_sub_confirmations_and_messages_are_not_replies() {
+        let out = run(&[
+            (
+                &resp(&["SUBSCRIBE", "a", "b"]),
+                b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n",
+            ),
+            (b"", b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n"),
+            (&resp(&["PING"]), b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"),
+            (
+                &resp(&["UNSUBSCRIBE"]),
+                b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:0\r\n",
+            ),
+            (&resp(&["GET", "k"]), b"$-1\r\n"),
+        ]);
+        assert_eq!(
+            completed(&out)
+                .iter()
+                .map(|c| c.0.as_str())
+                .collect::<Vec<_>>(),
+            ["subscribe", "ping", "unsubscribe", "get"]
+        );
+        assert!(out.contains(&Observation::Delivered {
+            channel: b"a".to_vec()
+        }));
+    }
+
+    #[test]
+    fn resp3_pushes() {
+        let out = run(&[
+            (&resp(&["HELLO", "3"]), b"%1\r\n+server\r\n+redis\r\n"),
+            (
+                &resp(&["SUBSCRIBE", "c"]),
+                b">3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n",
+            ),
+            (b"", b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nx\r\n"),
+            (&resp(&["PUBLISH", "c", "y"]), b":1\r\n"),
+        ]);
+        assert!(out.contains(&Observation::Delivered {
+            channel: b"c".to_vec()
+        }));
+        assert!(out.contains(&Observation::Published {
+            channel: b"c".to_vec()
+        }));
+        assert_eq!(completed(&out).len(), 3);
+    }
+}

@@ -1,0 +1,326 @@
+//! The kernel boundary: checks that this machine can run the probe, loads
+//! and attaches the programs of `src/bpf/probe.bpf.c`, selects processes,
+//! and drains the ring buffer. All `unsafe` of the crate is here; the
+//! layouts it reads are the skeleton's types, generated from
+//! `src/bpf/probe.h`, the one header shared with the kernel side.
+
+use std::mem::MaybeUninit;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, OpenObject, RingBufferBuilder};
+
+mod skeleton {
+    #![allow(
+        clippy::all,
+        clippy::pedantic,
+        non_camel_case_types,
+        dead_code,
+        unused_imports
+    )]
+    include!(concat!(env!("OUT_DIR"), "/probe.skel.rs"));
+}
+
+use skeleton::types::{event_header, settings};
+use skeleton::{ProbeSkel, ProbeSkelBuilder};
+
+/// Mirrors of the enums of `probe.h`.
+pub const EVENT_DATA: u32 = 1;
+pub const EVENT_DISCOVERED: u32 = 2;
+pub const EVENT_CLOSED: u32 = 3;
+pub const DIR_SEND: u32 = 1;
+pub const DIR_RECV: u32 = 2;
+const COUNTERS: u32 = 4;
+const MAX_PORTS: usize = 16;
+
+/// One event from the kernel, copied out of the ring buffer.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub timestamp_ns: u64,
+    pub cookie: u64,
+    pub tgid: u32,
+    pub kind: u32,
+    pub direction: u32,
+    /// Bytes the syscall moved; `data` holds the first of them.
+    pub length: u32,
+    pub local: std::net::SocketAddr,
+    pub remote: std::net::SocketAddr,
+    pub comm: String,
+    pub data: Vec<u8>,
+}
+
+/// Counters kept by the kernel side, summed over CPUs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KernelCounters {
+    pub events: u64,
+    pub bytes: u64,
+    pub lost: u64,
+    pub truncated: u64,
+}
+
+/// What the kernel programs are told before they are attached.
+pub struct Selection<'a> {
+    pub ports: &'a [u16],
+    /// Follow every process that connects to or listens on a port.
+    pub discover: bool,
+    /// With discovery, only processes with this name.
+    pub comm: Option<&'a str>,
+}
+
+/// Checks, before anything is loaded, what the probe needs; each failure
+/// says what to do about it rather than showing a verifier log.
+pub fn preflight() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 && !has_capability(CAP_BPF) {
+        bail!(
+            "cache-probe needs root, or the CAP_BPF and CAP_PERFMON capabilities \
+             (e.g. `sudo cache-probe …`, or in Kubernetes a privileged container)"
+        );
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        bail!(
+            "this kernel does not expose its BTF (/sys/kernel/btf/vmlinux): \
+             cache-probe needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (5.8 or newer)"
+        );
+    }
+    ensure_tracefs()?;
+    for event in [
+        "syscalls/sys_enter_sendto",
+        "sock/sock_send_length",
+        "sock/inet_sock_set_state",
+    ] {
+        if !tracefs_root()
+            .map(|root| root.join("events").join(event).exists())
+            .unwrap_or(false)
+        {
+            bail!(
+                "the kernel has no tracepoint {event}: cache-probe needs syscall tracepoints \
+                 (CONFIG_FTRACE_SYSCALLS) and the sock tracepoints (Linux 5.17 or newer)"
+            );
+        }
+    }
+    Ok(())
+}
+
+const CAP_BPF: u32 = 39;
+
+fn has_capability(cap: u32) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+            u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << cap) != 0)
+}
+
+fn tracefs_root() -> Option<&'static Path> {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.join("events").exists())
+}
+
+/// Tracepoints are attached through tracefs: mount it if it is not (as in
+/// many containers), or say how.
+fn ensure_tracefs() -> anyhow::Result<()> {
+    if tracefs_root().is_some() {
+        return Ok(());
+    }
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: mount(2) with valid NUL-terminated strings and no data.
+    let mounted = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if mounted != 0 || tracefs_root().is_none() {
+        bail!(
+            "tracefs is not mounted and cannot be: mount it (`mount -t tracefs nodev \
+             /sys/kernel/tracing`), or give the container /sys/kernel/tracing"
+        );
+    }
+    Ok(())
+}
+
+/// The loaded, attached programs.
+pub struct Probe {
+    skel: ProbeSkel<'static>,
+}
+
+impl Probe {
+    /// Loads and attaches the programs. `object` must outlive the probe.
+    pub fn load(
+        object: &'static mut MaybeUninit<OpenObject>,
+        selection: &Selection<'_>,
+    ) -> anyhow::Result<Self> {
+        if selection.ports.is_empty() || selection.ports.len() > MAX_PORTS {
+            bail!("between 1 and {MAX_PORTS} Redis ports can be watched");
+        }
+        let open = ProbeSkelBuilder::default()
+            .open(object)
+            .context("cannot open the BPF object")?;
+        let skel = open.load().map_err(|err| {
+            anyhow::anyhow!(
+                "the kernel refused the BPF programs ({err}); it needs BTF, ring buffers \
+                 and BPF_PROG_TYPE_TRACING (Linux 5.17 or newer)"
+            )
+        })?;
+        let mut probe = Probe { skel };
+        probe.configure(selection)?;
+        probe
+            .skel
+            .attach()
+            .context("cannot attach the BPF programs to their tracepoints")?;
+        Ok(probe)
+    }
+
+    fn configure(&mut self, selection: &Selection<'_>) -> anyhow::Result<()> {
+        let mut config = settings {
+            discover: u32::from(selection.discover),
+            port_count: selection.ports.len() as u32,
+            ..Default::default()
+        };
+        config.ports[..selection.ports.len()].copy_from_slice(selection.ports);
+        if let Some(comm) = selection.comm {
+            for (slot, byte) in config.comm.iter_mut().zip(comm.bytes().take(15)) {
+                *slot = byte as i8;
+            }
+        }
+        // SAFETY: `settings` is a plain-old-data #[repr(C)] struct from the
+        // skeleton; viewing it as bytes for the map update is sound.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&config as *const settings).cast::<u8>(),
+                std::mem::size_of::<settings>(),
+            )
+        };
+        self.skel
+            .maps
+            .config
+            .update(&0u32.to_ne_bytes(), bytes, MapFlags::ANY)
+            .context("cannot configure the BPF programs")
+    }
+
+    /// Follows `tgid` from now on.
+    pub fn select(&self, tgid: u32) -> anyhow::Result<()> {
+        self.skel
+            .maps
+            .pids
+            .update(&tgid.to_ne_bytes(), &1u32.to_ne_bytes(), MapFlags::ANY)
+            .with_context(|| format!("cannot select process {tgid}"))
+    }
+
+    /// Processes followed now.
+    pub fn selected(&self) -> Vec<u32> {
+        self.skel
+            .maps
+            .pids
+            .keys()
+            .filter_map(|key| Some(u32::from_ne_bytes(key.try_into().ok()?)))
+            .collect()
+    }
+
+    pub fn counters(&self) -> KernelCounters {
+        let mut totals = [0u64; COUNTERS as usize];
+        for which in 0..COUNTERS {
+            if let Ok(Some(per_cpu)) = self
+                .skel
+                .maps
+                .counters
+                .lookup_percpu(&which.to_ne_bytes(), MapFlags::ANY)
+            {
+                totals[which as usize] = per_cpu
+                    .iter()
+                    .filter_map(|v| Some(u64::from_ne_bytes(v.as_slice().try_into().ok()?)))
+                    .sum();
+            }
+        }
+        KernelCounters {
+            events: totals[0],
+            bytes: totals[1],
+            lost: totals[2],
+            truncated: totals[3],
+        }
+    }
+
+    /// Drains the ring buffer every `every`, without the kernel ever waking
+    /// us per event, handing each event to `handle`; returns when `handle`
+    /// or `keep_going` says to stop.
+    pub fn drain(
+        &self,
+        every: Duration,
+        mut handle: impl FnMut(Event),
+        mut keep_going: impl FnMut(&Self) -> bool,
+    ) -> anyhow::Result<()> {
+        // Filled by the callback during `consume`, emptied after it.
+        let events = std::rc::Rc::new(std::cell::RefCell::new(Vec::with_capacity(1024)));
+        let sink = events.clone();
+        let mut builder = RingBufferBuilder::new();
+        builder
+            .add(&self.skel.maps.events, move |data: &[u8]| {
+                if let Some(event) = parse_event(data) {
+                    sink.borrow_mut().push(event);
+                }
+                0
+            })
+            .context("cannot read the ring buffer")?;
+        let ring = builder.build().context("cannot read the ring buffer")?;
+        loop {
+            ring.consume().context("cannot read the ring buffer")?;
+            let batch = std::mem::take(&mut *events.borrow_mut());
+            for event in batch {
+                handle(event);
+            }
+            if !keep_going(self) {
+                return Ok(());
+            }
+            std::thread::sleep(every);
+        }
+    }
+}
+
+fn parse_event(data: &[u8]) -> Option<Event> {
+    let size = std::mem::size_of::<event_header>();
+    if data.len() < size {
+        return None;
+    }
+    // SAFETY: the ring buffer record starts with an event_header written by
+    // the kernel side; read_unaligned copes with any alignment.
+    let header: event_header = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+    let captured = (header.captured as usize).min(data.len() - size);
+    let comm: Vec<u8> = header
+        .comm
+        .iter()
+        .map(|&c| c as u8)
+        .take_while(|&c| c != 0)
+        .collect();
+    Some(Event {
+        timestamp_ns: header.timestamp_ns,
+        cookie: header.socket_cookie,
+        tgid: header.tgid,
+        kind: header.kind,
+        direction: header.direction,
+        length: header.length,
+        local: address(&header.ends.local_addr, header.ends.local_port),
+        remote: address(&header.ends.remote_addr, header.ends.remote_port),
+        comm: String::from_utf8_lossy(&comm).into_owned(),
+        data: data[size..size + captured].to_vec(),
+    })
+}
+
+fn address(raw: &[u8; 16], port: u16) -> std::net::SocketAddr {
+    let v6 = std::net::Ipv6Addr::from(*raw);
+    let ip = match v6.to_ipv4_mapped() {
+        Some(v4) => std::net::IpAddr::V4(v4),
+        None => std::net::IpAddr::V6(v6),
+    };
+    std::net::SocketAddr::new(ip, port)
+}

@@ -1,0 +1,565 @@
+//! RESP2 and RESP3, parsed from one direction of a connection as its bytes
+//! arrive: in pieces, with holes where a syscall moved more bytes than the
+//! kernel side copied.
+//!
+//! A hole inside a bulk string's payload costs nothing: its length is known,
+//! so it is skipped. A hole anywhere else (in a type byte, a length line, an
+//! integer) loses the framing: the stream reports a resync and, for
+//! requests, drops bytes up to the next plausible start of a command array.
+//! Values are kept small: bulk strings longer than [`KEEP`] bytes are cut
+//! (the probe needs command names, keys and channel names, never values).
+
+use std::collections::VecDeque;
+
+/// Bytes kept of each bulk string.
+pub const KEEP: usize = 256;
+/// Deepest nesting parsed (arrays of arrays of …); deeper is a framing error.
+const MAX_DEPTH: usize = 8;
+/// Most elements of one aggregate; more is taken for a framing error.
+const MAX_ELEMENTS: i64 = 1 << 24;
+
+/// A parsed value, with bulk strings cut to [`KEEP`] bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `+`, and RESP3 verbatim strings, big numbers, doubles, booleans.
+    Simple(Vec<u8>),
+    /// `-` and RESP3 `!`: the error's first word (`ERR`, `WRONGTYPE`, …).
+    Error(String),
+    Integer(i64),
+    Bulk(Vec<u8>),
+    /// `$-1`, `*-1`, RESP3 `_`.
+    Nil,
+    /// `*`, RESP3 `~` (set) and `%` (map, flattened: key, value, …).
+    Array(Vec<Value>),
+    /// RESP3 `>`: out-of-band data, pub/sub messages.
+    Push(Vec<Value>),
+}
+
+impl Value {
+    /// Bulk or simple string contents.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Value::Bulk(b) | Value::Simple(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Segment {
+    Data(Vec<u8>, usize),
+    /// Bytes that moved but were not captured.
+    Hole(usize),
+}
+
+/// One direction of one connection.
+#[derive(Debug, Default)]
+pub struct Stream {
+    segments: VecDeque<Segment>,
+    /// Framing was lost: drop bytes until a command array seems to start.
+    lost: bool,
+    /// Requests can resync on `*<n>\r\n$`; replies cannot.
+    requests: bool,
+}
+
+/// What [`Stream::next_value`] found.
+#[derive(Debug, PartialEq)]
+pub enum Next {
+    Value(Value),
+    /// Not enough bytes yet.
+    Incomplete,
+    /// Framing lost (and, for requests, found again further on).
+    Resync,
+}
+
+impl Stream {
+    pub fn requests() -> Self {
+        Stream {
+            requests: true,
+            ..Default::default()
+        }
+    }
+
+    pub fn replies() -> Self {
+        Stream::default()
+    }
+
+    /// Appends what a syscall moved: `captured` bytes of its `length`.
+    pub fn push(&mut self, captured: &[u8], length: usize) {
+        if !captured.is_empty() {
+            self.segments.push_back(Segment::Data(captured.to_vec(), 0));
+        }
+        if length > captured.len() {
+            self.segments
+                .push_back(Segment::Hole(length - captured.len()));
+        }
+    }
+
+    /// Whether nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// Drops everything buffered (the connection's framing is unknown).
+    pub fn clear(&mut self) {
+        self.segments.clear();
+    }
+
+    /// The next complete value, if any.
+    pub fn next_value(&mut self) -> Next {
+        if self.lost {
+            if !self.resync() {
+                return Next::Incomplete;
+            }
+            self.lost = false;
+        }
+        let mut cursor = Cursor {
+            segments: &self.segments,
+            index: 0,
+            offset: self.segments.front().map_or(0, |s| match s {
+                Segment::Data(_, start) => *start,
+                Segment::Hole(_) => 0,
+            }),
+        };
+        match parse(&mut cursor, 0) {
+            Ok(value) => {
+                let (index, offset) = (cursor.index, cursor.offset);
+                self.consume(index, offset);
+                Next::Value(value)
+            }
+            Err(Fault::Incomplete) => Next::Incomplete,
+            Err(Fault::Framing) => {
+                self.lost = true;
+                // Drop the byte that misled us, then look for a new start.
+                self.skip_one();
+                if self.requests {
+                    self.resync();
+                    self.lost = !self.requests_can_start();
+                } else {
+                    self.segments.clear();
+                    self.lost = false;
+                }
+                Next::Resync
+            }
+        }
+    }
+
+    fn requests_can_start(&self) -> bool {
+        matches!(self.segments.front(), Some(Segment::Data(d, start)) if d.get(*start) == Some(&b'*'))
+    }
+
+    fn consume(&mut self, index: usize, offset: usize) {
+        for _ in 0..index {
+            self.segments.pop_front();
+        }
+        match self.segments.front_mut() {
+            Some(Segment::Data(data, start)) => {
+                *start = offset;
+                if *start >= data.len() {
+                    self.segments.pop_front();
+                }
+            }
+            Some(Segment::Hole(n)) => {
+                *n -= offset.min(*n);
+                if *n == 0 {
+                    self.segments.pop_front();
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn skip_one(&mut self) {
+        match self.segments.front_mut() {
+            Some(Segment::Data(data, start)) => {
+                *start += 1;
+                if *start >= data.len() {
+                    self.segments.pop_front();
+                }
+            }
+            Some(Segment::Hole(_)) => {
+                self.segments.pop_front();
+            }
+            None => {}
+        }
+    }
+
+    /// Drops bytes until the front looks like the start of a command array
+    /// (`*<digits>\r\n$`) right after a line end, or a hole. True when one is
+    /// found.
+    fn resync(&mut self) -> bool {
+        loop {
+            match self.segments.front_mut() {
+                None => return false,
+                Some(Segment::Hole(_)) => {
+                    self.segments.pop_front();
+                }
+                Some(Segment::Data(data, start)) => {
+                    let rest = &data[*start..];
+                    match find_command_start(rest) {
+                        Some(at) => {
+                            *start += at;
+                            return true;
+                        }
+                        None => {
+                            self.segments.pop_front();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where `*<digits>\r\n$` starts in `bytes`, at its beginning or after a
+/// `\n`.
+fn find_command_start(bytes: &[u8]) -> Option<usize> {
+    (0..bytes.len()).find(|&i| {
+        (i == 0 || bytes[i - 1] == b'\n') && bytes[i] == b'*' && {
+            let digits = bytes[i + 1..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            digits > 0 && bytes[i + 1 + digits..].starts_with(b"\r\n$")
+        }
+    })
+}
+
+enum Fault {
+    Incomplete,
+    Framing,
+}
+
+/// A read position over the segments, never consuming them.
+struct Cursor<'a> {
+    segments: &'a VecDeque<Segment>,
+    index: usize,
+    offset: usize,
+}
+
+impl Cursor<'_> {
+    fn byte(&mut self) -> Result<u8, Fault> {
+        loop {
+            match self.segments.get(self.index) {
+                None => return Err(Fault::Incomplete),
+                Some(Segment::Hole(_)) => return Err(Fault::Framing),
+                Some(Segment::Data(data, _)) => {
+                    if let Some(&b) = data.get(self.offset) {
+                        self.offset += 1;
+                        return Ok(b);
+                    }
+                    self.index += 1;
+                    self.offset = 0;
+                }
+            }
+        }
+    }
+
+    /// A line up to `\r\n` (excluded); framing error past 64 KiB.
+    fn line(&mut self) -> Result<Vec<u8>, Fault> {
+        let mut line = Vec::new();
+        loop {
+            match self.byte()? {
+                b'\r' => {
+                    if self.byte()? != b'\n' {
+                        return Err(Fault::Framing);
+                    }
+                    return Ok(line);
+                }
+                b => {
+                    line.push(b);
+                    if line.len() > 65_536 {
+                        return Err(Fault::Framing);
+                    }
+                }
+            }
+        }
+    }
+
+    fn number(&mut self) -> Result<i64, Fault> {
+        let line = self.line()?;
+        std::str::from_utf8(&line)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(Fault::Framing)
+    }
+
+    /// The `\r\n` after a bulk payload; it may fall in the same hole.
+    fn crlf(&mut self) -> Result<(), Fault> {
+        for expected in [b'\r', b'\n'] {
+            // Past the end of a data segment, look at the next one.
+            while let Some(Segment::Data(data, _)) = self.segments.get(self.index) {
+                if self.offset < data.len() {
+                    break;
+                }
+                self.index += 1;
+                self.offset = 0;
+            }
+            match self.segments.get(self.index) {
+                Some(Segment::Hole(_)) => {
+                    self.bulk(1)?;
+                }
+                _ => {
+                    if self.byte()? != expected {
+                        return Err(Fault::Framing);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `n` bytes, keeping the first [`KEEP`], through holes.
+    fn bulk(&mut self, mut n: usize) -> Result<Vec<u8>, Fault> {
+        let mut kept = Vec::with_capacity(n.min(KEEP));
+        while n > 0 {
+            match self.segments.get(self.index) {
+                None => return Err(Fault::Incomplete),
+                Some(Segment::Hole(len)) => {
+                    let available = len - self.offset;
+                    let take = available.min(n);
+                    n -= take;
+                    self.offset += take;
+                    if self.offset == *len {
+                        self.index += 1;
+                        self.offset = 0;
+                    }
+                }
+                Some(Segment::Data(data, _)) => {
+                    let available = data.len() - self.offset;
+                    if available == 0 {
+                        self.index += 1;
+                        self.offset = 0;
+                        continue;
+                    }
+                    let take = available.min(n);
+                    let room = KEEP.saturating_sub(kept.len()).min(take);
+                    kept.extend_from_slice(&data[self.offset..self.offset + room]);
+                    n -= take;
+                    self.offset += take;
+                }
+            }
+        }
+        Ok(kept)
+    }
+}
+
+fn parse(cursor: &mut Cursor<'_>, depth: usize) -> Result<Value, Fault> {
+    if depth > MAX_DEPTH {
+        return Err(Fault::Framing);
+    }
+    let kind = cursor.byte()?;
+    match kind {
+        b'+' | b'(' | b',' | b'#' => Ok(Value::Simple(cursor.line()?)),
+        b'-' => {
+            let line = cursor.line()?;
+            let word = line.split(|b| *b == b' ').next().unwrap_or_default();
+            Ok(Value::Error(String::from_utf8_lossy(word).into_owned()))
+        }
+        b':' => Ok(Value::Integer(cursor.number()?)),
+        b'_' => {
+            cursor.line()?;
+            Ok(Value::Nil)
+        }
+        b'$' | b'=' | b'!' => {
+            let len = cursor.number()?;
+            if len < 0 {
+                return Ok(Value::Nil);
+            }
+            let body = cursor.bulk(len as usize)?;
+            cursor.crlf()?;
+            match kind {
+                b'!' => {
+                    let word = body.split(|b| *b == b' ').next().unwrap_or_default();
+                    Ok(Value::Error(String::from_utf8_lossy(word).into_owned()))
+                }
+                // Verbatim strings carry a `txt:` prefix.
+                b'=' => Ok(Value::Simple(body.get(4..).unwrap_or_default().to_vec())),
+                _ => Ok(Value::Bulk(body)),
+            }
+        }
+        b'*' | b'~' | b'>' | b'%' | b'|' => {
+            let count = cursor.number()?;
+            if count < 0 {
+                return Ok(Value::Nil);
+            }
+            if count > MAX_ELEMENTS {
+                return Err(Fault::Framing);
+            }
+            let elements = if kind == b'%' || kind == b'|' {
+                count * 2
+            } else {
+                count
+            };
+            let mut values = Vec::with_capacity((elements as usize).min(1024));
+            for _ in 0..elements {
+                values.push(parse(cursor, depth + 1)?);
+            }
+            match kind {
+                b'>' => Ok(Value::Push(values)),
+                // Attributes describe the value that follows; they are not
+                // a reply of their own.
+                b'|' => parse(cursor, depth),
+                _ => Ok(Value::Array(values)),
+            }
+        }
+        // An inline command: words separated by spaces, up to the line end.
+        b if b.is_ascii_alphabetic() => {
+            let mut line = vec![b];
+            line.extend(cursor.line()?);
+            let words = line
+                .split(|b| *b == b' ')
+                .filter(|w| !w.is_empty())
+                .map(|w| Value::Bulk(w.to_vec()))
+                .collect();
+            Ok(Value::Array(words))
+        }
+        _ => Err(Fault::Framing),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(stream: &mut Stream) -> Vec<Next> {
+        let mut found = Vec::new();
+        loop {
+            match stream.next_value() {
+                Next::Incomplete => return found,
+                next => found.push(next),
+            }
+        }
+    }
+
+    fn bulk(s: &str) -> Value {
+        Value::Bulk(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn commands_in_pieces_and_pipelines() {
+        let mut s = Stream::requests();
+        s.push(b"*2\r\n$3\r\nGET\r\n$3\r\nfo", 19);
+        assert!(all(&mut s).is_empty());
+        s.push(b"o\r\n*1\r\n$4\r\nPING\r\n", 17);
+        assert_eq!(
+            all(&mut s),
+            vec![
+                Next::Value(Value::Array(vec![bulk("GET"), bulk("foo")])),
+                Next::Value(Value::Array(vec![bulk("PING")])),
+            ]
+        );
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn every_reply_type() {
+        let mut s = Stream::replies();
+        let bytes = b"+OK\r\n-WRONGTYPE Operation\r\n:42\r\n$-1\r\n$3\r\nbar\r\n*-1\r\n*2\r\n$1\r\na\r\n$-1\r\n_\r\n#t\r\n,1.5\r\n%1\r\n$1\r\nk\r\n:1\r\n~1\r\n:2\r\n>3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\nx\r\n!8\r\nERR oops\r\n=7\r\ntxt:abc\r\n";
+        s.push(bytes, bytes.len());
+        let values: Vec<Value> = all(&mut s)
+            .into_iter()
+            .map(|n| match n {
+                Next::Value(v) => v,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            values,
+            vec![
+                Value::Simple(b"OK".to_vec()),
+                Value::Error("WRONGTYPE".into()),
+                Value::Integer(42),
+                Value::Nil,
+                bulk("bar"),
+                Value::Nil,
+                Value::Array(vec![bulk("a"), Value::Nil]),
+                Value::Nil,
+                Value::Simple(b"t".to_vec()),
+                Value::Simple(b"1.5".to_vec()),
+                Value::Array(vec![bulk("k"), Value::Integer(1)]),
+                Value::Array(vec![Value::Integer(2)]),
+                Value::Push(vec![bulk("message"), bulk("ch"), bulk("x")]),
+                Value::Error("ERR".into()),
+                Value::Simple(b"abc".to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_hole_inside_a_bulk_payload_is_skipped() {
+        let mut s = Stream::replies();
+        // A 20,000-byte value of which the kernel copied the first 12 bytes.
+        let head = b"$20000\r\nabcd";
+        s.push(head, 8 + 20_000 + 2);
+        s.push(b":1\r\n", 4);
+        let found = all(&mut s);
+        assert_eq!(found.len(), 2);
+        match &found[0] {
+            Next::Value(Value::Bulk(kept)) => assert_eq!(&kept[..4], b"abcd"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(found[1], Next::Value(Value::Integer(1)));
+    }
+
+    #[test]
+    fn a_hole_that_starts_right_after_the_payload() {
+        let mut s = Stream::replies();
+        s.push(b"$4\r\nabcd", 4 + 4 + 2);
+        s.push(b":1\r\n", 4);
+        assert_eq!(s.next_value(), Next::Value(bulk("abcd")));
+        assert_eq!(s.next_value(), Next::Value(Value::Integer(1)));
+    }
+
+    #[test]
+    fn bulk_strings_are_cut() {
+        let mut s = Stream::replies();
+        let value = "x".repeat(1000);
+        let bytes = format!("$1000\r\n{value}\r\n");
+        s.push(bytes.as_bytes(), bytes.len());
+        match s.next_value() {
+            Next::Value(Value::Bulk(kept)) => assert_eq!(kept.len(), KEEP),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn requests_resync_after_a_hole_in_the_framing() {
+        let mut s = Stream::requests();
+        // A hole where a length line should be: framing is lost.
+        s.push(b"*3\r\n$3\r\nSET\r\n", 13 + 50);
+        s.push(b"x\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", 25);
+        assert_eq!(s.next_value(), Next::Resync);
+        assert_eq!(
+            s.next_value(),
+            Next::Value(Value::Array(vec![bulk("GET"), bulk("k")]))
+        );
+    }
+
+    #[test]
+    fn inline_commands() {
+        let mut s = Stream::requests();
+        s.push(b"PING\r\nSET a b\r\n", 15);
+        assert_eq!(
+            all(&mut s),
+            vec![
+                Next::Value(Value::Array(vec![bulk("PING")])),
+                Next::Value(Value::Array(vec![bulk("SET"), bulk("a"), bulk("b")])),
+            ]
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut s = Stream::replies();
+        for chunk in [
+            &b"*99999999999999\r\n"[..],
+            b"$-5\r\n",
+            b"\x00\xff\r\n",
+            b"*2\r\n*2\r\n*2\r\n",
+        ] {
+            s.push(chunk, chunk.len() + 3);
+            let _ = all(&mut s);
+        }
+    }
+}
