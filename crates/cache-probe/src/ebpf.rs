@@ -186,6 +186,7 @@ impl Probe {
         let mut config = settings {
             discover: u32::from(selection.discover),
             port_count: selection.ports.len() as u32,
+            ignore_tgid: std::process::id(),
             ..Default::default()
         };
         config.ports[..selection.ports.len()].copy_from_slice(selection.ports);
@@ -285,6 +286,17 @@ impl Probe {
             std::thread::sleep(every);
         }
     }
+}
+
+/// `CLOCK_MONOTONIC` now, the clock of the kernel's timestamps.
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 fn parse_event(data: &[u8]) -> Option<Event> {

@@ -353,6 +353,8 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 		}
 	}
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (tgid == s->ignore_tgid)
+		return 0;
 	__u32 one = 1;
 	bpf_map_update_elem(&pids, &tgid, &one, BPF_ANY);
 	h.timestamp_ns = bpf_ktime_get_ns();

@@ -70,6 +70,8 @@ struct settings {
 	char comm[16];
 	unsigned short ports[MAX_PORTS];
 	unsigned int port_count;
+	/* Never followed: the probe itself (its own INFO polls). */
+	unsigned int ignore_tgid;
 };
 
 #endif

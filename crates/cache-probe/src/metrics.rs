@@ -1,0 +1,317 @@
+//! The probe's metrics, in the Prometheus text format (`GET /metrics` on
+//! `--metrics-addr`). Every series is labelled with the observed process
+//! (`service_name`) and the Redis server (`server_address`). Label values are
+//! bounded: commands and pub/sub channels beyond a fixed number of distinct
+//! names are reported as `other`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_text::{Exposition, Histogram};
+
+/// Command latency buckets, from 25 µs.
+pub const DURATION_BUCKETS: [f64; 16] = [
+    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5,
+];
+/// Commands per request burst.
+pub const DEPTH_BUCKETS: [f64; 11] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+/// Distinct command names and channels kept as label values.
+const MAX_COMMANDS: usize = 256;
+const MAX_CHANNELS: usize = 100;
+
+/// Who and which server a series is about.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Peer {
+    pub service: String,
+    pub server: String,
+}
+
+type Key<T> = (Peer, T);
+
+#[derive(Default)]
+struct Series {
+    commands: BTreeMap<Key<(String, &'static str)>, u64>,
+    durations: BTreeMap<Key<String>, Arc<Histogram>>,
+    lookups: BTreeMap<Key<(String, &'static str)>, u64>,
+    pubsub: BTreeMap<Key<(String, &'static str)>, u64>,
+    depth: BTreeMap<Peer, Arc<Histogram>>,
+    connections: BTreeMap<Peer, i64>,
+    info: BTreeMap<String, (u64, u64)>,
+    commands_seen: HashSet<String>,
+    channels_seen: HashSet<String>,
+}
+
+/// Counters of the probe itself.
+#[derive(Default)]
+pub struct SelfCounters {
+    pub events: AtomicU64,
+    pub bytes: AtomicU64,
+    pub lost: AtomicU64,
+    pub truncated: AtomicU64,
+    pub resyncs: AtomicU64,
+    pub processes: AtomicU64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    series: Mutex<Series>,
+    pub probe: SelfCounters,
+}
+
+fn bounded(seen: &mut HashSet<String>, limit: usize, value: &str) -> String {
+    if seen.contains(value) {
+        return value.to_owned();
+    }
+    if seen.len() < limit {
+        seen.insert(value.to_owned());
+        value.to_owned()
+    } else {
+        "other".to_owned()
+    }
+}
+
+impl Metrics {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Series> {
+        self.series.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn command(&self, peer: &Peer, command: &str, status: &'static str, took: Duration) {
+        let mut s = self.lock();
+        let command = bounded(&mut s.commands_seen, MAX_COMMANDS, command);
+        *s.commands
+            .entry((peer.clone(), (command.clone(), status)))
+            .or_default() += 1;
+        let histogram = s
+            .durations
+            .entry((peer.clone(), command))
+            .or_insert_with(|| Arc::new(Histogram::new(&DURATION_BUCKETS)))
+            .clone();
+        drop(s);
+        histogram.observe(took);
+    }
+
+    pub fn lookups(&self, peer: &Peer, command: &str, hits: u64, misses: u64) {
+        let mut s = self.lock();
+        let command = bounded(&mut s.commands_seen, MAX_COMMANDS, command);
+        for (result, n) in [("hit", hits), ("miss", misses)] {
+            if n > 0 {
+                *s.lookups
+                    .entry((peer.clone(), (command.clone(), result)))
+                    .or_default() += n;
+            }
+        }
+    }
+
+    pub fn pubsub(&self, peer: &Peer, channel: &[u8], direction: &'static str) {
+        let mut s = self.lock();
+        let channel = bounded(
+            &mut s.channels_seen,
+            MAX_CHANNELS,
+            &String::from_utf8_lossy(channel),
+        );
+        *s.pubsub
+            .entry((peer.clone(), (channel, direction)))
+            .or_default() += 1;
+    }
+
+    pub fn pipeline(&self, peer: &Peer, depth: usize) {
+        let histogram = self
+            .lock()
+            .depth
+            .entry(peer.clone())
+            .or_insert_with(|| Arc::new(Histogram::new(&DEPTH_BUCKETS)))
+            .clone();
+        histogram.observe(Duration::from_secs(depth as u64));
+    }
+
+    pub fn connection(&self, peer: &Peer, change: i64) {
+        *self.lock().connections.entry(peer.clone()).or_default() += change;
+    }
+
+    pub fn info(&self, server: &str, keys: u64, memory: u64) {
+        self.lock().info.insert(server.to_owned(), (keys, memory));
+    }
+
+    /// Redis servers seen so far.
+    pub fn servers(&self) -> Vec<String> {
+        let s = self.lock();
+        let mut servers: Vec<String> = s.connections.keys().map(|p| p.server.clone()).collect();
+        servers.sort();
+        servers.dedup();
+        servers
+    }
+
+    pub fn render(&self) -> String {
+        let s = self.lock();
+        let mut out = Exposition::default();
+        let labels = |peer: &Peer| {
+            vec![
+                ("service_name", peer.service.clone()),
+                ("server_address", peer.server.clone()),
+            ]
+        };
+        out.family(
+            "obi_redis_commands_total",
+            "counter",
+            "Redis commands seen on the wire, by command and status (hit or miss for single-key reads, ok, error).",
+        );
+        for ((peer, (command, status)), n) in &s.commands {
+            let mut l = labels(peer);
+            l.push(("command", command.clone()));
+            l.push(("status", (*status).to_owned()));
+            out.sample("obi_redis_commands_total", &refs(&l), *n as f64);
+        }
+        out.family(
+            "obi_redis_command_duration_seconds",
+            "histogram",
+            "Time from a command leaving the client to its reply arriving (server side: from request read to reply written).",
+        );
+        for ((peer, command), histogram) in &s.durations {
+            let mut l = labels(peer);
+            l.push(("command", command.clone()));
+            out.histogram("obi_redis_command_duration_seconds", &refs(&l), histogram);
+        }
+        out.family(
+            "obi_redis_key_lookups_total",
+            "counter",
+            "Keys looked up by reads, by result: nil (or empty) is a miss; MGET and EXISTS count each key.",
+        );
+        for ((peer, (command, result)), n) in &s.lookups {
+            let mut l = labels(peer);
+            l.push(("command", command.clone()));
+            l.push(("result", (*result).to_owned()));
+            out.sample("obi_redis_key_lookups_total", &refs(&l), *n as f64);
+        }
+        out.family(
+            "obi_redis_pubsub_messages_total",
+            "counter",
+            "Pub/sub messages published (PUBLISH answered) and received (delivered to a subscriber).",
+        );
+        for ((peer, (channel, direction)), n) in &s.pubsub {
+            let mut l = labels(peer);
+            l.push(("channel", channel.clone()));
+            l.push(("direction", (*direction).to_owned()));
+            out.sample("obi_redis_pubsub_messages_total", &refs(&l), *n as f64);
+        }
+        out.family(
+            "obi_redis_pipeline_depth",
+            "histogram",
+            "Commands sent in one request burst (one syscall).",
+        );
+        for (peer, histogram) in &s.depth {
+            out.histogram("obi_redis_pipeline_depth", &refs(&labels(peer)), histogram);
+        }
+        out.family(
+            "obi_redis_connections_active",
+            "gauge",
+            "Redis connections open, as seen by the probe.",
+        );
+        for (peer, n) in &s.connections {
+            out.sample(
+                "obi_redis_connections_active",
+                &refs(&labels(peer)),
+                *n as f64,
+            );
+        }
+        if !s.info.is_empty() {
+            out.family(
+                "obi_redis_keys_total",
+                "gauge",
+                "Keys in the Redis server, all databases (INFO keyspace, --poll-info).",
+            );
+            for (server, (keys, _)) in &s.info {
+                out.sample(
+                    "obi_redis_keys_total",
+                    &[("server_address", server)],
+                    *keys as f64,
+                );
+            }
+            out.family(
+                "obi_redis_memory_usage_bytes",
+                "gauge",
+                "Memory used by the Redis server (INFO used_memory, --poll-info).",
+            );
+            for (server, (_, memory)) in &s.info {
+                out.sample(
+                    "obi_redis_memory_usage_bytes",
+                    &[("server_address", server)],
+                    *memory as f64,
+                );
+            }
+        }
+        let p = &self.probe;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        for (name, help, value) in [
+            (
+                "obi_probe_events_total",
+                "Syscall events captured by the kernel programs.",
+                load(&p.events),
+            ),
+            (
+                "obi_probe_captured_bytes_total",
+                "Payload bytes copied to user space.",
+                load(&p.bytes),
+            ),
+            (
+                "obi_probe_events_lost_total",
+                "Events dropped because the ring buffer was full.",
+                load(&p.lost),
+            ),
+            (
+                "obi_probe_events_truncated_total",
+                "Events whose payload was longer than the capture limit (the rest is skipped, not parsed).",
+                load(&p.truncated),
+            ),
+            (
+                "obi_probe_parse_resyncs_total",
+                "Times a RESP stream lost its framing and found it again.",
+                load(&p.resyncs),
+            ),
+        ] {
+            out.counter(name, help, value);
+        }
+        out.gauge(
+            "obi_probe_processes_selected",
+            "Processes the kernel programs follow.",
+            load(&p.processes) as f64,
+        );
+        out.finish()
+    }
+}
+
+fn refs<'a>(labels: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    labels.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_and_bounded_labels() {
+        let metrics = Metrics::default();
+        let peer = Peer {
+            service: "api".into(),
+            server: "127.0.0.1:6379".into(),
+        };
+        metrics.command(&peer, "get", "hit", Duration::from_micros(40));
+        metrics.command(&peer, "get", "hit", Duration::from_micros(40));
+        metrics.lookups(&peer, "mget", 2, 1);
+        for n in 0..200 {
+            metrics.pubsub(&peer, format!("ch{n}").as_bytes(), "publish");
+        }
+        let text = metrics.render();
+        assert!(text.contains(r#"obi_redis_commands_total{service_name="api",server_address="127.0.0.1:6379",command="get",status="hit"} 2"#));
+        assert!(text.contains(r#"obi_redis_command_duration_seconds_bucket{service_name="api",server_address="127.0.0.1:6379",command="get",le="0.00005"} 2"#));
+        assert!(text.contains(r#"command="mget",result="miss"} 1"#));
+        assert!(
+            text.contains(r#"channel="other",direction="publish"} 100"#),
+            "channels capped"
+        );
+    }
+}
