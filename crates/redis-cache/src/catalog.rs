@@ -39,7 +39,7 @@ use crate::config::CacheConfig;
 use crate::domain::{Item, ItemId};
 use crate::invalidation::{LagHistogram, Outbox, Publisher, Sender, Sequences};
 use crate::store::{Store, StoreError};
-use crate::telemetry::metrics::{Metrics, RedisInfo};
+use crate::telemetry::metrics::{DbSystem, Metrics, RedisInfo};
 use failsafe::Failsafe;
 use flight::Flights;
 pub use hooks::FillHook;
@@ -638,7 +638,14 @@ impl Catalog {
     /// Loads up to `limit` of the most recently updated items that Redis does
     /// not hold yet, through the normal load path (leases included).
     pub async fn warm(&self, limit: u32) -> Result<Warmed, StoreError> {
-        let ids = self.store.recent_ids(limit).await?;
+        let ids = source_call(
+            &self.metrics,
+            self.store.system(),
+            "SELECT",
+            |err: &StoreError| Some(err.kind()),
+            self.store.recent_ids(limit),
+        )
+        .await?;
         let mut warmed = Warmed {
             read: ids.len(),
             loaded: 0,
@@ -688,21 +695,27 @@ impl Catalog {
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if !self.l2.link().usable() {
-                continue;
-            }
-            match self.l2.info().await {
-                Ok((memory_used_bytes, memory_max_bytes, keyspace_keys)) => {
-                    let cached_keys = self.total_keys().await;
-                    self.metrics.set_redis_info(RedisInfo {
+            // Through the circuit breaker like any read: while the circuit
+            // is open the poll is skipped, and once the cooldown is over the
+            // poll may be the probe that closes it, traffic or not.
+            let poll = async {
+                match self.l2.info().await {
+                    Ok((memory_used_bytes, memory_max_bytes, keyspace_keys)) => Some(RedisInfo {
                         memory_used_bytes,
                         memory_max_bytes,
                         keyspace_keys,
-                        cached_keys,
-                    });
+                        cached_keys: self.total_keys().await,
+                    }),
+                    Err(failure) => {
+                        tracing::debug!(error = %failure, "redis INFO poll failed");
+                        None
+                    }
                 }
-                Err(failure) => tracing::debug!(error = %failure, "redis INFO poll failed"),
-            }
+            };
+            let info = poll
+                .instrument(tracing::info_span!(parent: None, "poll redis"))
+                .await;
+            self.metrics.set_redis_info(info);
         }
     }
 
@@ -742,4 +755,35 @@ impl Catalog {
 
 fn log_bypass(failure: &RedisFailure) {
     tracing::debug!(error = %failure, "redis bypassed");
+}
+
+/// A source-of-truth call in a client span, with its duration recorded;
+/// `kind` names a failure (`error.type`), `None` for an expected refusal
+/// such as a version conflict.
+async fn source_call<T, E>(
+    metrics: &Metrics,
+    system: DbSystem,
+    operation: &'static str,
+    kind: impl Fn(&E) -> Option<&'static str>,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let span = tracing::info_span!(
+        "source of truth",
+        otel.name = format!("{operation} items"),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        db.system.name = system.as_str(),
+        db.operation.name = operation,
+        db.collection.name = "items",
+        error.type = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let result = call.instrument(span.clone()).await;
+    let error = result.as_ref().err().and_then(&kind);
+    if let Some(kind) = error {
+        span.record("error.type", kind);
+        span.record("otel.status_code", "ERROR");
+    }
+    metrics.db_operation(system, operation, error, started.elapsed());
+    result
 }

@@ -111,7 +111,9 @@ async fn log_request(State(state): State<AppState>, request: Request, next: Next
         http.request.method = %method,
         http.route = matched.as_deref(),
         url.path = request.uri().path(),
+        url.scheme = "http",
         http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
         request_id = %request_id,
     );
     let _ = span.set_parent(trace::incoming_context(request.headers()));
@@ -120,6 +122,8 @@ async fn log_request(State(state): State<AppState>, request: Request, next: Next
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
     if status >= 500 {
+        // The conventions' `error.type` for a server error is its status code.
+        span.record("error.type", status.to_string());
         span.record("otel.status_code", "ERROR");
     }
     state.catalog.metrics().http_request(

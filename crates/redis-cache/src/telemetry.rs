@@ -18,6 +18,7 @@ pub mod metrics;
 
 use std::io::IsTerminal;
 
+use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
@@ -30,6 +31,9 @@ use crate::config::LogFormat;
 /// Chatty dependencies are held at `warn` unless `RUST_LOG` names them (the
 /// exporter's own HTTP client included, so exporting never logs itself).
 const DEFAULT_FILTER: &str = "info,sqlx=warn,hyper=warn,hyper_util=warn,h2=warn,tower=warn,reqwest=warn,opentelemetry_sdk=warn";
+/// The OTLP exporter logs every failed batch; [`QuietExporter`] reports them
+/// instead, so these stay off unless `RUST_LOG` names them.
+const EXPORTER_TARGETS: [&str; 2] = ["opentelemetry_otlp", "opentelemetry-otlp"];
 
 /// Flushes and stops the trace exporter when dropped (at exit).
 pub struct Telemetry {
@@ -48,8 +52,16 @@ impl Drop for Telemetry {
 
 /// Installs the global subscriber: logs, and spans for OpenTelemetry.
 pub fn init(format: LogFormat) -> Telemetry {
-    let filter =
+    let mut filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let asked = std::env::var("RUST_LOG").unwrap_or_default();
+    for target in EXPORTER_TARGETS {
+        if !asked.contains(target)
+            && let Ok(directive) = format!("{target}=off").parse()
+        {
+            filter = filter.add_directive(directive);
+        }
+    }
     let exporting = exporting();
     let (provider, exporter_error) = tracer_provider(exporting);
     let otel = tracing_opentelemetry::layer()
@@ -96,6 +108,22 @@ fn tracer_provider(exporting: bool) -> (SdkTracerProvider, Option<String>) {
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name("redis-cache");
     }
+    // Unless OTEL_RESOURCE_ATTRIBUTES says otherwise: the version, and an id
+    // that tells this process's spans from its replicas'.
+    let given = std::env::var("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default();
+    let given = |name: &str| {
+        given
+            .split(',')
+            .any(|pair| pair.trim_start().starts_with(name))
+    };
+    if !given("service.version=") {
+        resource =
+            resource.with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    }
+    if !given("service.instance.id=") {
+        let id = uuid::Uuid::new_v4().to_string();
+        resource = resource.with_attribute(KeyValue::new("service.instance.id", id));
+    }
     let builder = SdkTracerProvider::builder().with_resource(resource.build());
     if !exporting {
         // Nothing is recorded, but spans still carry trace ids for the logs.
@@ -107,10 +135,97 @@ fn tracer_provider(exporting: bool) -> (SdkTracerProvider, Option<String>) {
     {
         // The sampler comes from OTEL_TRACES_SAMPLER (default: parent-based,
         // always on), read by the SDK.
-        Ok(exporter) => (builder.with_batch_exporter(exporter).build(), None),
+        Ok(exporter) => (
+            builder
+                .with_batch_exporter(QuietExporter::new(exporter))
+                .build(),
+            None,
+        ),
         Err(err) => (
             builder.with_sampler(Sampler::AlwaysOff).build(),
             Some(err.to_string()),
         ),
+    }
+}
+
+/// Wraps the OTLP exporter so that an unreachable collector is reported
+/// once, then at most once a minute with the number of batches lost, instead
+/// of an error line per batch for as long as it is down.
+#[derive(Debug)]
+struct QuietExporter<E> {
+    inner: E,
+    report: std::sync::Mutex<FailureReport>,
+}
+
+#[derive(Debug, Default)]
+struct FailureReport {
+    failing: bool,
+    /// Batches lost since the last line, and when that line was written.
+    lost: u64,
+    reported_at: Option<std::time::Instant>,
+}
+
+impl<E> QuietExporter<E> {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+    fn new(inner: E) -> Self {
+        QuietExporter {
+            inner,
+            report: std::sync::Mutex::default(),
+        }
+    }
+
+    fn record(&self, outcome: &opentelemetry_sdk::error::OTelSdkResult, spans: usize) {
+        let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(()) => {
+                if report.failing {
+                    tracing::info!(lost_batches = report.lost, "span export works again");
+                }
+                *report = FailureReport::default();
+            }
+            Err(err) => {
+                report.failing = true;
+                report.lost += 1;
+                if report
+                    .reported_at
+                    .is_none_or(|at| at.elapsed() >= Self::EVERY)
+                {
+                    tracing::warn!(error = %err, lost_batches = report.lost, spans, "cannot export spans; they are dropped");
+                    report.reported_at = Some(std::time::Instant::now());
+                    report.lost = 0;
+                }
+            }
+        }
+    }
+}
+
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
+    for QuietExporter<E>
+{
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        let spans = batch.len();
+        let outcome = self.inner.export(batch).await;
+        self.record(&outcome, spans);
+        // Reported here; the batch processor would log every failure again.
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(
+        &self,
+        timeout: std::time::Duration,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
     }
 }

@@ -122,7 +122,7 @@ impl RedisCache {
         let cmd = redis::cmd("GET").arg(key).to_owned();
         self.run(
             Op::new("GET", std::slice::from_ref(key)),
-            move |mut c| async move { cmd.query_async(&mut c).await },
+            move |mut c| async move { cmd.query_async(&mut c.conn).await },
         )
         .await
     }
@@ -134,7 +134,7 @@ impl RedisCache {
         }
         let cmd = redis::cmd("MGET").arg(keys).to_owned();
         self.run(Op::new("MGET", keys), move |mut c| async move {
-            cmd.query_async(&mut c).await
+            cmd.query_async(&mut c.conn).await
         })
         .await
     }
@@ -168,8 +168,9 @@ impl RedisCache {
         }
         let replies: Vec<redis::Value> = self
             .run(
-                Op::new("PIPELINE", keys).summary("take leases"),
-                move |mut c| async move { pipe.query_async(&mut c).await },
+                Op::pipeline(&[("SET", keys.len()), ("GET", 2 * keys.len())], keys)
+                    .summary("take leases"),
+                move |mut c| async move { pipe.query_async(&mut c.conn).await },
             )
             .await?;
         Ok(replies
@@ -199,7 +200,7 @@ impl RedisCache {
         let mut replies: Vec<Option<Vec<u8>>> = self
             .run(
                 Op::new("MGET", keys).summary("values and leases"),
-                move |mut c| async move { cmd.query_async(&mut c).await },
+                move |mut c| async move { cmd.query_async(&mut c.conn).await },
             )
             .await?;
         let leases = replies.split_off(keys.len());
@@ -225,17 +226,16 @@ impl RedisCache {
         if throttle.is_zero() {
             return self.release_leases(keys, token).await;
         }
-        let mut invocation = self.mark_failed.prepare_invoke();
-        invocation
-            .arg(token)
-            .arg(FAILED_MARKER)
-            .arg(millis(throttle));
-        for key in keys {
-            invocation.key(key.lease());
-        }
+        let leases: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|key| key.lease().as_str().as_bytes().to_vec())
+            .collect();
+        let args =
+            [token, FAILED_MARKER, &millis(throttle).to_string()].map(|a| a.as_bytes().to_vec());
+        let invocation = ScriptCall::new(&self.mark_failed, &leases, &args);
         self.run(
             Op::new("EVALSHA", keys).summary("mark leases failed"),
-            move |mut c| async move { invocation.invoke_async::<i64>(&mut c).await },
+            move |c| invocation.invoke::<i64>(c),
         )
         .await
         .map(drop)
@@ -251,20 +251,21 @@ impl RedisCache {
         if fills.is_empty() {
             return Ok(Vec::new());
         }
-        let mut invocation = self.fill_leased.prepare_invoke();
-        invocation.arg(token);
+        let mut script_keys = Vec::with_capacity(2 * fills.len());
+        let mut args = Vec::with_capacity(1 + 2 * fills.len());
+        args.push(token.as_bytes().to_vec());
         for fill in &fills {
-            invocation
-                .key(&fill.key)
-                .key(fill.key.lease())
-                .arg(&fill.value[..])
-                .arg(millis(fill.keep_for).max(1));
+            script_keys.push(fill.key.as_str().as_bytes().to_vec());
+            script_keys.push(fill.key.lease().as_str().as_bytes().to_vec());
+            args.push(fill.value.clone());
+            args.push(millis(fill.keep_for).max(1).to_string().into_bytes());
         }
+        let invocation = ScriptCall::new(&self.fill_leased, &script_keys, &args);
         let keys: Vec<CacheKey> = fills.iter().map(|fill| fill.key.clone()).collect();
         let written: Vec<i64> = self
             .run(
                 Op::new("EVALSHA", &keys).summary("fill under leases"),
-                move |mut c| async move { invocation.invoke_async(&mut c).await },
+                move |c| invocation.invoke(c),
             )
             .await?;
         Ok(written.iter().map(|w| *w == 1).collect())
@@ -275,14 +276,15 @@ impl RedisCache {
         if keys.is_empty() {
             return Ok(());
         }
-        let mut invocation = self.release_leases.prepare_invoke();
-        invocation.arg(token);
-        for key in keys {
-            invocation.key(key.lease());
-        }
+        let leases: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|key| key.lease().as_str().as_bytes().to_vec())
+            .collect();
+        let invocation =
+            ScriptCall::new(&self.release_leases, &leases, &[token.as_bytes().to_vec()]);
         self.run(
             Op::new("EVALSHA", keys).summary("release leases"),
-            move |mut c| async move { invocation.invoke_async::<i64>(&mut c).await },
+            move |c| invocation.invoke::<i64>(c),
         )
         .await
         .map(drop)
@@ -315,8 +317,8 @@ impl RedisCache {
         }
         let replies: Vec<redis::Value> = self
             .run(
-                Op::new("PIPELINE", &keys).summary("fill"),
-                move |mut c| async move { pipe.query_async(&mut c).await },
+                Op::repeated("SET", keys.len(), &keys).summary("fill"),
+                move |mut c| async move { pipe.query_async(&mut c.conn).await },
             )
             .await?;
         Ok(replies
@@ -339,8 +341,8 @@ impl RedisCache {
         pipe.cmd("UNLINK").arg(leases).ignore();
         pipe.cmd("UNLINK").arg(keys);
         let (deleted,): (u64,) = self
-            .run_essential(Op::new("UNLINK", keys), move |mut c| async move {
-                pipe.query_async(&mut c).await
+            .run_essential(Op::repeated("UNLINK", 2, keys), move |mut c| async move {
+                pipe.query_async(&mut c.conn).await
             })
             .await?;
         Ok(deleted)
@@ -369,7 +371,7 @@ impl RedisCache {
             if !leases.is_empty() {
                 let cmd = redis::cmd("UNLINK").arg(&leases).to_owned();
                 self.run_essential(Op::raw("UNLINK", &leases), move |mut c| async move {
-                    cmd.query_async::<()>(&mut c).await
+                    cmd.query_async::<()>(&mut c.conn).await
                 })
                 .await?;
             }
@@ -377,7 +379,7 @@ impl RedisCache {
                 let cmd = redis::cmd("UNLINK").arg(&values).to_owned();
                 deleted += self
                     .run_essential(Op::raw("UNLINK", &values), move |mut c| async move {
-                        cmd.query_async::<u64>(&mut c).await
+                        cmd.query_async::<u64>(&mut c.conn).await
                     })
                     .await?;
             }
@@ -409,9 +411,11 @@ impl RedisCache {
         let mut pipe = Pipeline::with_capacity(2);
         pipe.cmd("INFO").arg("memory").cmd("INFO").arg("keyspace");
         let (memory, keyspace): (String, String) = self
-            .run(Op::new("INFO", &[]).monitoring(), move |mut c| async move {
-                pipe.query_async(&mut c).await
-            })
+            .run_on(
+                Path::Monitoring,
+                Op::repeated("INFO", 2, &[]),
+                move |mut c| async move { pipe.query_async(&mut c.conn).await },
+            )
             .await?;
         let field = |text: &str, name: &str| {
             text.lines()
@@ -439,10 +443,12 @@ impl RedisCache {
     }
 
     /// One `PUBLISH` per payload, in order, in one pipeline: one round trip.
+    /// Untraced for heartbeats, which no request asked for.
     pub async fn publish_all(
         &self,
         channel: &str,
         payloads: &[String],
+        traced: bool,
     ) -> Result<(), RedisFailure> {
         if payloads.is_empty() {
             return Ok(());
@@ -451,10 +457,13 @@ impl RedisCache {
         for payload in payloads {
             pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
         }
-        self.run_essential(
-            Op::new("PUBLISH", &[]).summary(channel),
-            move |mut c| async move { pipe.query_async::<()>(&mut c).await },
-        )
+        let mut op = Op::repeated("PUBLISH", payloads.len(), &[]).target(Target::Channel(channel));
+        if !traced {
+            op = op.untraced();
+        }
+        self.run_essential(op, move |mut c| async move {
+            pipe.query_async::<()>(&mut c.conn).await
+        })
         .await
     }
 
@@ -472,19 +481,16 @@ impl RedisCache {
             .arg("COUNT")
             .arg(SCAN_BATCH)
             .to_owned();
-        let mut op = Op::new("SCAN", &[]).summary(pattern.as_str());
-        if path == Path::Monitoring {
-            op = op.monitoring();
-        }
+        let op = Op::new("SCAN", &[]).target(Target::Pattern(pattern.as_str()));
         self.run_on(path, op, move |mut c| async move {
-            cmd.query_async(&mut c).await
+            cmd.query_async(&mut c.conn).await
         })
         .await
     }
 
     async fn run<T, F, Fut>(&self, op: Op<'_>, f: F) -> Result<T, RedisFailure>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Sent) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         self.run_on(Path::Guarded, op, f).await
@@ -492,42 +498,68 @@ impl RedisCache {
 
     async fn run_essential<T, F, Fut>(&self, op: Op<'_>, f: F) -> Result<T, RedisFailure>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Sent) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         self.run_on(Path::Essential, op, f).await
     }
 
-    /// Runs `f` on the link, in a client span named after the command, and
-    /// records its duration and outcome.
+    /// `PING`, outside the round trips of [`RedisCache::round_trips`]: whether
+    /// Redis answers right now (and the circuit lets it be asked).
+    pub async fn ping(&self) -> bool {
+        self.run_on(Path::Monitoring, Op::new("PING", &[]), |mut c| async move {
+            redis::cmd("PING").query_async::<String>(&mut c.conn).await
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Runs `f` on the link, in a client span named after the operation, and
+    /// records its duration, outcome and the commands it sent.
     async fn run_on<T, F, Fut>(&self, path: Path, op: Op<'_>, f: F) -> Result<T, RedisFailure>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Sent) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        let span = tracing::info_span!(
-            "redis",
-            // The conventions name a database span after its query summary.
-            otel.name = if op.summary.is_empty() { op.name } else { op.summary },
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            db.system.name = "redis",
-            db.operation.name = op.name,
-            db.query.summary = op.summary,
-            db.query.text = tracing::field::Empty,
-            error.type = tracing::field::Empty,
-        );
+        let span = if op.traced {
+            let server = self.link.server();
+            tracing::info_span!(
+                "redis",
+                // Named after the query summary when there is one (fixed
+                // text, never caller input), as the conventions ask.
+                otel.name = if op.summary.is_empty() { op.name } else { op.summary },
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                db.system.name = "redis",
+                db.operation.name = op.name,
+                db.operation.batch.size = op.batch_size(),
+                db.query.summary = tracing::field::Empty,
+                db.query.text = tracing::field::Empty,
+                db.namespace = server.database,
+                server.address = server.host,
+                server.port = server.port,
+                error.type = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         if !span.is_disabled() {
             span.record("db.query.text", op.text());
+            if !op.summary.is_empty() {
+                span.record("db.query.summary", op.summary);
+            }
         }
         // Counted only when the operation is really sent: the link skips it
         // while disconnected or while the circuit is open.
-        let round_trips = op.counted.then(|| self.round_trips.clone());
+        let round_trips = (path != Path::Monitoring).then(|| self.round_trips.clone());
+        let metrics = self.metrics.clone();
+        let sends = op.sends.clone();
         let f = move |conn| {
             if let Some(round_trips) = round_trips {
                 round_trips.fetch_add(1, Ordering::Relaxed);
             }
-            f(conn)
+            metrics.redis_commands(&sends);
+            f(Sent { conn, metrics })
         };
         let started = Instant::now();
         let outcome = async {
@@ -556,67 +588,149 @@ impl RedisCache {
     }
 }
 
-/// One Redis operation, as spans and metrics name it.
-struct Op<'a> {
-    /// The command (`PIPELINE` for a mixed pipeline).
-    name: &'static str,
-    /// Counted in [`RedisCache::round_trips`]: false for monitoring
-    /// (`INFO`, key counts), which no request asked for.
-    counted: bool,
-    /// What it is for, when the command alone does not say.
-    summary: &'a str,
-    keys: Keys<'a>,
+/// What an operation runs on: the connection, and the metrics to count a
+/// command it had to add (a script Redis had forgotten).
+struct Sent {
+    conn: MultiplexedConnection,
+    metrics: Arc<Metrics>,
 }
 
-enum Keys<'a> {
-    Cache(&'a [CacheKey]),
-    Raw(&'a [Vec<u8>]),
+/// An `EVALSHA` of one of our scripts. When Redis has forgotten the script
+/// (after a restart or `SCRIPT FLUSH`) it is loaded and run again, and both
+/// extra commands are counted.
+struct ScriptCall {
+    script: Arc<Script>,
+    cmd: redis::Cmd,
 }
 
-impl<'a> Op<'a> {
-    fn new(name: &'static str, keys: &'a [CacheKey]) -> Self {
-        Op {
-            name,
-            counted: true,
-            summary: "",
-            keys: Keys::Cache(keys),
+impl ScriptCall {
+    fn new(script: &Arc<Script>, keys: &[Vec<u8>], args: &[Vec<u8>]) -> Self {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash())
+            .arg(keys.len())
+            .arg(keys)
+            .arg(args);
+        ScriptCall {
+            script: script.clone(),
+            cmd,
         }
     }
 
-    fn monitoring(mut self) -> Self {
-        self.counted = false;
-        self
+    async fn invoke<T: redis::FromRedisValue>(self, mut sent: Sent) -> Result<T, RedisError> {
+        match self.cmd.query_async(&mut sent.conn).await {
+            Err(err)
+                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                sent.metrics
+                    .redis_commands(&[("SCRIPT LOAD", 1), ("EVALSHA", 1)]);
+                self.script.load_async(&mut sent.conn).await?;
+                self.cmd.query_async(&mut sent.conn).await
+            }
+            outcome => outcome,
+        }
+    }
+}
+
+/// One Redis operation, as spans and metrics name it.
+struct Op<'a> {
+    /// `db.operation.name`: the command; `BATCH <command>` for several of
+    /// one kind in a pipeline, `PIPELINE` for a mix.
+    name: &'static str,
+    /// The commands sent, and how many of each.
+    sends: Vec<(&'static str, u64)>,
+    /// False for background chatter (heartbeats), which gets no span.
+    traced: bool,
+    /// What it is for, when the command alone does not say (fixed text,
+    /// never caller input).
+    summary: &'static str,
+    target: Target<'a>,
+}
+
+enum Target<'a> {
+    Cache(&'a [CacheKey]),
+    Raw(&'a [Vec<u8>]),
+    /// `SCAN … MATCH`.
+    Pattern(&'a str),
+    /// `PUBLISH`.
+    Channel(&'a str),
+}
+
+impl<'a> Op<'a> {
+    /// One command.
+    fn new(name: &'static str, keys: &'a [CacheKey]) -> Self {
+        Op {
+            name,
+            sends: vec![(name, 1)],
+            traced: true,
+            summary: "",
+            target: Target::Cache(keys),
+        }
+    }
+
+    /// `count` commands `name` in one pipeline.
+    fn repeated(name: &'static str, count: usize, keys: &'a [CacheKey]) -> Self {
+        Op {
+            name: if count == 1 { name } else { batch_name(name) },
+            sends: vec![(name, count as u64)],
+            ..Op::new(name, keys)
+        }
+    }
+
+    /// A pipeline of different commands.
+    fn pipeline(sends: &[(&'static str, usize)], keys: &'a [CacheKey]) -> Self {
+        Op {
+            name: "PIPELINE",
+            sends: sends.iter().map(|(name, n)| (*name, *n as u64)).collect(),
+            ..Op::new("PIPELINE", keys)
+        }
     }
 
     fn raw(name: &'static str, keys: &'a [Vec<u8>]) -> Self {
         Op {
-            name,
-            counted: true,
-            summary: "",
-            keys: Keys::Raw(keys),
+            target: Target::Raw(keys),
+            ..Op::new(name, &[])
         }
     }
 
-    fn summary(mut self, summary: &'a str) -> Self {
+    fn summary(mut self, summary: &'static str) -> Self {
         self.summary = summary;
         self
     }
 
+    fn target(mut self, target: Target<'a>) -> Self {
+        self.target = target;
+        self
+    }
+
+    fn untraced(mut self) -> Self {
+        self.traced = false;
+        self
+    }
+
+    /// `db.operation.batch.size`: commands sent, when more than one.
+    fn batch_size(&self) -> Option<u64> {
+        let total = self.sends.iter().map(|(_, n)| n).sum();
+        (total > 1).then_some(total)
+    }
+
     /// The command and its first keys, never values: `GET item:1`,
-    /// `MGET item:1 item:2 item:3 …(+97)`.
+    /// `MGET item:1 item:2 item:3 …(+97)`, `SCAN MATCH item:*`.
     fn text(&self) -> String {
         const SHOWN: usize = 3;
-        let keys: Vec<String> = match &self.keys {
-            Keys::Cache(keys) => keys.iter().take(SHOWN).map(|k| k.to_string()).collect(),
-            Keys::Raw(keys) => keys
-                .iter()
-                .take(SHOWN)
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .collect(),
-        };
-        let total = match &self.keys {
-            Keys::Cache(keys) => keys.len(),
-            Keys::Raw(keys) => keys.len(),
+        let (keys, total): (Vec<String>, usize) = match &self.target {
+            Target::Cache(keys) => (
+                keys.iter().take(SHOWN).map(|k| k.to_string()).collect(),
+                keys.len(),
+            ),
+            Target::Raw(keys) => (
+                keys.iter()
+                    .take(SHOWN)
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .collect(),
+                keys.len(),
+            ),
+            Target::Pattern(pattern) => (vec![format!("MATCH {pattern}")], 1),
+            Target::Channel(channel) => (vec![(*channel).to_owned()], 1),
         };
         let mut text = self.name.to_owned();
         for key in keys {
@@ -627,6 +741,17 @@ impl<'a> Op<'a> {
             text.push_str(&format!(" …(+{})", total - SHOWN));
         }
         text
+    }
+}
+
+/// `BATCH <command>`, as the conventions name a batch of one command.
+fn batch_name(command: &'static str) -> &'static str {
+    match command {
+        "SET" => "BATCH SET",
+        "UNLINK" => "BATCH UNLINK",
+        "PUBLISH" => "BATCH PUBLISH",
+        "INFO" => "BATCH INFO",
+        _ => "PIPELINE",
     }
 }
 

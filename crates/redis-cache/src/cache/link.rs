@@ -23,6 +23,37 @@ const URGENT_RECONNECT: Duration = Duration::from_millis(100);
 /// Consecutive failed health checks after which the connection is replaced.
 const MAX_FAILED_CHECKS: u32 = 2;
 
+/// Where Redis is, as spans name it (`server.address`, `server.port`,
+/// `db.namespace`). Never the credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub host: String,
+    /// `None` for a Unix socket.
+    pub port: Option<i64>,
+    /// The database number.
+    pub database: String,
+}
+
+impl Server {
+    fn of(client: &Client) -> Self {
+        let info = client.get_connection_info();
+        let (host, port) = match info.addr() {
+            redis::ConnectionAddr::Tcp(host, port)
+            | redis::ConnectionAddr::TcpTls { host, port, .. } => {
+                (host.clone(), Some(i64::from(*port)))
+            }
+            redis::ConnectionAddr::Unix(path) => (path.display().to_string(), None),
+            #[allow(unreachable_patterns)]
+            _ => (String::new(), None),
+        };
+        Server {
+            host,
+            port,
+            database: info.redis_settings().db().to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
     Connected,
@@ -63,6 +94,7 @@ pub struct RedisLink {
 
 struct Inner {
     client: Client,
+    server: Server,
     /// Skips Redis for a while after repeated timeouts (see [`Breaker`]).
     breaker: Breaker,
     command_timeout: Duration,
@@ -91,6 +123,7 @@ impl RedisLink {
         let (state, _) = watch::channel(LinkState::Disconnected);
         Self {
             inner: Arc::new(Inner {
+                server: Server::of(&client),
                 client,
                 breaker,
                 command_timeout,
@@ -108,6 +141,10 @@ impl RedisLink {
 
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+
+    pub fn server(&self) -> &Server {
+        &self.inner.server
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -201,13 +238,6 @@ impl RedisLink {
         }
     }
 
-    /// One `PING` on the shared connection: whether Redis answers right now.
-    pub async fn ping(&self) -> bool {
-        self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
-            .await
-            .is_ok()
-    }
-
     /// Makes one connection attempt now. Used at start-up so the first requests
     /// find the cache ready; failure is not fatal, the maintenance task retries.
     pub async fn connect_once(&self) -> Result<(), RedisError> {
@@ -267,10 +297,24 @@ impl RedisLink {
         }
     }
 
+    /// `PING` on the connection. While the circuit is open, a check after the
+    /// cooldown is the breaker's trial: a Redis that answers again closes
+    /// the circuit without waiting for a request to try it.
     async fn health_check(&self, generation: u64, mut conn: MultiplexedConnection) -> bool {
+        let trial = match self.circuit() {
+            CircuitState::Closed => None,
+            _ => self.inner.breaker.allow(),
+        };
         let cmd = redis::cmd("PING");
         let ping = cmd.query_async::<String>(&mut conn);
-        match tokio::time::timeout(self.inner.connect_timeout, ping).await {
+        let answered = tokio::time::timeout(self.inner.connect_timeout, ping).await;
+        if let Some(trial) = trial {
+            match &answered {
+                Ok(Ok(_)) => trial.succeeded(),
+                _ => trial.failed(),
+            }
+        }
+        match answered {
             Ok(Ok(_)) => true,
             Ok(Err(err)) => {
                 tracing::debug!(error = %err, "redis health check failed");

@@ -211,7 +211,8 @@ impl Catalog {
                     // Some may have been taken before the failure: give them
                     // back so peers do not wait for a fill that never comes.
                     let (l2, token) = (self.l2.clone(), token.clone());
-                    tokio::spawn(async move { l2.release_leases(&keys, &token).await });
+                    let release = async move { l2.release_leases(&keys, &token).await };
+                    tokio::spawn(release.in_current_span());
                     unleased.append(&mut leased);
                 }
             }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use tracing::Instrument;
 
 use super::Catalog;
 use crate::cache::{self, CacheStats};
@@ -73,11 +74,18 @@ impl Catalog {
             // subscriber's path (a pattern scans the whole database), then
             // evict again, as anything filled from Redis meanwhile may be old.
             let (this, key, pattern) = (self.clone(), targets.key.clone(), targets.pattern.clone());
-            self.writes.spawn(async move {
+            let span = tracing::info_span!(
+                parent: None,
+                "announced invalidation",
+                otel.name = "cache:invalidate process",
+                otel.kind = "consumer",
+            );
+            let apply = async move {
                 this.apply_to_redis(key.as_ref(), pattern.as_ref()).await;
                 this.forget_loads(key.as_ref(), pattern.as_ref());
                 this.evict_from_l1(key.as_ref(), pattern.as_ref());
-            });
+            };
+            self.writes.spawn(apply.instrument(span));
         }
         if let Some(lag) = lag_since(&message.timestamp) {
             self.lag.record(lag);

@@ -7,6 +7,8 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
+use tracing::Instrument;
+
 use super::Catalog;
 use crate::cache::{self, CacheStats, Entry, Fill, LeaseTry, Overwrite, Tier};
 use crate::domain::ItemId;
@@ -59,7 +61,10 @@ impl Catalog {
             return;
         }
         let (this, id, fresh_until) = (self.clone(), id.clone(), entry.fresh_until);
-        tokio::spawn(async move {
+        // Its own trace (it outlives the request), linked from the request's.
+        let span = tracing::info_span!(parent: None, "cache refresh", otel.name = "cache refresh", item.id = %id);
+        span.follows_from(tracing::Span::current());
+        let refresh = async move {
             // Ends the refresh even if it panics, so the id can be refreshed again.
             let _refreshing = RefreshGuard {
                 refreshing: &this.refreshing,
@@ -69,7 +74,8 @@ impl Catalog {
                 // The next hit takes the new entry from Redis into L1.
                 this.l1.invalidate(&id);
             }
-        });
+        };
+        tokio::spawn(refresh.instrument(span));
     }
 
     async fn refresh(&self, id: &ItemId, old_fresh_until: i64) -> Refreshed {

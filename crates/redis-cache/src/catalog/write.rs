@@ -1,7 +1,7 @@
 //! The write path and invalidation: commit, make Redis forget (voiding fills
 //! in progress), tell the other instances, answer.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::Instrument;
 
@@ -64,30 +64,11 @@ impl Catalog {
         operation: &'static str,
         write: impl Future<Output = Result<T, WriteError>>,
     ) -> Result<T, WriteError> {
-        let system = self.store.system();
-        let span = tracing::info_span!(
-            "source of truth",
-            otel.name = format!("{operation} items"),
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            db.system.name = system.as_str(),
-            db.operation.name = operation,
-            db.collection.name = "items",
-            error.type = tracing::field::Empty,
-        );
-        let started = Instant::now();
-        let result = write.instrument(span.clone()).await;
-        let error = match &result {
-            Err(WriteError::Store(err)) => Some(err.kind()),
+        let kind = |err: &WriteError| match err {
+            WriteError::Store(err) => Some(err.kind()),
             _ => None,
         };
-        if let Some(kind) = error {
-            span.record("error.type", kind);
-            span.record("otel.status_code", "ERROR");
-        }
-        self.metrics
-            .db_operation(system, operation, error, started.elapsed());
-        result
+        super::source_call(&self.metrics, self.store.system(), operation, kind, write).await
     }
 
     /// Runs a write to completion even if the caller goes away. Axum drops a

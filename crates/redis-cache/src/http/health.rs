@@ -42,7 +42,7 @@ async fn database_ok(state: &AppState) -> bool {
 /// Redis or the subscription is down — the service answers from the source of
 /// truth — and `unhealthy` (503) only when the source of truth is unreachable.
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let (database, redis) = tokio::join!(database_ok(&state), state.catalog.l2().link().ping());
+    let (database, redis) = tokio::join!(database_ok(&state), state.catalog.l2().ping());
     let subscriber = *state.subscriber.borrow();
     let (code, status) = if !database {
         (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")

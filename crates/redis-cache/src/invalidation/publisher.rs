@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::message::{InvalidationMessage, Sender};
 use crate::cache::{CacheKey, KeyPattern, RedisCache, RedisFailure};
@@ -42,6 +43,8 @@ struct Request {
     key: Option<CacheKey>,
     pattern: Option<KeyPattern>,
     done: oneshot::Sender<Result<(), PublishError>>,
+    /// The caller's span: the `PUBLISH` belongs to its trace.
+    span: tracing::Span,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -78,6 +81,7 @@ impl Publisher {
             key: key.cloned(),
             pattern: pattern.cloned(),
             done,
+            span: tracing::Span::current(),
         };
         self.tx.send(request).map_err(|_| PublishError::Stopped)?;
         answer.await.unwrap_or(Err(PublishError::Stopped))
@@ -131,8 +135,27 @@ impl Outbox {
                 message.to_json()
             })
             .collect();
+        // One pipeline serves several callers: it goes in the first one's
+        // trace, linked from the others'.
+        let span = match &batch[..] {
+            [only] => only.span.clone(),
+            [first, others @ ..] => {
+                let span = tracing::info_span!(
+                    parent: &first.span,
+                    "invalidation batch",
+                    otel.name = "cache:invalidate send",
+                    messages = batch.len(),
+                );
+                for other in others {
+                    span.follows_from(&other.span);
+                }
+                span
+            }
+            [] => tracing::Span::none(),
+        };
         let outcome = l2
-            .publish_all(channel, &payloads)
+            .publish_all(channel, &payloads, true)
+            .instrument(span)
             .await
             .map_err(|failure| PublishError::Redis(Arc::new(failure)));
         for request in batch {
@@ -142,7 +165,7 @@ impl Outbox {
 
     async fn beat(&self, l2: &RedisCache, channel: &str, bye: bool) {
         let message = InvalidationMessage::heartbeat(&self.sender, self.last_seq, bye);
-        if let Err(failure) = l2.publish_all(channel, &[message.to_json()]).await {
+        if let Err(failure) = l2.publish_all(channel, &[message.to_json()], false).await {
             tracing::debug!(error = %failure, bye, "invalidation heartbeat not published");
         }
     }

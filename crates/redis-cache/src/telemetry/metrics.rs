@@ -73,8 +73,12 @@ pub struct Metrics {
     db: Mutex<BTreeMap<DbSeries, Arc<Histogram>>>,
     /// Redis operations not attempted, by reason (`disconnected`, `circuit_open`).
     redis_skipped: Mutex<BTreeMap<&'static str, u64>>,
-    /// From the periodic poll of Redis (`None` until the first success).
+    /// Commands sent to Redis, by name as `INFO commandstats` spells it.
+    redis_commands: Mutex<BTreeMap<&'static str, u64>>,
+    /// From the last poll of Redis (`None` when it failed or was skipped).
     redis_info: Mutex<Option<RedisInfo>>,
+    /// When a poll of Redis last succeeded (Unix seconds).
+    redis_info_at: Mutex<Option<f64>>,
 }
 
 /// What the periodic poll of Redis found.
@@ -97,7 +101,9 @@ impl Default for Metrics {
             http_active: AtomicI64::new(0),
             db: Mutex::default(),
             redis_skipped: Mutex::default(),
+            redis_commands: Mutex::default(),
             redis_info: Mutex::default(),
+            redis_info_at: Mutex::default(),
         }
     }
 }
@@ -154,8 +160,25 @@ impl Metrics {
         *lock(&self.redis_skipped).entry(reason).or_default() += 1;
     }
 
-    pub fn set_redis_info(&self, info: RedisInfo) {
-        *lock(&self.redis_info) = Some(info);
+    /// Counts commands sent to Redis: `(command, how many)`, the command in
+    /// capitals as sent (`GET`, `SCRIPT LOAD`).
+    pub fn redis_commands(&self, sent: &[(&'static str, u64)]) {
+        let mut commands = lock(&self.redis_commands);
+        for (command, n) in sent {
+            *commands.entry(command).or_default() += n;
+        }
+    }
+
+    /// The outcome of one poll of Redis: `None` when it failed, so that
+    /// `/metrics` never shows a dead server's last numbers as current.
+    pub fn set_redis_info(&self, info: Option<RedisInfo>) {
+        if info.is_some() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            *lock(&self.redis_info_at) = Some(now.as_secs_f64());
+        }
+        *lock(&self.redis_info) = info;
     }
 
     pub fn redis_info(&self) -> Option<RedisInfo> {
@@ -171,15 +194,17 @@ impl Metrics {
         );
         for (series, histogram) in lock(&self.http).iter() {
             let status = series.status.to_string();
-            out.histogram(
-                "http_server_request_duration_seconds",
-                &[
-                    ("http_request_method", series.method),
-                    ("http_route", &series.route),
-                    ("http_response_status_code", &status),
-                ],
-                histogram,
-            );
+            let mut labels = vec![
+                ("http_request_method", series.method),
+                ("http_route", &series.route),
+                ("http_response_status_code", &status),
+                ("url_scheme", "http"),
+            ];
+            // As on the span: a server error's `error.type` is its status.
+            if series.status >= 500 {
+                labels.push(("error_type", &status));
+            }
+            out.histogram("http_server_request_duration_seconds", &labels, histogram);
         }
         out.family(
             "http_server_active_requests",
@@ -217,6 +242,26 @@ impl Metrics {
                 "redis_cache_redis_operations_skipped_total",
                 &[("reason", reason)],
                 count as f64,
+            );
+        }
+        out.family(
+            "redis_cache_redis_commands_total",
+            "counter",
+            "Commands sent to Redis by cache operations, health checks and polls, named as INFO commandstats names them (connection handshakes and the subscriber's connection excluded).",
+        );
+        for (command, n) in lock(&self.redis_commands).iter() {
+            let name = command.to_ascii_lowercase().replace(' ', "|");
+            out.sample(
+                "redis_cache_redis_commands_total",
+                &[("command", &name)],
+                *n as f64,
+            );
+        }
+        if let Some(at) = *lock(&self.redis_info_at) {
+            out.gauge(
+                "redis_cache_redis_poll_success_timestamp_seconds",
+                "When the last poll of Redis (INFO, SCAN) succeeded, in Unix seconds.",
+                at,
             );
         }
         if let Some(info) = self.redis_info() {
@@ -265,11 +310,11 @@ mod tests {
         metrics.http_request("GET", Some("/items/{id}"), 200, Duration::from_micros(300));
         metrics.http_request("GET", Some("/items/{id}"), 200, Duration::from_millis(30));
         metrics.http_request("BREW", None, 405, Duration::from_millis(1));
+        metrics.http_request("GET", Some("/items/{id}"), 503, Duration::from_millis(1));
         let mut out = Exposition::default();
         metrics.render_into(&mut out);
         let text = out.finish();
-        let series =
-            r#"http_request_method="GET",http_route="/items/{id}",http_response_status_code="200""#;
+        let series = r#"http_request_method="GET",http_route="/items/{id}",http_response_status_code="200",url_scheme="http""#;
         assert!(text.contains(&format!(
             "http_server_request_duration_seconds_bucket{{{series},le=\"0.00025\"}} 0"
         )));
@@ -283,8 +328,11 @@ mod tests {
             "http_server_request_duration_seconds_count{{{series}}} 2"
         )));
         assert!(text.contains(
-            r#"http_request_method="_OTHER",http_route="",http_response_status_code="405""#
+            r#"http_request_method="_OTHER",http_route="",http_response_status_code="405",url_scheme="http"}"#
         ));
+        assert!(
+            text.contains(r#"http_response_status_code="503",url_scheme="http",error_type="503"}"#)
+        );
         assert!(text.contains("# TYPE http_server_request_duration_seconds histogram"));
     }
 }

@@ -80,6 +80,46 @@ async fn the_circuit_closes_by_itself_once_redis_answers() {
     assert_eq!(app.health().await.1["redis_circuit"], "closed");
 }
 
+/// Nobody has to ask: once the cooldown is over, the connection's own
+/// health check is the trial that closes the circuit, so an idle instance
+/// does not report an open circuit (and page someone) for a Redis that has
+/// long been back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_instance_closes_its_circuit_once_redis_answers() {
+    let app = TestApp::builder(Backend::Sqlite)
+        .without_l1()
+        .config(|c| {
+            c.redis.timeout = Duration::from_millis(200);
+            c.redis.breaker_failures = 2;
+            c.redis.breaker_cooldown = Duration::from_millis(300);
+            // No poll either: only the health check may close it.
+            c.redis_info_interval = Duration::ZERO;
+        })
+        .spawn()
+        .await;
+    app.get_item("1").await;
+    app.redis.pause();
+    for _ in 0..2 {
+        app.get_item("1").await;
+    }
+    let open = r#"redis_cache_circuit_breaker_state{state="open"} 1"#;
+    assert!(
+        app.get("/metrics")
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains(open)
+    );
+    app.redis.resume();
+    // `/metrics` asks Redis nothing: only the health check can close it.
+    eventually("closed without a request", || async {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        text.contains(r#"redis_cache_circuit_breaker_state{state="closed"} 1"#)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_the_source_still_sees_one_read_per_key_at_a_time() {
     let app = TestApp::spawn(Backend::Sqlite).await;

@@ -134,6 +134,22 @@ async fn metrics_agree_with_stats_and_with_redis() {
     // pipeline (the key, the lease), one in the fill script (the lease).
     assert_eq!(redis_calls("get"), seen("GET") as u64 + 3 * 4);
     assert_eq!(seen("MGET") as u64, redis_calls("mget"));
+    // Commands, counted one by one as Redis counts them: what the service
+    // sent, plus what its fill script ran inside Redis (a GET, a SET and a
+    // DEL for each of the 4 ids loaded).
+    let sent = |command: &str| {
+        value(
+            &samples,
+            &format!(r#"redis_cache_redis_commands_total{{command="{command}"}}"#),
+        ) as u64
+    };
+    for command in ["mget", "evalsha", "unlink"] {
+        assert_eq!(sent(command), redis_calls(command), "{command}");
+    }
+    assert_eq!(sent("get") + 4, redis_calls("get"));
+    assert_eq!(sent("set") + 4, redis_calls("set"));
+    assert_eq!(redis_calls("del"), 4);
+    assert_eq!(sent("unlink"), 2, "the PUT deletes the lease and the value");
     assert_eq!(
         sum(
             &samples,
@@ -189,6 +205,27 @@ async fn redis_memory_and_keys_are_polled() {
         value(&samples, "redis_keyspace_keys") >= 4.0,
         "all keys, ours and others'"
     );
+    let polled_at = value(&samples, "redis_cache_redis_poll_success_timestamp_seconds");
+    assert!(polled_at > 1.7e9, "a Unix time: {polled_at}");
+
+    // A dead server's last numbers are not shown as current.
+    app.redis.kill();
+    eventually("the gauges are gone", || async {
+        !scrape(&app).await.1.contains_key("redis_memory_used_bytes")
+    })
+    .await;
+    let (_, samples) = scrape(&app).await;
+    assert!(!samples.contains_key("redis_cache_keys"));
+    assert!(
+        value(&samples, "redis_cache_redis_poll_success_timestamp_seconds") >= polled_at,
+        "when the last good poll was stays"
+    );
+    // Back (empty) without any request: the poll alone brings them back.
+    app.redis.restart();
+    eventually("polled again", || async {
+        scrape(&app).await.1.get("redis_cache_keys") == Some(&0.0)
+    })
+    .await;
 }
 
 /// Counters never go backwards, whatever `/stats/reset` does to `/stats`.

@@ -193,7 +193,7 @@ async fn a_miss_and_a_write_are_traced_end_to_end() {
     .await;
     let spans = received.of_trace(write_trace);
     let server = one(&spans, "PUT /items/{id}");
-    for name in ["UPDATE items", "UNLINK", "cache:invalidate publish"] {
+    for name in ["UPDATE items", "BATCH UNLINK", "cache:invalidate publish"] {
         assert!(
             is_child(one(&spans, name), server),
             "{name} under the request"
@@ -201,6 +201,24 @@ async fn a_miss_and_a_write_are_traced_end_to_end() {
     }
     let publish = one(&spans, "cache:invalidate publish");
     assert_eq!(publish["kind"], 4, "PRODUCER");
+    // The PUBLISH itself, sent by the instance's outbox task, is in the
+    // write's trace, under its producer span.
+    eventually("the PUBLISH reached the receiver", || async {
+        named(&received.of_trace(write_trace), "PUBLISH").len() == 1
+    })
+    .await;
+    let spans = received.of_trace(write_trace);
+    let sent = one(&spans, "PUBLISH");
+    assert!(is_child(sent, one(&spans, "cache:invalidate publish")));
+    assert_eq!(
+        attribute(sent, "db.query.text").as_deref(),
+        Some("PUBLISH cache:invalidate")
+    );
+    assert_eq!(
+        attribute(sent, "server.address").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert!(attribute(sent, "server.port").is_some());
     assert_eq!(
         attribute(publish, "messaging.destination.name").as_deref(),
         Some("cache:invalidate")
@@ -230,6 +248,8 @@ async fn an_unreachable_collector_is_logged_not_fatal() {
             ("DATABASE_URL", database.url.clone()),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", nothing_there),
             ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+            // The default filter, as in production.
+            ("RUST_LOG", "info".into()),
         ],
     );
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -241,20 +261,49 @@ async fn an_unreachable_collector_is_logged_not_fatal() {
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
-    let reported = tokio::task::spawn_blocking(move || {
-        // The log lines as they come, for up to 10 s.
-        while let Ok(line) = logs.recv_timeout(std::time::Duration::from_secs(10)) {
+    let export_failures = |logs: &std::sync::mpsc::Receiver<String>, wait: std::time::Duration| {
+        let mut found = Vec::new();
+        while let Ok(line) = logs.recv_timeout(wait) {
             let event: Value = serde_json::from_str(&line).unwrap_or_default();
             if matches!(event["level"].as_str(), Some("WARN" | "ERROR"))
                 && line.to_lowercase().contains("export")
             {
-                return Some(line);
+                found.push(line);
+                break;
             }
         }
-        None
+        found
+    };
+    // The log lines as they come, for up to 10 s.
+    let (first, logs) = tokio::task::spawn_blocking(move || {
+        (
+            export_failures(&logs, std::time::Duration::from_secs(10)),
+            logs,
+        )
     })
     .await
     .unwrap();
-    assert!(reported.is_some(), "an export failure is logged");
+    assert_eq!(first.len(), 1, "an export failure is logged");
+    // More batches fail (one every 100 ms while requests come), but the
+    // failure is not logged again for every one of them.
+    let more = tokio::spawn({
+        let http = http.clone();
+        async move {
+            for _ in 0..30 {
+                let _ = http
+                    .get(format!("http://127.0.0.1:{port}/items/2"))
+                    .send()
+                    .await;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    });
+    let again = tokio::task::spawn_blocking(move || {
+        export_failures(&logs, std::time::Duration::from_secs(2))
+    })
+    .await
+    .unwrap();
+    more.await.unwrap();
+    assert!(again.is_empty(), "logged again at once: {again:?}");
     signal(&child, libc::SIGTERM);
 }
