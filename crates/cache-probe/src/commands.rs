@@ -70,20 +70,43 @@ pub enum Read {
     PerKey,
     /// `EXISTS`: the count of keys found.
     Counted,
+    /// A size: 0 is a miss (Redis never keeps an empty list, set or hash).
+    Size,
+    /// `TTL` and friends: -2 is a miss.
+    Ttl,
+    /// `TYPE`: `none` is a miss.
+    Type,
 }
 
 /// Reads whose answer says whether the key was there.
 pub fn read_kind(name: &str) -> Option<Read> {
     match name {
-        "get" | "getex" | "hget" | "hgetall" | "lrange" | "smembers" | "zrange" | "lindex"
-        | "zscore" | "hkeys" | "hvals" | "getrange" | "substr" => Some(Read::Single),
+        "get" | "getex" | "getdel" | "hget" | "hgetall" | "lrange" | "smembers" | "zrange"
+        | "lindex" | "zscore" | "hkeys" | "hvals" | "getrange" | "substr" => Some(Read::Single),
         "mget" | "hmget" => Some(Read::PerKey),
         "exists" => Some(Read::Counted),
+        "llen" | "scard" | "zcard" | "hlen" => Some(Read::Size),
+        "ttl" | "pttl" | "expiretime" | "pexpiretime" => Some(Read::Ttl),
+        "type" => Some(Read::Type),
         _ => None,
     }
 }
 
-/// Hits and misses of a read, from its reply; `None` for errors.
+/// Whether a read's hits and misses are exactly Redis' key lookups (what
+/// `keyspace_hits` and `keyspace_misses` count): its answer tells whether
+/// the key exists, not only whether a field or a range was there. `HGET`,
+/// `HMGET` (one lookup per key, not per field), `LINDEX`, `ZSCORE`,
+/// `LRANGE`, `ZRANGE` and `GETRANGE` can answer nil or empty for a key that
+/// exists: they have a hit or miss status, but no key lookups.
+pub fn counts_key_lookups(name: &str) -> bool {
+    !matches!(
+        name,
+        "hget" | "hmget" | "lindex" | "zscore" | "lrange" | "zrange" | "getrange" | "substr"
+    ) && read_kind(name).is_some()
+}
+
+/// Hits and misses of a read, from its reply; `None` when the reply says
+/// nothing about the key (other errors, unexpected shapes).
 pub fn lookups(name: &str, keys: usize, reply: &Value) -> Option<(u64, u64)> {
     let kind = read_kind(name)?;
     let empty = |v: &Value| match v {
@@ -91,9 +114,12 @@ pub fn lookups(name: &str, keys: usize, reply: &Value) -> Option<(u64, u64)> {
         Value::Array(items) => items.is_empty(),
         _ => false,
     };
+    let found = |yes: bool| Some(if yes { (1, 0) } else { (0, 1) });
     match (kind, reply) {
+        // The key is there, of another type: Redis counts a hit.
+        (Read::Single | Read::Size, Value::Error(code)) if code == "WRONGTYPE" => Some((1, 0)),
         (_, Value::Error(_)) => None,
-        (Read::Single, v) => Some(if empty(v) { (0, 1) } else { (1, 0) }),
+        (Read::Single, v) => found(!empty(v)),
         (Read::PerKey, Value::Array(items)) => {
             let misses = items.iter().filter(|v| matches!(v, Value::Nil)).count() as u64;
             Some((items.len() as u64 - misses, misses))
@@ -102,6 +128,9 @@ pub fn lookups(name: &str, keys: usize, reply: &Value) -> Option<(u64, u64)> {
             let found = (*found).clamp(0, keys as i64) as u64;
             Some((found, keys as u64 - found))
         }
+        (Read::Size, Value::Integer(n)) => found(*n != 0),
+        (Read::Ttl, Value::Integer(n)) => found(*n != -2),
+        (Read::Type, Value::Simple(t)) => found(t != b"none"),
         _ => None,
     }
 }
@@ -137,7 +166,7 @@ impl Command {
             Some(Read::PerKey) if name == "mget" => rest.len(),
             Some(Read::PerKey) => rest.len().saturating_sub(1),
             Some(Read::Counted) => rest.len(),
-            Some(Read::Single) => 1,
+            Some(Read::Single | Read::Size | Read::Ttl | Read::Type) => 1,
             None => 0,
         };
         // Never keep the arguments of commands that carry credentials.
@@ -226,7 +255,14 @@ mod tests {
         assert_eq!(lookups("mget", 3, &mget), Some((2, 1)));
         assert_eq!(lookups("exists", 3, &Value::Integer(2)), Some((2, 1)));
         assert_eq!(lookups("lrange", 1, &Value::Array(vec![])), Some((0, 1)));
-        assert_eq!(lookups("get", 1, &Value::Error("WRONGTYPE".into())), None);
+        assert_eq!(lookups("get", 1, &Value::Error("WRONGTYPE".into())), Some((1, 0)));
+        assert_eq!(lookups("get", 1, &Value::Error("ERR".into())), None);
+        assert_eq!(lookups("ttl", 1, &Value::Integer(-2)), Some((0, 1)));
+        assert_eq!(lookups("ttl", 1, &Value::Integer(-1)), Some((1, 0)));
+        assert_eq!(lookups("type", 1, &Value::Simple(b"none".to_vec())), Some((0, 1)));
+        assert_eq!(lookups("llen", 1, &Value::Integer(0)), Some((0, 1)));
+        assert!(counts_key_lookups("get") && counts_key_lookups("mget"));
+        assert!(!counts_key_lookups("hget") && !counts_key_lookups("set"));
         assert_eq!(lookups("set", 1, &Value::Simple(b"OK".to_vec())), None);
     }
 }

@@ -287,18 +287,16 @@ impl Connection {
         out: &mut Vec<Observation>,
     ) {
         let command = pending.command;
-        let (status, error, hits, misses) = match reply {
-            Value::Error(code) => (Status::Error, Some(code.clone()), 0, 0),
-            _ => match commands::lookups(&command.name, command.keys, reply) {
-                Some((hits, misses))
-                    if commands::read_kind(&command.name) == Some(commands::Read::Single) =>
-                {
-                    let status = if hits > 0 { Status::Hit } else { Status::Miss };
-                    (status, None, hits, misses)
-                }
-                Some((hits, misses)) => (Status::Ok, None, hits, misses),
-                None => (Status::Ok, None, 0, 0),
-            },
+        let (hits, misses) = commands::lookups(&command.name, command.keys, reply).unwrap_or_default();
+        let single_key = !matches!(
+            commands::read_kind(&command.name),
+            None | Some(commands::Read::PerKey | commands::Read::Counted)
+        );
+        let (status, error) = match reply {
+            Value::Error(code) => (Status::Error, Some(code.clone())),
+            _ if single_key && hits > 0 => (Status::Hit, None),
+            _ if single_key && misses > 0 => (Status::Miss, None),
+            _ => (Status::Ok, None),
         };
         if (command.name == "publish" || command.name == "spublish")
             && let Some(channel) = command.args.first()

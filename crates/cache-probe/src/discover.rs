@@ -137,7 +137,7 @@ pub fn listening_ports(ports: &[u16], pids: &HashSet<u32>) -> HashSet<u16> {
 }
 
 /// Who owns the local client end of connections, looked up in `/proc` at
-/// most once a second (a busy server sees many connections open).
+/// most ten times a second (a busy server sees many connections open).
 #[derive(Default)]
 pub struct Owners {
     owners: HashMap<u64, u32>,
@@ -151,7 +151,7 @@ impl Owners {
         if self.find(client, server).is_none()
             && self
                 .read_at
-                .is_none_or(|at| at.elapsed() > Duration::from_secs(1))
+                .is_none_or(|at| at.elapsed() > Duration::from_millis(100))
         {
             self.owners = socket_owners();
             self.sockets = tcp_sockets();

@@ -164,9 +164,15 @@ impl Probe {
         if selection.ports.is_empty() || selection.ports.len() > MAX_PORTS {
             bail!("between 1 and {MAX_PORTS} Redis ports can be watched");
         }
-        let open = ProbeSkelBuilder::default()
+        let mut open = ProbeSkelBuilder::default()
             .open(object)
             .context("cannot open the BPF object")?;
+        // One scratch buffer per possible CPU (see probe.bpf.c).
+        let cpus = libbpf_rs::num_possible_cpus().context("cannot count the CPUs")?;
+        open.maps
+            .scratch
+            .set_max_entries(cpus as u32)
+            .context("cannot size the scratch buffers")?;
         let skel = open.load().map_err(|err| {
             anyhow::anyhow!(
                 "the kernel refused the BPF programs ({err}); it needs BTF, ring buffers \
@@ -258,7 +264,7 @@ impl Probe {
     pub fn drain(
         &self,
         every: Duration,
-        mut handle: impl FnMut(Event),
+        mut handle: impl FnMut(Vec<Event>),
         mut keep_going: impl FnMut(&Self) -> bool,
     ) -> anyhow::Result<()> {
         // Filled by the callback during `consume`, emptied after it.
@@ -277,8 +283,8 @@ impl Probe {
         loop {
             ring.consume().context("cannot read the ring buffer")?;
             let batch = std::mem::take(&mut *events.borrow_mut());
-            for event in batch {
-                handle(event);
+            if !batch.is_empty() {
+                handle(batch);
             }
             if !keep_going(self) {
                 return Ok(());

@@ -14,19 +14,23 @@ pub async fn poll(metrics: Arc<Metrics>, every: Duration) {
     loop {
         tick.tick().await;
         for server in metrics.servers() {
-            match info(&server).await {
-                Ok((keys, memory)) => metrics.info(&server, keys, memory),
+            match info(server).await {
+                Ok(found) => {
+                    refused.remove(&server);
+                    metrics.info(server, Some(found));
+                }
                 Err(err) => {
-                    if refused.insert(server.clone()) {
+                    if refused.insert(server) {
                         tracing::warn!(%server, error = %err, "cannot poll INFO");
                     }
+                    metrics.info(server, None);
                 }
             }
         }
     }
 }
 
-async fn info(server: &str) -> anyhow::Result<(u64, u64)> {
+async fn info(server: std::net::SocketAddr) -> anyhow::Result<(u64, u64)> {
     let client = redis::Client::open(format!("redis://{server}"))?;
     let mut conn = tokio::time::timeout(
         Duration::from_secs(2),

@@ -184,7 +184,7 @@ fn follow(
     let mut counted_at = Instant::now();
     let drained = probe.drain(
         plan.drain_interval,
-        |event| tracker.handle(event),
+        |events| tracker.handle_batch(events),
         |probe| {
             if counted_at.elapsed() >= Duration::from_secs(1) {
                 counted_at = Instant::now();

@@ -1,10 +1,12 @@
 //! The probe's metrics, in the Prometheus text format (`GET /metrics` on
 //! `--metrics-addr`). Every series is labelled with the observed process
-//! (`service_name`) and the Redis server (`server_address`). Label values are
+//! (`service_name`) and the Redis server (`server_address`, `server_port`).
+//! Label values are
 //! bounded: commands and pub/sub channels beyond a fixed number of distinct
 //! names are reported as `other`.
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,7 +30,7 @@ const MAX_CHANNELS: usize = 100;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Peer {
     pub service: String,
-    pub server: String,
+    pub server: SocketAddr,
 }
 
 type Key<T> = (Peer, T);
@@ -41,7 +43,7 @@ struct Series {
     pubsub: BTreeMap<Key<(String, &'static str)>, u64>,
     depth: BTreeMap<Peer, Arc<Histogram>>,
     connections: BTreeMap<Peer, i64>,
-    info: BTreeMap<String, (u64, u64)>,
+    info: BTreeMap<SocketAddr, (u64, u64)>,
     commands_seen: HashSet<String>,
     channels_seen: HashSet<String>,
 }
@@ -133,14 +135,20 @@ impl Metrics {
         *self.lock().connections.entry(peer.clone()).or_default() += change;
     }
 
-    pub fn info(&self, server: &str, keys: u64, memory: u64) {
-        self.lock().info.insert(server.to_owned(), (keys, memory));
+    /// What `--poll-info` found; `None` when the server did not answer (its
+    /// last numbers are not shown as current).
+    pub fn info(&self, server: SocketAddr, found: Option<(u64, u64)>) {
+        let mut s = self.lock();
+        match found {
+            Some(found) => s.info.insert(server, found),
+            None => s.info.remove(&server),
+        };
     }
 
     /// Redis servers seen so far.
-    pub fn servers(&self) -> Vec<String> {
+    pub fn servers(&self) -> Vec<SocketAddr> {
         let s = self.lock();
-        let mut servers: Vec<String> = s.connections.keys().map(|p| p.server.clone()).collect();
+        let mut servers: Vec<SocketAddr> = s.connections.keys().map(|p| p.server).collect();
         servers.sort();
         servers.dedup();
         servers
@@ -152,7 +160,14 @@ impl Metrics {
         let labels = |peer: &Peer| {
             vec![
                 ("service_name", peer.service.clone()),
-                ("server_address", peer.server.clone()),
+                ("server_address", peer.server.ip().to_string()),
+                ("server_port", peer.server.port().to_string()),
+            ]
+        };
+        let server_labels = |server: &SocketAddr| {
+            [
+                ("server_address", server.ip().to_string()),
+                ("server_port", server.port().to_string()),
             ]
         };
         out.family(
@@ -227,7 +242,7 @@ impl Metrics {
             for (server, (keys, _)) in &s.info {
                 out.sample(
                     "obi_redis_keys_total",
-                    &[("server_address", server)],
+                    &refs(&server_labels(server)),
                     *keys as f64,
                 );
             }
@@ -239,7 +254,7 @@ impl Metrics {
             for (server, (_, memory)) in &s.info {
                 out.sample(
                     "obi_redis_memory_usage_bytes",
-                    &[("server_address", server)],
+                    &refs(&server_labels(server)),
                     *memory as f64,
                 );
             }
@@ -297,7 +312,7 @@ mod tests {
         let metrics = Metrics::default();
         let peer = Peer {
             service: "api".into(),
-            server: "127.0.0.1:6379".into(),
+            server: "127.0.0.1:6379".parse().unwrap(),
         };
         metrics.command(&peer, "get", "hit", Duration::from_micros(40));
         metrics.command(&peer, "get", "hit", Duration::from_micros(40));
@@ -306,8 +321,8 @@ mod tests {
             metrics.pubsub(&peer, format!("ch{n}").as_bytes(), "publish");
         }
         let text = metrics.render();
-        assert!(text.contains(r#"obi_redis_commands_total{service_name="api",server_address="127.0.0.1:6379",command="get",status="hit"} 2"#));
-        assert!(text.contains(r#"obi_redis_command_duration_seconds_bucket{service_name="api",server_address="127.0.0.1:6379",command="get",le="0.00005"} 2"#));
+        assert!(text.contains(r#"obi_redis_commands_total{service_name="api",server_address="127.0.0.1",server_port="6379",command="get",status="hit"} 2"#));
+        assert!(text.contains(r#"obi_redis_command_duration_seconds_bucket{service_name="api",server_address="127.0.0.1",server_port="6379",command="get",le="0.00005"} 2"#));
         assert!(text.contains(r#"command="mget",result="miss"} 1"#));
         assert!(
             text.contains(r#"channel="other",direction="publish"} 100"#),

@@ -8,12 +8,18 @@
 //! counts. Which listeners are followed is known before their clients
 //! connect (from `/proc` at start, from `listen` afterwards), so the choice
 //! is made once per connection, not raced.
+//!
+//! A server side names its client process from the client's own events
+//! when the client is followed too (events are handled a drained batch at a
+//! time, so the client's send is known even when the server's read of it
+//! was queued first), else from `/proc`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::commands;
 use crate::connection::{Connection, Observation};
 use crate::discover::{self, Owners};
 use crate::ebpf::{DIR_RECV, DIR_SEND, EVENT_CLOSED, EVENT_DATA, EVENT_DISCOVERED, Event};
@@ -28,6 +34,8 @@ enum Side {
 
 struct Socket {
     side: Side,
+    /// The client end.
+    client: SocketAddr,
     peer: Peer,
     server: SocketAddr,
     /// False for a client side whose server side counts instead.
@@ -43,6 +51,8 @@ pub struct Tracker {
     /// Ports of this host's followed Redis servers.
     followed_listeners: HashSet<u16>,
     owners: Owners,
+    /// Process names of followed clients, by (client, server) address.
+    client_names: HashMap<(SocketAddr, SocketAddr), String>,
     metrics: Arc<Metrics>,
     spans: Option<Spans>,
     observations: Vec<Observation>,
@@ -62,23 +72,41 @@ impl Tracker {
             sockets: HashMap::new(),
             followed_listeners,
             owners: Owners::default(),
+            client_names: HashMap::new(),
             metrics,
             spans,
             observations: Vec::new(),
         }
     }
 
-    pub fn handle(&mut self, event: Event) {
+    /// One drained batch, in order.
+    pub fn handle_batch(&mut self, events: Vec<Event>) {
+        for event in &events {
+            if event.kind == EVENT_DATA && self.ports.contains(&event.remote.port()) {
+                self.client_names
+                    .entry((event.local, event.remote))
+                    .or_insert_with(|| event.comm.clone());
+            }
+        }
+        for event in events {
+            self.handle(event);
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
         match event.kind {
             EVENT_DISCOVERED if event.direction == DIR_RECV => {
                 // A followed process started listening on a watched port.
                 self.followed_listeners.insert(event.local.port());
             }
             EVENT_CLOSED => {
-                if let Some(socket) = self.sockets.remove(&event.cookie)
-                    && socket.counts
-                {
-                    self.metrics.connection(&socket.peer, -1);
+                if let Some(socket) = self.sockets.remove(&event.cookie) {
+                    if socket.counts {
+                        self.metrics.connection(&socket.peer, -1);
+                    }
+                    if socket.side == Side::Client {
+                        self.client_names.remove(&(socket.client, socket.server));
+                    }
                 }
             }
             EVENT_DATA => self.data(event),
@@ -147,19 +175,22 @@ impl Tracker {
         let service = match (&self.service_name, side) {
             (Some(name), _) => name.clone(),
             (None, Side::Client) => event.comm.clone(),
-            (None, Side::Server) if is_local(client.ip(), server.ip()) => self
-                .owners
-                .client_process(client, server)
-                .and_then(discover::comm)
-                .unwrap_or_else(|| "unknown".to_owned()),
+            (None, Side::Server) if is_local(client.ip(), server.ip()) => {
+                match self.client_names.get(&(client, server)) {
+                    Some(name) => name.clone(),
+                    None => self
+                        .owners
+                        .client_process(client, server)
+                        .and_then(discover::comm)
+                        .unwrap_or_else(|| "unknown".to_owned()),
+                }
+            }
             (None, Side::Server) => client.ip().to_string(),
         };
         Some(Socket {
             side,
-            peer: Peer {
-                service,
-                server: server.to_string(),
-            },
+            client,
+            peer: Peer { service, server },
             server,
             counts,
             connection: Connection::default(),
@@ -190,7 +221,7 @@ fn record(
         Observation::Command(done) => {
             let took = Duration::from_nanos(done.answered_ns.saturating_sub(done.sent_ns));
             metrics.command(peer, &done.command.name, done.status.as_str(), took);
-            if done.hits + done.misses > 0 {
+            if done.hits + done.misses > 0 && commands::counts_key_lookups(&done.command.name) {
                 metrics.lookups(peer, &done.command.name, done.hits, done.misses);
             }
             if let Some(spans) = spans {

@@ -71,14 +71,16 @@ struct {
 } events SEC(".maps");
 
 /* An event being assembled: too large for the BPF stack. The payload area is
- * twice MAX_CAPTURE so that masked offsets keep every copy in bounds. */
+ * twice MAX_CAPTURE so that masked offsets keep every copy in bounds. One
+ * per CPU, in a plain array indexed by CPU (a per-CPU map's values are
+ * limited to 32 KiB); the loader sizes it to the number of CPUs. */
 struct scratch {
 	struct event_header header;
 	unsigned char data[2 * MAX_CAPTURE];
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct scratch);
@@ -196,8 +198,8 @@ static __always_inline void end(long ret)
 	bpf_map_delete_elem(&inflight, &id);
 	if (!pending.watched || ret <= 0)
 		return;
-	__u32 zero = 0;
-	struct scratch *out = bpf_map_lookup_elem(&scratch, &zero);
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct scratch *out = bpf_map_lookup_elem(&scratch, &cpu);
 	if (!out)
 		return;
 	__u32 length = ret;

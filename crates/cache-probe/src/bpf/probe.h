@@ -5,11 +5,13 @@
 #ifndef CACHE_PROBE_H
 #define CACHE_PROBE_H
 
-/* Most payload bytes copied per syscall (a power of two; the per-CPU scratch
- * buffer, twice this, must stay under 32 KiB). A syscall that moved more is still
- * reported with its full length, so the reader knows how many bytes it did
- * not see (a gap it can skip when it falls inside a bulk string). */
-#define MAX_CAPTURE 8192
+/* Most payload bytes copied per syscall (a power of two). 16 KiB covers
+ * redis-server's reads of its clients' requests (it reads 16 KiB at a time),
+ * so a server-side probe sees every command even in deep pipelines. A
+ * syscall that moved more is still reported with its full length, so the
+ * reader knows how many bytes it did not see (a gap it can skip when it
+ * falls inside a bulk string). */
+#define MAX_CAPTURE 16384
 /* Most iovec entries copied for writev/readv/sendmsg/recvmsg. */
 #define MAX_IOVECS 8
 /* Most Redis server ports to watch. */
