@@ -255,11 +255,17 @@ mod tests {
         assert_eq!(lookups("mget", 3, &mget), Some((2, 1)));
         assert_eq!(lookups("exists", 3, &Value::Integer(2)), Some((2, 1)));
         assert_eq!(lookups("lrange", 1, &Value::Array(vec![])), Some((0, 1)));
-        assert_eq!(lookups("get", 1, &Value::Error("WRONGTYPE".into())), Some((1, 0)));
+        assert_eq!(
+            lookups("get", 1, &Value::Error("WRONGTYPE".into())),
+            Some((1, 0))
+        );
         assert_eq!(lookups("get", 1, &Value::Error("ERR".into())), None);
         assert_eq!(lookups("ttl", 1, &Value::Integer(-2)), Some((0, 1)));
         assert_eq!(lookups("ttl", 1, &Value::Integer(-1)), Some((1, 0)));
-        assert_eq!(lookups("type", 1, &Value::Simple(b"none".to_vec())), Some((0, 1)));
+        assert_eq!(
+            lookups("type", 1, &Value::Simple(b"none".to_vec())),
+            Some((0, 1))
+        );
         assert_eq!(lookups("llen", 1, &Value::Integer(0)), Some((0, 1)));
         assert!(counts_key_lookups("get") && counts_key_lookups("mget"));
         assert!(!counts_key_lookups("hget") && !counts_key_lookups("set"));

@@ -287,7 +287,8 @@ impl Connection {
         out: &mut Vec<Observation>,
     ) {
         let command = pending.command;
-        let (hits, misses) = commands::lookups(&command.name, command.keys, reply).unwrap_or_default();
+        let (hits, misses) =
+            commands::lookups(&command.name, command.keys, reply).unwrap_or_default();
         let single_key = !matches!(
             commands::read_kind(&command.name),
             None | Some(commands::Read::PerKey | commands::Read::Counted)

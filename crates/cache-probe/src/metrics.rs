@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use prometheus_text::{Exposition, Histogram};
 
-/// Command latency buckets, from 25 µs.
-pub const DURATION_BUCKETS: [f64; 16] = [
-    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5,
+/// Command latency buckets, from 25 µs, fine below a millisecond where
+/// Redis commands live.
+pub const DURATION_BUCKETS: [f64; 21] = [
+    0.000025, 0.00005, 0.000075, 0.0001, 0.00015, 0.0002, 0.0003, 0.0004, 0.0005, 0.00075, 0.001,
+    0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 /// Commands per request burst.
 pub const DEPTH_BUCKETS: [f64; 11] = [

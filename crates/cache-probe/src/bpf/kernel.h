@@ -26,6 +26,11 @@ struct sock {
 	struct sock_common __sk_common;
 } __attribute__((preserve_access_index));
 
+struct task_struct {
+	struct task_struct *group_leader;
+	char comm[16];
+} __attribute__((preserve_access_index));
+
 struct trace_entry {
 	unsigned short type;
 	unsigned char flags;

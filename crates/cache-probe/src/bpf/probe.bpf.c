@@ -93,6 +93,15 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* The process's name, as in /proc/<pid>/comm: its main thread's, not the
+ * calling thread's (a Tokio worker is named "tokio-runtime-w"). */
+static __always_inline void process_name(char *comm)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+	bpf_core_read(comm, 16, &leader->comm);
+}
+
 static __always_inline void count(__u32 which, __u64 n)
 {
 	__u64 *value = bpf_map_lookup_elem(&counters, &which);
@@ -243,7 +252,7 @@ static __always_inline void end(long ret)
 	h->length = length;
 	h->captured = captured;
 	h->ends = pending.ends;
-	bpf_get_current_comm(&h->comm, sizeof(h->comm));
+	process_name(h->comm);
 	/* At most MAX_CAPTURE already; the mask says so to the verifier. */
 	__u64 size = captured;
 	barrier_var(size);
@@ -345,7 +354,7 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 	if (newstate == TCP_LISTEN && !watched_port(s, ends.local_port))
 		return 0;
 	struct event_header h = {};
-	bpf_get_current_comm(&h.comm, sizeof(h.comm));
+	process_name(h.comm);
 	if (s->comm[0]) {
 		for (int i = 0; i < 16; i++) {
 			if (h.comm[i] != s->comm[i])
