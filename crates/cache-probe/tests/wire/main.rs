@@ -1,0 +1,11 @@
+//! `cache-probe` against real Redis traffic, compared with what Redis itself
+//! counted. Each test runs its own `redis-server` and its own probe; the
+//! probe loads BPF programs, so these tests need root (`scripts/test` runs
+//! them as root).
+
+mod benchmark;
+mod helpers;
+mod latency;
+mod selection;
+mod service;
+mod sessions;
