@@ -11,6 +11,16 @@ ensure_packages() {
   [ ${#missing[@]} -eq 0 ] || install_packages "${missing[@]}"
 }
 
+# ensure_files PATH:PACKAGE ... installs PACKAGE for every PATH (a header,
+# say) that does not exist.
+ensure_files() {
+  local missing=() pair
+  for pair in "$@"; do
+    [ -e "${pair%%:*}" ] || missing+=("${pair#*:}")
+  done
+  [ ${#missing[@]} -eq 0 ] || install_packages "${missing[@]}"
+}
+
 install_packages() {
   if ! command -v apt-get >/dev/null 2>&1; then
     echo "missing: $* (install them; this script only knows apt-get)" >&2

@@ -190,7 +190,8 @@ fn spawn_redis(port: u16, dir: &std::path::Path) -> Option<Child> {
         .expect("redis-server runs (apt-get install redis-server)");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     for line in lines.by_ref() {
-        if line.ok()?.contains("Ready to accept connections") {
+        let Ok(line) = line else { break };
+        if line.contains("Ready to accept connections") {
             // Keep draining its output so it never blocks on a full pipe.
             std::thread::spawn(move || lines.for_each(drop));
             return Some(child);
@@ -267,10 +268,6 @@ impl Probe {
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.log.with_file_name("probe.err")).unwrap_or_default()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// A plain HTTP/1.0 GET; `None` while nothing listens.
