@@ -9,3 +9,4 @@ mod latency;
 mod selection;
 mod service;
 mod sessions;
+mod spans;

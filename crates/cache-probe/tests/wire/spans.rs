@@ -1,0 +1,166 @@
+//! OTLP spans, one per command, received by a collector of our own (OTLP
+//! over HTTP, JSON encoding); and the start-up checks.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{Probe, Redis, eventually};
+
+/// Spans received, flattened out of their resource and scope.
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<Value>>>);
+
+impl Received {
+    fn spans(&self) -> Vec<Value> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// An OTLP/HTTP traces endpoint on a free port, in its own thread.
+fn collector() -> (String, Received) {
+    let received = Received::default();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let app = axum::Router::new().route(
+                "/v1/traces",
+                axum::routing::post(move |body: axum::body::Bytes| {
+                    let sink = sink.clone();
+                    async move {
+                        let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+                        let mut spans = sink.0.lock().unwrap();
+                        for resource in request["resourceSpans"].as_array().into_iter().flatten() {
+                            for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                                spans.extend(
+                                    scope["spans"].as_array().into_iter().flatten().cloned(),
+                                );
+                            }
+                        }
+                        "{}"
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (endpoint, received)
+}
+
+fn attribute(span: &Value, key: &str) -> Option<String> {
+    span["attributes"]
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)
+        .map(|a| {
+            let value = &a["value"];
+            value["stringValue"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| {
+                    value["intValue"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_default()
+                })
+        })
+}
+
+#[test]
+fn every_command_is_a_client_span() {
+    let redis = Redis::start();
+    let (endpoint, received) = collector();
+    let probe = Probe::start_with_env(
+        &[
+            "--redis-port",
+            &redis.port.to_string(),
+            "--comm",
+            "redis-cli",
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    redis.cli(
+        &[],
+        "SET user:1 secret-value\nGET user:1\nGET nosuch\nHGET user:1 f\nAUTH admin hunter2\n",
+    );
+    // Commands: COMMAND DOCS (sent by redis-cli), SET, GET, GET, HGET, AUTH.
+    eventually("six spans", Duration::from_secs(15), || {
+        match received.spans().len() {
+            6 => Ok(()),
+            n => Err(n),
+        }
+    });
+    let spans = received.spans();
+    let named =
+        |name: &str| -> Vec<&Value> { spans.iter().filter(|s| s["name"] == name).collect() };
+    let gets = named("GET");
+    assert_eq!(gets.len(), 2);
+    for get in &gets {
+        assert_eq!(get["kind"], 3, "CLIENT");
+        assert_eq!(attribute(get, "db.system.name").as_deref(), Some("redis"));
+        assert_eq!(attribute(get, "db.operation.name").as_deref(), Some("GET"));
+        assert_eq!(
+            attribute(get, "server.address").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(attribute(get, "server.port"), Some(redis.port.to_string()));
+        let (start, end) = (&get["startTimeUnixNano"], &get["endTimeUnixNano"]);
+        let nanos = |v: &Value| {
+            v.as_str()
+                .and_then(|s| s.parse::<u64>().ok())
+                .or(v.as_u64())
+                .unwrap()
+        };
+        assert!(nanos(end) >= nanos(start));
+    }
+    let texts: Vec<_> = gets
+        .iter()
+        .filter_map(|g| attribute(g, "db.query.text"))
+        .collect();
+    assert_eq!(texts, ["GET user:1", "GET nosuch"]);
+    // An error has its code; values and credentials never leave.
+    let hget = named("HGET")[0];
+    assert_eq!(
+        attribute(hget, "db.response.status_code").as_deref(),
+        Some("WRONGTYPE")
+    );
+    assert_eq!(hget["status"]["code"], 2, "ERROR");
+    let all = serde_json::to_string(&spans).unwrap();
+    assert!(!all.contains("secret-value") && !all.contains("hunter2") && !all.contains("admin"));
+    drop(probe);
+}
+
+/// Without the privileges it needs, the probe says what to do, in one
+/// line, instead of failing somewhere in the loader.
+#[test]
+fn an_unprivileged_start_fails_with_an_actionable_message() {
+    let output = Command::new(env!("CARGO_BIN_EXE_cache-probe"))
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("needs root, or the CAP_BPF and CAP_PERFMON capabilities"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
