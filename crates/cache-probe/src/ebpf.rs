@@ -30,6 +30,7 @@ use skeleton::{ProbeSkel, ProbeSkelBuilder};
 pub const EVENT_DATA: u32 = 1;
 pub const EVENT_DISCOVERED: u32 = 2;
 pub const EVENT_CLOSED: u32 = 3;
+pub const EVENT_CLIENT: u32 = 4;
 pub const DIR_SEND: u32 = 1;
 pub const DIR_RECV: u32 = 2;
 const COUNTERS: u32 = 4;
@@ -223,6 +224,20 @@ impl Probe {
             .pids
             .update(&tgid.to_ne_bytes(), &1u32.to_ne_bytes(), MapFlags::ANY)
             .with_context(|| format!("cannot select process {tgid}"))
+    }
+
+    /// Records that a followed process listens on `port` (see the
+    /// `listeners` map in probe.bpf.c).
+    pub fn add_listener(&self, port: u16) -> anyhow::Result<()> {
+        self.skel
+            .maps
+            .listeners
+            .update(
+                &u32::from(port).to_ne_bytes(),
+                &1u32.to_ne_bytes(),
+                MapFlags::ANY,
+            )
+            .context("cannot record a listener")
     }
 
     /// Processes followed now.

@@ -167,6 +167,12 @@ fn follow(
         }
     }
     let listeners = discover::listening_ports(&plan.ports, &initial);
+    for port in &listeners {
+        if let Err(err) = probe.add_listener(*port) {
+            let _ = ready.send(Err(err));
+            return Ok(());
+        }
+    }
     tracing::info!(
         processes = initial.len(),
         ports = ?plan.ports,

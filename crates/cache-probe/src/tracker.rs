@@ -22,7 +22,9 @@ use std::time::Duration;
 use crate::commands;
 use crate::connection::{Connection, Observation};
 use crate::discover::{self, Owners};
-use crate::ebpf::{DIR_RECV, DIR_SEND, EVENT_CLOSED, EVENT_DATA, EVENT_DISCOVERED, Event};
+use crate::ebpf::{
+    DIR_RECV, DIR_SEND, EVENT_CLIENT, EVENT_CLOSED, EVENT_DATA, EVENT_DISCOVERED, Event,
+};
 use crate::metrics::{Metrics, Peer};
 use crate::spans::Spans;
 
@@ -82,7 +84,9 @@ impl Tracker {
     /// One drained batch, in order.
     pub fn handle_batch(&mut self, events: Vec<Event>) {
         for event in &events {
-            if event.kind == EVENT_DATA && self.ports.contains(&event.remote.port()) {
+            if matches!(event.kind, EVENT_DATA | EVENT_CLIENT)
+                && self.ports.contains(&event.remote.port())
+            {
                 self.client_names
                     .entry((event.local, event.remote))
                     .or_insert_with(|| event.comm.clone());
@@ -100,6 +104,8 @@ impl Tracker {
                 self.followed_listeners.insert(event.local.port());
             }
             EVENT_CLOSED => {
+                // A client end never captured (named only) closes too.
+                self.client_names.remove(&(event.local, event.remote));
                 if let Some(socket) = self.sockets.remove(&event.cookie) {
                     if socket.counts {
                         self.metrics.connection(&socket.peer, -1);

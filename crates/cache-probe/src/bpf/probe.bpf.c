@@ -40,6 +40,25 @@ struct {
 	__type(value, __u32); /* unused */
 } pids SEC(".maps");
 
+/* Watched ports on which a followed process of this host listens. A local
+ * client of such a server is not captured: the server's side of the
+ * connection already shows every command (capturing both would double the
+ * work for nothing). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_PORTS);
+	__type(key, __u32);   /* port */
+	__type(value, __u32); /* unused */
+} listeners SEC(".maps");
+
+/* Client sockets already named by an EVENT_CLIENT. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);   /* socket cookie */
+	__type(value, __u32); /* unused */
+} named SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -159,6 +178,48 @@ static __always_inline void read_ends(struct sock *sk, struct endpoints *ends)
 	}
 }
 
+/* Whether `ends` is the client end of a connection to a followed server of
+ * this host (loopback, or the same address at both ends). */
+static __always_inline int server_side_seen(struct endpoints *ends)
+{
+	__u32 port = ends->remote_port;
+	if (!bpf_map_lookup_elem(&listeners, &port))
+		return 0;
+	const __u8 *r = ends->remote_addr;
+	int v4 = r[10] == 0xff && r[11] == 0xff;
+	if (v4 && r[12] == 127)
+		return 1;
+	int v6_loopback = !v4 && r[15] == 1;
+	for (int i = 0; i < 15 && v6_loopback; i++)
+		v6_loopback = r[i] == 0;
+	if (v6_loopback)
+		return 1;
+	for (int i = 0; i < 16; i++)
+		if (r[i] != ends->local_addr[i])
+			return 0;
+	return 1;
+}
+
+/* Tells the reader, once per socket, which process is the client of a
+ * connection whose server side it sees. */
+static __always_inline void name_client(struct sock *sk, struct endpoints *ends, __u32 tgid)
+{
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	if (bpf_map_lookup_elem(&named, &cookie))
+		return;
+	__u32 one = 1;
+	bpf_map_update_elem(&named, &cookie, &one, BPF_ANY);
+	struct event_header h = {};
+	h.timestamp_ns = bpf_ktime_get_ns();
+	h.socket_cookie = cookie;
+	h.tgid = tgid;
+	h.kind = EVENT_CLIENT;
+	h.ends = *ends;
+	process_name(h.comm);
+	if (bpf_ringbuf_output(&events, &h, sizeof(h), BPF_RB_NO_WAKEUP) != 0)
+		count(COUNTER_LOST, 1);
+}
+
 /* Inside the syscall: which connection it is on, if a watched one. */
 static __always_inline void on_socket(struct sock *sk)
 {
@@ -176,6 +237,11 @@ static __always_inline void on_socket(struct sock *sk)
 	read_ends(sk, &ends);
 	if (!watched_port(s, ends.remote_port) && !watched_port(s, ends.local_port)) {
 		bpf_map_delete_elem(&inflight, &id);
+		return;
+	}
+	if (server_side_seen(&ends)) {
+		bpf_map_delete_elem(&inflight, &id);
+		name_client(sk, &ends, id >> 32);
 		return;
 	}
 	p->ends = ends;
@@ -347,27 +413,31 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 			count(COUNTER_LOST, 1);
 		return 0;
 	}
-	if (!s->discover)
-		return 0;
 	if (newstate == TCP_SYN_SENT && !watched_port(s, ends.remote_port))
 		return 0;
 	if (newstate == TCP_LISTEN && !watched_port(s, ends.local_port))
 		return 0;
 	struct event_header h = {};
 	process_name(h.comm);
-	if (s->comm[0]) {
-		for (int i = 0; i < 16; i++) {
-			if (h.comm[i] != s->comm[i])
-				return 0;
-			if (!h.comm[i])
-				break;
-		}
-	}
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (tgid == s->ignore_tgid)
-		return 0;
 	__u32 one = 1;
-	bpf_map_update_elem(&pids, &tgid, &one, BPF_ANY);
+	if (!selected()) {
+		if (!s->discover || tgid == s->ignore_tgid)
+			return 0;
+		if (s->comm[0]) {
+			for (int i = 0; i < 16; i++) {
+				if (h.comm[i] != s->comm[i])
+					return 0;
+				if (!h.comm[i])
+					break;
+			}
+		}
+		bpf_map_update_elem(&pids, &tgid, &one, BPF_ANY);
+	}
+	if (newstate == TCP_LISTEN) {
+		__u32 port = ends.local_port;
+		bpf_map_update_elem(&listeners, &port, &one, BPF_ANY);
+	}
 	h.timestamp_ns = bpf_ktime_get_ns();
 	h.socket_cookie = bpf_get_socket_cookie(sk);
 	h.tgid = tgid;

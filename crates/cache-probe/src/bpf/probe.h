@@ -29,6 +29,9 @@ enum event_kind {
 	EVENT_DISCOVERED = 2,
 	/* A connection on a watched port closed (whoever the process). */
 	EVENT_CLOSED = 3,
+	/* A followed client's connection to a followed server of this host:
+	 * not captured (the server's side is), only named, once. */
+	EVENT_CLIENT = 4,
 };
 
 /* The two ends of a TCP connection, in network byte order except ports,
