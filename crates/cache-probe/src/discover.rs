@@ -106,23 +106,41 @@ pub fn comm(pid: u32) -> Option<String> {
 }
 
 /// Processes that listen on, or are connected to, one of `ports` now,
-/// optionally only those named `name`.
+/// optionally only those named `name`. A client whose only such
+/// connections go to a server of this host that is followed itself is left
+/// out: the server's side shows its commands.
 pub fn redis_processes(ports: &[u16], name: Option<&str>) -> HashSet<u32> {
-    let inodes: HashSet<u64> = tcp_sockets()
-        .into_iter()
-        .filter(|s| {
-            (s.state == LISTEN && ports.contains(&s.local.port()))
-                || (s.state == ESTABLISHED
-                    && (ports.contains(&s.remote.port()) || ports.contains(&s.local.port())))
-        })
-        .map(|s| s.inode)
-        .collect();
-    socket_owners()
-        .into_iter()
-        .filter(|(inode, _)| inodes.contains(inode))
-        .map(|(_, pid)| pid)
-        .filter(|pid| name.is_none_or(|name| comm(*pid).as_deref() == Some(name)))
-        .collect()
+    let sockets = tcp_sockets();
+    let owners = socket_owners();
+    let wanted = |inode: &u64| {
+        owners
+            .get(inode)
+            .filter(|pid| name.is_none_or(|name| comm(**pid).as_deref() == Some(name)))
+            .copied()
+    };
+    let mut pids = HashSet::new();
+    let mut followed_ports = HashSet::new();
+    for socket in sockets
+        .iter()
+        .filter(|s| s.state == LISTEN && ports.contains(&s.local.port()))
+    {
+        if let Some(pid) = wanted(&socket.inode) {
+            pids.insert(pid);
+            followed_ports.insert(socket.local.port());
+        }
+    }
+    for socket in sockets.iter().filter(|s| s.state == ESTABLISHED) {
+        let server_side = ports.contains(&socket.local.port());
+        let client_side = ports.contains(&socket.remote.port())
+            && !(followed_ports.contains(&socket.remote.port())
+                && (socket.remote.ip().is_loopback() || socket.remote.ip() == socket.local.ip()));
+        if (server_side || client_side)
+            && let Some(pid) = wanted(&socket.inode)
+        {
+            pids.insert(pid);
+        }
+    }
+    pids
 }
 
 /// Ports on which a process among `pids` listens now.

@@ -29,6 +29,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 #define AF_INET 2
 #define AF_INET6 10
+#define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
 #define TCP_CLOSE 7
 #define TCP_LISTEN 10
@@ -387,11 +388,38 @@ int BPF_PROG(on_send, struct sock *sk, int ret, int flags) { on_socket(sk); retu
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(on_recv, struct sock *sk, int ret, int flags) { on_socket(sk); return 0; }
 
-/* Discovery: a process connecting to, or listening on, a watched port. */
+/* A client of a followed local server, between connect() and the
+ * handshake's end (its local port is only known then). */
+struct connecting {
+	__u32 tgid;
+	char comm[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* struct sock * */
+	__type(value, struct connecting);
+} connecting SEC(".maps");
+
+static __always_inline int same_name(const char *a, const char *b)
+{
+	for (int i = 0; i < 16; i++) {
+		if (a[i] != b[i])
+			return 0;
+		if (!a[i])
+			break;
+	}
+	return 1;
+}
+
+/* Discovery: a process connecting to, or listening on, a watched port; and
+ * the naming of local clients whose server is followed. */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 {
-	if (newstate != TCP_SYN_SENT && newstate != TCP_LISTEN && newstate != TCP_CLOSE)
+	if (newstate != TCP_SYN_SENT && newstate != TCP_LISTEN && newstate != TCP_CLOSE &&
+	    !(newstate == TCP_ESTABLISHED && oldstate == TCP_SYN_SENT))
 		return 0;
 	__u32 zero = 0;
 	struct settings *s = bpf_map_lookup_elem(&config, &zero);
@@ -399,7 +427,26 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	struct endpoints ends = {};
 	read_ends(sk, &ends);
+	__u64 key = (__u64)sk;
+	if (newstate == TCP_ESTABLISHED) {
+		/* In softirq context: the client was recorded at connect(). */
+		struct connecting *c = bpf_map_lookup_elem(&connecting, &key);
+		if (!c)
+			return 0;
+		struct event_header h = {};
+		h.timestamp_ns = bpf_ktime_get_ns();
+		h.socket_cookie = bpf_get_socket_cookie(sk);
+		h.tgid = c->tgid;
+		h.kind = EVENT_CLIENT;
+		h.ends = ends;
+		__builtin_memcpy(h.comm, c->comm, sizeof(h.comm));
+		bpf_map_delete_elem(&connecting, &key);
+		if (bpf_ringbuf_output(&events, &h, sizeof(h), BPF_RB_NO_WAKEUP) != 0)
+			count(COUNTER_LOST, 1);
+		return 0;
+	}
 	if (newstate == TCP_CLOSE) {
+		bpf_map_delete_elem(&connecting, &key);
 		/* Often in softirq context: the process is not known here, and
 		 * need not be; the Rust side forgets the connection. */
 		if (!watched_port(s, ends.remote_port) && !watched_port(s, ends.local_port))
@@ -420,20 +467,22 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 	struct event_header h = {};
 	process_name(h.comm);
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u32 one = 1;
-	if (!selected()) {
-		if (!s->discover || tgid == s->ignore_tgid)
-			return 0;
-		if (s->comm[0]) {
-			for (int i = 0; i < 16; i++) {
-				if (h.comm[i] != s->comm[i])
-					return 0;
-				if (!h.comm[i])
-					break;
-			}
-		}
-		bpf_map_update_elem(&pids, &tgid, &one, BPF_ANY);
+	int already = selected();
+	if (!already && (!s->discover || tgid == s->ignore_tgid ||
+			 (s->comm[0] && !same_name(h.comm, s->comm))))
+		return 0;
+	/* A client of a followed server of this host: the server's side shows
+	 * its commands; the client is only named, once connected, and not
+	 * followed for it (its every syscall would pay for nothing). */
+	if (newstate == TCP_SYN_SENT && server_side_seen(&ends)) {
+		struct connecting c = { .tgid = tgid };
+		__builtin_memcpy(c.comm, h.comm, sizeof(c.comm));
+		bpf_map_update_elem(&connecting, &key, &c, BPF_ANY);
+		return 0;
 	}
+	__u32 one = 1;
+	if (!already)
+		bpf_map_update_elem(&pids, &tgid, &one, BPF_ANY);
 	if (newstate == TCP_LISTEN) {
 		__u32 port = ends.local_port;
 		bpf_map_update_elem(&listeners, &port, &one, BPF_ANY);
