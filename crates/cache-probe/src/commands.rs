@@ -14,9 +14,21 @@ pub struct Command {
     pub key: Option<Vec<u8>>,
     /// Keys looked up, for reads that answer per key (`MGET`, `EXISTS`).
     pub keys: usize,
-    /// Arguments after the name (not kept: only counted).
+    /// The channels of pub/sub commands; empty for every other command.
     pub args: Vec<Vec<u8>>,
 }
+
+/// Commands whose arguments are channels.
+const PUB_SUB: [&str; 8] = [
+    "subscribe",
+    "psubscribe",
+    "ssubscribe",
+    "unsubscribe",
+    "punsubscribe",
+    "sunsubscribe",
+    "publish",
+    "spublish",
+];
 
 /// Container commands, whose subcommand is part of the name in `INFO
 /// commandstats`.
@@ -147,7 +159,7 @@ impl Command {
             return None;
         }
         let mut name = String::from_utf8_lossy(first).to_ascii_lowercase();
-        let args: Vec<Vec<u8>> = words.map(<[u8]>::to_vec).collect();
+        let args: Vec<&[u8]> = words.collect();
         let mut rest = &args[..];
         if CONTAINERS.contains(&name.as_str())
             && let Some(sub) = rest.first()
@@ -161,7 +173,9 @@ impl Command {
             rest = &rest[1..];
         }
         let keyed = !KEYLESS.contains(&name.as_str()) && !name.contains('|');
-        let key = keyed.then(|| rest.first().cloned()).flatten();
+        let key = keyed
+            .then(|| rest.first().map(|key| key.to_vec()))
+            .flatten();
         let keys = match read_kind(&name) {
             Some(Read::PerKey) if name == "mget" => rest.len(),
             Some(Read::PerKey) => rest.len().saturating_sub(1),
@@ -169,15 +183,14 @@ impl Command {
             Some(Read::Single | Read::Size | Read::Ttl | Read::Type) => 1,
             None => 0,
         };
-        // Never keep the arguments of commands that carry credentials.
-        let args = if matches!(
-            name.as_str(),
-            "auth" | "hello" | "acl|setuser" | "config|set"
-        ) || name.starts_with("migrate")
-        {
-            Vec::new()
-        } else {
-            args
+        // Only channels are kept: other arguments (values, and the
+        // credentials of AUTH, HELLO, ACL SETUSER, CONFIG SET, MIGRATE) are
+        // never copied.
+        let args = match name.as_str() {
+            // The channel, not the message.
+            "publish" | "spublish" => rest.iter().take(1).map(|arg| arg.to_vec()).collect(),
+            name if PUB_SUB.contains(&name) => rest.iter().map(|arg| arg.to_vec()).collect(),
+            _ => Vec::new(),
         };
         Some(Command {
             name,

@@ -5,7 +5,7 @@
 //! bounded: commands and pub/sub channels beyond a fixed number of distinct
 //! names are reported as `other`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,19 +34,20 @@ pub struct Peer {
     pub server: SocketAddr,
 }
 
-type Key<T> = (Peer, T);
+/// Keys are shared, not copied: a command is counted without allocating.
+type Key<T> = (Arc<Peer>, T);
 
 #[derive(Default)]
 struct Series {
-    commands: BTreeMap<Key<(String, &'static str)>, u64>,
-    durations: BTreeMap<Key<String>, Arc<Histogram>>,
-    lookups: BTreeMap<Key<(String, &'static str)>, u64>,
-    pubsub: BTreeMap<Key<(String, &'static str)>, u64>,
-    depth: BTreeMap<Peer, Arc<Histogram>>,
-    connections: BTreeMap<Peer, i64>,
+    commands: BTreeMap<Key<(Arc<str>, &'static str)>, u64>,
+    durations: BTreeMap<Key<Arc<str>>, Arc<Histogram>>,
+    lookups: BTreeMap<Key<(Arc<str>, &'static str)>, u64>,
+    pubsub: BTreeMap<Key<(Arc<str>, &'static str)>, u64>,
+    depth: BTreeMap<Arc<Peer>, Arc<Histogram>>,
+    connections: BTreeMap<Arc<Peer>, i64>,
     info: BTreeMap<SocketAddr, (u64, u64)>,
-    commands_seen: HashSet<String>,
-    channels_seen: HashSet<String>,
+    commands_seen: HashMap<String, Arc<str>>,
+    channels_seen: HashMap<String, Arc<str>>,
 }
 
 /// Counters of the probe itself.
@@ -66,16 +67,19 @@ pub struct Metrics {
     pub probe: SelfCounters,
 }
 
-fn bounded(seen: &mut HashSet<String>, limit: usize, value: &str) -> String {
-    if seen.contains(value) {
-        return value.to_owned();
+/// `value` as a label value, shared; `other` once `limit` distinct values
+/// have been seen.
+fn bounded(seen: &mut HashMap<String, Arc<str>>, limit: usize, value: &str) -> Arc<str> {
+    if let Some(kept) = seen.get(value) {
+        return kept.clone();
     }
-    if seen.len() < limit {
-        seen.insert(value.to_owned());
-        value.to_owned()
+    let kept: Arc<str> = if seen.len() < limit {
+        value.into()
     } else {
-        "other".to_owned()
-    }
+        "other".into()
+    };
+    seen.insert(value.to_owned(), kept.clone());
+    kept
 }
 
 impl Metrics {
@@ -83,7 +87,7 @@ impl Metrics {
         self.series.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn command(&self, peer: &Peer, command: &str, status: &'static str, took: Duration) {
+    pub fn command(&self, peer: &Arc<Peer>, command: &str, status: &'static str, took: Duration) {
         let mut s = self.lock();
         let command = bounded(&mut s.commands_seen, MAX_COMMANDS, command);
         *s.commands
@@ -98,7 +102,7 @@ impl Metrics {
         histogram.observe(took);
     }
 
-    pub fn lookups(&self, peer: &Peer, command: &str, hits: u64, misses: u64) {
+    pub fn lookups(&self, peer: &Arc<Peer>, command: &str, hits: u64, misses: u64) {
         let mut s = self.lock();
         let command = bounded(&mut s.commands_seen, MAX_COMMANDS, command);
         for (result, n) in [("hit", hits), ("miss", misses)] {
@@ -110,7 +114,7 @@ impl Metrics {
         }
     }
 
-    pub fn pubsub(&self, peer: &Peer, channel: &[u8], direction: &'static str) {
+    pub fn pubsub(&self, peer: &Arc<Peer>, channel: &[u8], direction: &'static str) {
         let mut s = self.lock();
         let channel = bounded(
             &mut s.channels_seen,
@@ -122,7 +126,7 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    pub fn pipeline(&self, peer: &Peer, depth: usize) {
+    pub fn pipeline(&self, peer: &Arc<Peer>, depth: usize) {
         let histogram = self
             .lock()
             .depth
@@ -132,7 +136,7 @@ impl Metrics {
         histogram.observe(Duration::from_secs(depth as u64));
     }
 
-    pub fn connection(&self, peer: &Peer, change: i64) {
+    pub fn connection(&self, peer: &Arc<Peer>, change: i64) {
         *self.lock().connections.entry(peer.clone()).or_default() += change;
     }
 
@@ -178,7 +182,7 @@ impl Metrics {
         );
         for ((peer, (command, status)), n) in &s.commands {
             let mut l = labels(peer);
-            l.push(("command", command.clone()));
+            l.push(("command", command.to_string()));
             l.push(("status", (*status).to_owned()));
             out.sample("obi_redis_commands_total", &refs(&l), *n as f64);
         }
@@ -189,7 +193,7 @@ impl Metrics {
         );
         for ((peer, command), histogram) in &s.durations {
             let mut l = labels(peer);
-            l.push(("command", command.clone()));
+            l.push(("command", command.to_string()));
             out.histogram("obi_redis_command_duration_seconds", &refs(&l), histogram);
         }
         out.family(
@@ -199,7 +203,7 @@ impl Metrics {
         );
         for ((peer, (command, result)), n) in &s.lookups {
             let mut l = labels(peer);
-            l.push(("command", command.clone()));
+            l.push(("command", command.to_string()));
             l.push(("result", (*result).to_owned()));
             out.sample("obi_redis_key_lookups_total", &refs(&l), *n as f64);
         }
@@ -210,7 +214,7 @@ impl Metrics {
         );
         for ((peer, (channel, direction)), n) in &s.pubsub {
             let mut l = labels(peer);
-            l.push(("channel", channel.clone()));
+            l.push(("channel", channel.to_string()));
             l.push(("direction", (*direction).to_owned()));
             out.sample("obi_redis_pubsub_messages_total", &refs(&l), *n as f64);
         }
@@ -311,10 +315,10 @@ mod tests {
     #[test]
     fn series_and_bounded_labels() {
         let metrics = Metrics::default();
-        let peer = Peer {
+        let peer = Arc::new(Peer {
             service: "api".into(),
             server: "127.0.0.1:6379".parse().unwrap(),
-        };
+        });
         metrics.command(&peer, "get", "hit", Duration::from_micros(40));
         metrics.command(&peer, "get", "hit", Duration::from_micros(40));
         metrics.lookups(&peer, "mget", 2, 1);

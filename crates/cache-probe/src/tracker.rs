@@ -38,7 +38,7 @@ struct Socket {
     side: Side,
     /// The client end.
     client: SocketAddr,
-    peer: Peer,
+    peer: Arc<Peer>,
     server: SocketAddr,
     /// False for a client side whose server side counts instead.
     counts: bool,
@@ -196,7 +196,7 @@ impl Tracker {
         Some(Socket {
             side,
             client,
-            peer: Peer { service, server },
+            peer: Arc::new(Peer { service, server }),
             server,
             counts,
             connection: Connection::default(),
@@ -219,7 +219,7 @@ fn is_local(server: IpAddr, client: IpAddr) -> bool {
 fn record(
     metrics: &Metrics,
     spans: Option<&Spans>,
-    peer: &Peer,
+    peer: &Arc<Peer>,
     server: SocketAddr,
     observation: Observation,
 ) {
