@@ -9,6 +9,7 @@ mod items;
 mod json;
 mod metrics;
 mod openapi;
+mod request_id;
 mod stats;
 mod trace;
 
@@ -16,14 +17,13 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -47,8 +47,6 @@ pub struct AppState {
     pub draining: CancellationToken,
 }
 
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(items::router())
@@ -65,8 +63,8 @@ pub fn router(state: AppState) -> Router {
             ApiError::Internal(anyhow::anyhow!("request handler panicked")).into_response()
         }))
         .layer(middleware::from_fn_with_state(state.clone(), log_request))
-        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
-        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
+        // Outermost, so every response carries the id, panics and 405s included.
+        .layer(middleware::from_fn(request_id::assign))
         .with_state(state)
 }
 
@@ -95,11 +93,10 @@ async fn log_request(State(state): State<AppState>, request: Request, next: Next
         .map(|p| p.as_str().to_owned());
     let route = matched.clone().unwrap_or_else(|| "<unmatched>".to_owned());
     let request_id = request
-        .headers()
-        .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+        .extensions()
+        .get::<request_id::RequestId>()
+        .map(|id| id.as_str().to_owned())
+        .unwrap_or_default();
     let span = tracing::info_span!(
         "HTTP request",
         otel.name = %match &matched {
