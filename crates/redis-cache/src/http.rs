@@ -15,17 +15,17 @@ mod trace;
 
 use std::time::Instant;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use axum::{Extension, Router};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::catalog::Catalog;
 use crate::invalidation::SubscriberState;
@@ -47,16 +47,25 @@ pub struct AppState {
     pub draining: CancellationToken,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// Every route, each registered from its OpenAPI description: the document
+/// and the router come from this one list, so neither can have a route the
+/// other lacks. Register routes with `routes!` only.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(items::router())
         .merge(cache_admin::router())
         .merge(stats::router())
         .merge(health::router())
         .merge(metrics::router())
         .merge(openapi::router())
+}
+
+pub fn router(state: AppState) -> Router {
+    let (routes, document) = api_routes().split_for_parts();
+    routes
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(openapi::Document::new(document)))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // Inside the logger, so a panic is logged with its request like any 500.
         .layer(CatchPanicLayer::custom(|_| {
@@ -72,12 +81,8 @@ async fn unknown_route() -> ApiError {
     ApiError::NotFound("route not found")
 }
 
-async fn method_not_allowed() -> Response {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(json!({ "error": "method not allowed" })),
-    )
-        .into_response()
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 /// Around every request: its server span (continuing the caller's trace
