@@ -9,23 +9,23 @@ mod items;
 mod json;
 mod metrics;
 mod openapi;
+mod request_id;
 mod stats;
 mod trace;
 
 use std::time::Instant;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use axum::{Extension, Router};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::catalog::Catalog;
 use crate::invalidation::SubscriberState;
@@ -47,26 +47,33 @@ pub struct AppState {
     pub draining: CancellationToken,
 }
 
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// Every route, each registered from its OpenAPI description: the document
+/// and the router come from this one list, so neither can have a route the
+/// other lacks. Register routes with `routes!` only.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(items::router())
         .merge(cache_admin::router())
         .merge(stats::router())
         .merge(health::router())
         .merge(metrics::router())
         .merge(openapi::router())
+}
+
+pub fn router(state: AppState) -> Router {
+    let (routes, document) = api_routes().split_for_parts();
+    routes
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(openapi::Document::new(document)))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // Inside the logger, so a panic is logged with its request like any 500.
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal(anyhow::anyhow!("request handler panicked")).into_response()
         }))
         .layer(middleware::from_fn_with_state(state.clone(), log_request))
-        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
-        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
+        // Outermost, so every response carries the id, panics and 405s included.
+        .layer(middleware::from_fn(request_id::assign))
         .with_state(state)
 }
 
@@ -74,12 +81,8 @@ async fn unknown_route() -> ApiError {
     ApiError::NotFound("route not found")
 }
 
-async fn method_not_allowed() -> Response {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(json!({ "error": "method not allowed" })),
-    )
-        .into_response()
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 /// Around every request: its server span (continuing the caller's trace
@@ -95,11 +98,10 @@ async fn log_request(State(state): State<AppState>, request: Request, next: Next
         .map(|p| p.as_str().to_owned());
     let route = matched.clone().unwrap_or_else(|| "<unmatched>".to_owned());
     let request_id = request
-        .headers()
-        .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+        .extensions()
+        .get::<request_id::RequestId>()
+        .map(|id| id.as_str().to_owned())
+        .unwrap_or_default();
     let span = tracing::info_span!(
         "HTTP request",
         otel.name = %match &matched {

@@ -9,7 +9,8 @@
 //!
 //! - [`config`]: flags and environment variables, validated into one tree.
 //! - [`startup`]: [`Application`] wires everything and runs until shutdown.
-//! - [`http`]: routes, JSON errors, conditional requests, request logging.
+//! - [`http`]: routes and their OpenAPI document, JSON errors, conditional
+//!   requests, request ids, request logging.
 //! - [`catalog`]: the read path (Redis, then a coalesced, leased load from
 //!   SQL, then a fill) and the write path (commit, delete in Redis, publish);
 //!   the only place they meet.

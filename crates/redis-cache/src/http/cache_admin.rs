@@ -1,28 +1,32 @@
 //! `/cache/*`: manual invalidation and warming.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::AdminAuth;
 use super::error::ApiError;
 use super::json::ApiJson;
-use super::openapi::{ErrorBody, InvalidateResponse, WarmResponse};
+use super::openapi::{
+    ErrorBody, InternalError, InvalidateResponse, PayloadTooLarge, Unauthorized,
+    UnsupportedMediaType, WarmResponse,
+};
 use crate::cache::LinkState;
 
 /// Most items one warm-up request may load.
 const MAX_WARM: u32 = 100_000;
 const DEFAULT_WARM: u32 = 1_000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/cache/invalidate", post(invalidate))
-        .route("/cache/warm", post(warm))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(invalidate))
+        .routes(routes!(warm))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -45,7 +49,9 @@ pub(super) struct InvalidateRequest {
         (status = 200, description = "Deleted in Redis, then published", body = InvalidateResponse),
         (status = 202, description = "Redis unreachable: applied as soon as it answers", body = InvalidateResponse),
         (status = 400, description = "Neither key nor pattern, or outside the cache prefix", body = ErrorBody),
-        (status = 401, description = "ADMIN_TOKEN is set and the bearer token is missing or wrong", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
     )
 )]
 async fn invalidate(
@@ -102,7 +108,10 @@ pub(super) struct WarmRequest {
     responses(
         (status = 200, description = "Warmed", body = WarmResponse),
         (status = 400, description = "limit too large", body = ErrorBody),
-        (status = 401, description = "Bearer token missing or wrong", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
         (status = 503, description = "Redis or the source of truth unavailable", body = ErrorBody),
     )
 )]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -27,6 +27,10 @@ pub enum ApiError {
     /// 404: no such item, or no such route.
     #[error("{0}")]
     NotFound(&'static str),
+    /// 405: the path exists, but not with this method (`Allow` lists those
+    /// it has).
+    #[error("method not allowed")]
+    MethodNotAllowed,
     /// 409: an item with this id already exists.
     #[error("an item with this id already exists")]
     Conflict,
@@ -72,6 +76,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict => StatusCode::CONFLICT,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -94,6 +99,16 @@ impl ApiError {
     }
 }
 
+/// The headers every error response with `status` carries, with their
+/// values. The OpenAPI document describes them from this same table.
+pub fn headers_for(status: StatusCode) -> &'static [(HeaderName, &'static str)] {
+    match status {
+        StatusCode::UNAUTHORIZED => &[(header::WWW_AUTHENTICATE, "Bearer")],
+        StatusCode::SERVICE_UNAVAILABLE => &[(header::RETRY_AFTER, "1")],
+        _ => &[],
+    }
+}
+
 /// The internal cause of a 5xx, carried in the response extensions for the
 /// logging middleware. Never serialised into the body.
 #[derive(Clone, Debug)]
@@ -107,15 +122,10 @@ impl IntoResponse for ApiError {
             body["details"] = details;
         }
         let mut response = (status, Json(body)).into_response();
-        let headers = response.headers_mut();
-        match &self {
-            ApiError::Unauthorized => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            ApiError::Unavailable { .. } => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            _ => {}
+        for (name, value) in headers_for(status) {
+            response
+                .headers_mut()
+                .insert(name.clone(), HeaderValue::from_static(value));
         }
         let cause = match self {
             ApiError::Unavailable {

@@ -2,20 +2,21 @@
 
 use std::collections::HashSet;
 
+use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::conditional::{etag, if_match, not_modified};
 use super::error::ApiError;
 use super::json::ApiJson;
-use super::openapi::ErrorBody;
+use super::openapi::{ErrorBody, InternalError, PayloadTooLarge, UnsupportedMediaType};
 use crate::domain::{Item, ItemFields, ItemId, ItemPatch, NewItem, ValidationError};
 
 pub const X_CACHE_STATUS: HeaderName = HeaderName::from_static("x-cache-status");
@@ -23,14 +24,11 @@ pub const X_CACHE_TIER: HeaderName = HeaderName::from_static("x-cache-tier");
 pub const X_CACHE_HITS: HeaderName = HeaderName::from_static("x-cache-hits");
 pub const X_CACHE_MISSES: HeaderName = HeaderName::from_static("x-cache-misses");
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/items", post(create))
-        .route("/items/batch", post(batch))
-        .route(
-            "/items/{id}",
-            get(fetch).put(update).patch(update).delete(remove),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(batch))
+        .routes(routes!(fetch, update, remove))
 }
 
 /// The `{id}` path segment, parsed into an [`ItemId`] or refused with a 400.
@@ -69,16 +67,23 @@ fn invalid_item(err: ValidationError) -> ApiError {
         (status = 200, description = "The item", body = Item, headers(
                 ("ETag" = String, description = "\"<version>\""),
                 ("X-Cache-Status" = String, description = "HIT, MISS, BYPASS (Redis could not be used) or STALE (served past its freshness: the source of truth failed)"),
-                ("X-Cache-Tier" = String, description = "On hits: L1 (this instance's near cache) or L2 (Redis)"),
+                ("X-Cache-Tier" = Option<String>, description = "On hits: L1 (this instance's near cache) or L2 (Redis)"),
                 ("Age" = Option<u64>, description = "Seconds since the value was read from the source of truth (STALE answers)"),
         )),
-        (status = 304, description = "Not modified", headers(("ETag" = String), ("X-Cache-Status" = String))),
+        (status = 304, description = "Not modified", headers(
+                ("ETag" = String),
+                ("X-Cache-Status" = String),
+                ("X-Cache-Tier" = Option<String>),
+                ("Age" = Option<u64>),
+        )),
         (status = 400, description = "Invalid id", body = ErrorBody),
         (status = 404, description = "No such item (absences are cached too)", body = ErrorBody, headers(
                 ("X-Cache-Status" = String, description = "HIT, MISS, BYPASS (Redis could not be used) or STALE (served past its freshness: the source of truth failed)"),
-                ("X-Cache-Tier" = String, description = "On hits: L1 (this instance's near cache) or L2 (Redis)"),
+                ("X-Cache-Tier" = Option<String>, description = "On hits: L1 (this instance's near cache) or L2 (Redis)"),
+                ("Age" = Option<u64>, description = "Seconds since the absence was read from the source of truth (STALE answers)"),
         )),
-        (status = 503, description = "Source of truth unavailable and nothing usable cached", body = ErrorBody, headers(("Retry-After" = u64))),
+        (status = 500, response = InternalError),
+        (status = 503, description = "Source of truth unavailable and nothing usable cached", body = ErrorBody),
     )
 )]
 async fn fetch(
@@ -117,8 +122,9 @@ async fn fetch(
         (status = 201, description = "Created", body = Item, headers(("Location" = String), ("ETag" = String))),
         (status = 400, description = "Invalid item", body = ErrorBody),
         (status = 409, description = "An item with this id already exists", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
         (status = 503, description = "Source of truth unavailable", body = ErrorBody),
     )
 )]
@@ -144,7 +150,7 @@ async fn create(
 /// `PUT` and `PATCH /items/{id}`: partial update; `If-Match` guards against
 /// overwriting a newer version.
 #[utoipa::path(
-    put, path = "/items/{id}", tag = "items",
+    method(put, patch), path = "/items/{id}", tag = "items",
     summary = "Update an item (partial: omitted fields keep their values; PATCH is the same)",
     params(
         ("id" = String, Path),
@@ -153,9 +159,12 @@ async fn create(
     request_body = ItemFields,
     responses(
         (status = 200, description = "Updated; version + 1", body = Item, headers(("ETag" = String))),
-        (status = 400, description = "Invalid id or fields", body = ErrorBody),
+        (status = 400, description = "Invalid id or fields, or If-Match with several entity tags", body = ErrorBody),
         (status = 404, description = "No such item", body = ErrorBody),
         (status = 412, description = "If-Match names another version", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
         (status = 503, description = "Source of truth unavailable", body = ErrorBody),
     )
 )]
@@ -182,8 +191,10 @@ async fn update(
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 400, description = "Invalid id, or If-Match with several entity tags", body = ErrorBody),
         (status = 404, description = "No such item", body = ErrorBody),
         (status = 412, description = "If-Match names another version", body = ErrorBody),
+        (status = 500, response = InternalError),
         (status = 503, description = "Source of truth unavailable", body = ErrorBody),
     )
 )]
@@ -231,7 +242,9 @@ pub(super) struct BatchResponse {
                 ("X-Cache-Misses" = u64, description = "Distinct ids that were not"),
         )),
         (status = 400, description = "ids missing, not an array, too many, or one invalid", body = ErrorBody),
-        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
         (status = 503, description = "Some ids could be answered neither by a cache nor by the source of truth (details.unavailable_ids)", body = ErrorBody),
     )
 )]

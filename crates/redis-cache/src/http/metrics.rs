@@ -2,19 +2,19 @@
 //! The registry ([`crate::telemetry::metrics`]) holds the timed series; the
 //! cache counters and states are read from the catalogue at scrape time.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use crate::cache::{CircuitState, LinkState};
 use crate::invalidation::SubscriberState;
 use crate::telemetry::metrics::Exposition;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(metrics))
 }
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

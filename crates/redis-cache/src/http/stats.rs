@@ -1,21 +1,22 @@
 //! `/stats`: this instance's cache counters.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::AdminAuth;
-use super::openapi::{ErrorBody, MessageBody};
+use super::openapi::{MessageBody, Unauthorized};
 use crate::cache::{LinkState, NearCache, StatsSnapshot};
 use crate::invalidation::LagSnapshot;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/stats", get(stats))
-        .route("/stats/reset", post(reset))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(stats))
+        .routes(routes!(reset))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -90,7 +91,7 @@ pub fn l1_state(l1: &NearCache) -> &'static str {
     security((), ("admin_token" = [])),
     responses(
         (status = 200, description = "Reset", body = MessageBody),
-        (status = 401, description = "Bearer token missing or wrong", body = ErrorBody),
+        (status = 401, response = Unauthorized),
     )
 )]
 async fn reset(State(state): State<AppState>, _: AdminAuth) -> Json<Value> {

@@ -3,6 +3,7 @@
 
 pub mod binary;
 pub mod gate;
+pub mod otlp;
 pub mod postgres;
 pub mod proxy;
 pub mod redis_server;

@@ -20,6 +20,7 @@ mod near_cache;
 mod openapi;
 mod process;
 mod redis_connection;
+mod request_id;
 mod stampede;
 mod traces;
 mod validation;
