@@ -144,6 +144,12 @@ async fn redis_killed_means_bypass_then_hits_again_after_restart(backend: Backen
     );
 
     app.redis.kill();
+    // Until the lost subscription is noticed, the near cache may still
+    // answer "1" (a HIT from L1, valid until then); after, nothing is.
+    eventually("the outage was noticed", || async {
+        app.health().await.1["subscriber"] == "disconnected"
+    })
+    .await;
     for id in ["1", "2", "404"] {
         let response = app.get_item(id).await;
         assert!(
