@@ -4,6 +4,7 @@
 //! them as root).
 
 mod benchmark;
+mod dashboard;
 mod helpers;
 mod latency;
 mod selection;
