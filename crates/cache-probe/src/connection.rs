@@ -8,6 +8,10 @@ use std::collections::VecDeque;
 use crate::commands::{self, Command};
 use crate::resp::{Next, Stream, Value};
 
+/// Most commands awaiting a reply on one connection (deep pipelines are
+/// far shorter).
+const MAX_PENDING: usize = 100_000;
+
 /// What the connection tells about the traffic.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observation {
@@ -140,6 +144,11 @@ impl Connection {
             "unsubscribe" | "punsubscribe" | "sunsubscribe" => Some(command.args.len()),
             _ => Some(0),
         };
+        // Replies that never come (CLIENT REPLY OFF, a reply stream lost)
+        // must not grow this without bound: the oldest are given up.
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.pop_front();
+        }
         self.pending.push_back(Pending {
             command,
             sent_ns: at_ns,
