@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::helpers::RedisExt as _;
 use crate::helpers::{Probe, Redis, assert_commands_match, eventually};
 
 /// Commands whose key lookups Redis counts and the probe reports, plus

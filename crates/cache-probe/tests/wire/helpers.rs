@@ -2,8 +2,8 @@
 //! binary watching its port, Redis' own counters, and the probe's metrics.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,14 +12,6 @@ use std::time::{Duration, Instant};
 /// connection: the client library's handshake, then `INFO`), left out of
 /// both sides of every comparison.
 pub const OWN_COMMANDS: [&str; 2] = ["info", "client|setinfo"];
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Waits for `done` (checked every 20 ms) for up to `limit`; panics with
 /// `what` and the last state `done` reported otherwise.
@@ -40,60 +32,28 @@ pub fn eventually<T: std::fmt::Debug>(
     }
 }
 
-/// A `redis-server` of our own on a free port, without persistence.
-pub struct Redis {
-    pub port: u16,
-    child: Option<Child>,
-    dir: tempfile::TempDir,
+pub use test_redis::{Redis, free_port};
+
+/// What the wire tests ask of their Redis.
+pub trait RedisExt {
+    fn connection(&self) -> redis::Connection;
+    fn commandstats(&self) -> BTreeMap<String, u64>;
+    fn keyspace(&self) -> (u64, u64);
+    fn benchmark(&self, args: &[&str]) -> String;
+    fn cli(&self, extra: &[&str], script: &str) -> String;
 }
 
-impl Redis {
-    pub fn start() -> Redis {
-        let dir = tempfile::tempdir().unwrap();
-        loop {
-            let port = free_port();
-            if let Some(child) = spawn_redis(port, dir.path()) {
-                return Redis {
-                    port,
-                    child: Some(child),
-                    dir,
-                };
-            }
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    pub fn connection(&self) -> redis::Connection {
+impl RedisExt for Redis {
+    fn connection(&self) -> redis::Connection {
         redis::Client::open(self.url())
             .unwrap()
             .get_connection()
             .unwrap()
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    /// `SIGKILL`, then a new server on the same port (empty, counters at 0).
-    pub fn crash_and_restart(&mut self) {
-        self.kill();
-        let child = spawn_redis(self.port, self.dir.path()).expect("the port is free again");
-        self.child = Some(child);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
     /// `INFO commandstats`: calls (and calls refused) per command, as Redis
     /// counts them, without the tests' own polling ([`OWN_COMMANDS`]).
-    pub fn commandstats(&self) -> BTreeMap<String, u64> {
+    fn commandstats(&self) -> BTreeMap<String, u64> {
         let info: String = redis::cmd("INFO")
             .arg("commandstats")
             .query(&mut self.connection())
@@ -114,7 +74,7 @@ impl Redis {
     }
 
     /// `keyspace_hits` and `keyspace_misses`.
-    pub fn keyspace(&self) -> (u64, u64) {
+    fn keyspace(&self) -> (u64, u64) {
         let info: String = redis::cmd("INFO")
             .arg("stats")
             .query(&mut self.connection())
@@ -128,7 +88,7 @@ impl Redis {
     }
 
     /// `redis-benchmark` against this server, quiet; panics if it fails.
-    pub fn benchmark(&self, args: &[&str]) -> String {
+    fn benchmark(&self, args: &[&str]) -> String {
         let port = self.port.to_string();
         let output = Command::new("redis-benchmark")
             .args(["-h", "127.0.0.1", "-p", &port])
@@ -141,7 +101,7 @@ impl Redis {
     }
 
     /// A scripted `redis-cli` session: one command per line on its input.
-    pub fn cli(&self, extra: &[&str], script: &str) -> String {
+    fn cli(&self, extra: &[&str], script: &str) -> String {
         let port = self.port.to_string();
         let mut child = Command::new("redis-cli")
             .args(["-h", "127.0.0.1", "-p", &port])
@@ -160,45 +120,6 @@ impl Redis {
         assert!(output.status.success(), "redis-cli failed on {script}");
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Starts `redis-server` and waits for it to say it is ready; `None` if it
-/// exited instead (the port was taken).
-fn spawn_redis(port: u16, dir: &std::path::Path) -> Option<Child> {
-    let mut child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            dir.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server runs (apt-get install redis-server)");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let Ok(line) = line else { break };
-        if line.contains("Ready to accept connections") {
-            // Keep draining its output so it never blocks on a full pipe.
-            std::thread::spawn(move || lines.for_each(drop));
-            return Some(child);
-        }
-    }
-    let _ = child.wait();
-    None
 }
 
 /// One sample of the probe's exposition.

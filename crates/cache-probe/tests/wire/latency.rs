@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::helpers::RedisExt as _;
 use crate::helpers::{Probe, Redis, eventually};
 
 /// How far the probe's median may be from `redis-benchmark`'s: the probe

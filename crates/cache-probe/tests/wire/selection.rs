@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::helpers::RedisExt as _;
 use crate::helpers::{OWN_COMMANDS, Probe, Redis, assert_commands_match, own_name};
 
 /// With `--comm redis-benchmark` only the client is followed: its side of

@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::helpers::RedisExt as _;
 use crate::helpers::{Probe, Redis, assert_commands_match, eventually};
 
 const SESSION: &str = "\

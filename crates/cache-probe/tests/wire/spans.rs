@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::helpers::RedisExt as _;
 use crate::helpers::{Probe, Redis, eventually};
 
 /// Spans received, flattened out of their resource and scope.
