@@ -148,7 +148,7 @@ impl Recorder {
             scheduled: run.scheduled,
             scheduled_rate: run.scheduled as f64 / seconds,
             requests,
-            achieved_rate: requests as f64 / seconds,
+            achieved_rate: run.answered_in_time as f64 / seconds,
             unfinished: run.unfinished,
             error_rate: if requests == 0 {
                 0.0
@@ -180,6 +180,8 @@ pub struct RunFacts {
     pub scheduled: u64,
     /// Scheduled in the measured part but not finished when the run ended.
     pub unfinished: u64,
+    /// Measured requests finished before the measured time was over.
+    pub answered_in_time: u64,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
@@ -215,8 +217,11 @@ pub struct Report {
     pub connections: usize,
     pub scheduled: u64,
     pub scheduled_rate: f64,
-    /// Requests answered or failed in the measured part.
+    /// Requests of the measured part, answered or failed (some perhaps
+    /// after its end, while the last ones were waited for).
     pub requests: u64,
+    /// Requests finished within the measured time, per second of it: what
+    /// the service sustained (below `scheduled_rate` when overloaded).
     pub achieved_rate: f64,
     pub unfinished: u64,
     /// Failed requests and 5xx answers, over all requests.
@@ -333,6 +338,7 @@ mod tests {
             connections: 4,
             scheduled: 1011,
             unfinished: 0,
+            answered_in_time: 1011,
         });
         let get = &report.ops["get"];
         assert_eq!(get.requests, 1000);

@@ -96,14 +96,19 @@ pub async fn run(client: Arc<Client>, options: Options, progress: Option<Progres
     let (queue, jobs) = async_channel::unbounded::<Job>();
     let recorder = Arc::new(Mutex::new(Recorder::default()));
     let recorded = Arc::new(AtomicU64::new(0));
+    // Answered before the end of the measured time: the achieved rate.
+    let in_window = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let window_end = start + options.profile.total();
     let progress = progress.map(Arc::new);
     let workers: Vec<_> = (0..options.connections)
         .map(|_| {
-            let (client, jobs, recorder, recorded, progress) = (
+            let (client, jobs, recorder, recorded, in_window, progress) = (
                 client.clone(),
                 jobs.clone(),
                 recorder.clone(),
                 recorded.clone(),
+                in_window.clone(),
                 progress.clone(),
             );
             tokio::spawn(async move {
@@ -119,6 +124,9 @@ pub async fn run(client: Arc<Client>, options: Options, progress: Option<Progres
                             .unwrap_or_else(|e| e.into_inner())
                             .record(job.op, latency, &outcome);
                         recorded.fetch_add(1, Ordering::Relaxed);
+                        if Instant::now() <= window_end {
+                            in_window.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
             })
@@ -127,7 +135,6 @@ pub async fn run(client: Arc<Client>, options: Options, progress: Option<Progres
     let ticker = progress
         .clone()
         .map(|progress| tokio::spawn(async move { progress.run().await }));
-    let start = Instant::now();
     let scheduled = schedule(&options.profile, &options.workload, start, queue).await;
     // The queue is closed: workers finish what is left, within the drain.
     let finished = tokio::time::timeout(options.drain, futures::future::join_all(workers)).await;
@@ -152,6 +159,7 @@ pub async fn run(client: Arc<Client>, options: Options, progress: Option<Progres
             connections: options.connections,
             scheduled,
             unfinished: scheduled.saturating_sub(recorded),
+            answered_in_time: in_window.load(Ordering::Relaxed),
         })
 }
 
