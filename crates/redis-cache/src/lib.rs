@@ -21,6 +21,8 @@
 //!   checks and lag measurement.
 //! - [`store`]: SQLite or PostgreSQL, migrations, demo data.
 //! - [`domain`]: item ids and items, parsed at the edge.
+//! - [`healthcheck`]: `redis-cache healthcheck`, for container health
+//!   checks without a shell.
 //!
 //! ## Life of a request
 //!
@@ -44,6 +46,7 @@ pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod domain;
+pub mod healthcheck;
 pub mod http;
 pub mod invalidation;
 pub mod random;

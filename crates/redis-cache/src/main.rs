@@ -5,8 +5,16 @@ use clap::error::ErrorKind;
 use redis_cache::shutdown::Signals;
 use redis_cache::{Application, Cli, Config, telemetry};
 
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("healthcheck") {
+        return redis_cache::healthcheck::run(&args[2..]);
+    }
+    serve()
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn serve() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err)

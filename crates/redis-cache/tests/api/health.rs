@@ -62,3 +62,51 @@ async fn stats_count_every_lookup_exactly_once(backend: Backend) {
         "resetting counters does not touch the cache"
     );
 }
+
+/// `redis-cache healthcheck`, what container images run instead of curl:
+/// 0 while the instance is ready, 1 when it is not or nothing answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_healthcheck_subcommand_follows_readiness() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let port = app.port().to_string();
+    let check = |args: Vec<String>, env: Vec<(&'static str, String)>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            crate::helpers::binary::run(&args, &env)
+        })
+    };
+    let ready = check(
+        vec!["healthcheck".into()],
+        vec![("SERVER_PORT", port.clone())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(ready.0, 0, "{ready:?}");
+    let by_flag = check(
+        vec![
+            "healthcheck".into(),
+            "--port".into(),
+            port.clone(),
+            "--path".into(),
+            "/livez".into(),
+        ],
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_flag.0, 0, "{by_flag:?}");
+    let nothing = crate::helpers::free_port().to_string();
+    let down = check(vec!["healthcheck".into(), "--port".into(), nothing], vec![])
+        .await
+        .unwrap();
+    assert_eq!(down.0, 1, "{down:?}");
+    let missing = check(
+        vec!["healthcheck".into(), "--path".into(), "/nowhere".into()],
+        vec![("SERVER_PORT", port)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(missing.0, 1);
+    assert!(missing.2.contains("\"404\""), "{missing:?}");
+}
