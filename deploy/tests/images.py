@@ -25,4 +25,4 @@ def assert_pinned(image: str):
         return
     _, _, tag = image.rpartition(":")
     assert ":" in image and "/" not in tag, f"{image}: no tag (that means :latest)"
-    assert re.search(r"\d+\.\d+\.\d+|\d{8}", tag), f"{image}: {tag!r} is not an exact version"
+    assert re.search(r"\d+\.\d+|\d{8}", tag), f"{image}: {tag!r} is not an exact version (major.minor at least)"
