@@ -7,6 +7,7 @@ mod benchmark;
 mod dashboard;
 mod helpers;
 mod latency;
+mod namespaces;
 mod selection;
 mod service;
 mod sessions;
