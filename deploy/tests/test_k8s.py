@@ -24,7 +24,7 @@ TARGETS = {"base": K8S / "base", "dev": K8S / "overlays" / "dev"}
 NAMESPACE = "redis-cache"
 # The oldest Kubernetes release we support, and the newest the validator knows.
 KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
-# The Secret each overlay provides; only the base may lack it.
+# The Secrets each overlay provides; only the base may lack them.
 OVERLAY_SECRETS = {"redis-cache-db", "redis-cache-admin"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
 CLUSTER_SCOPED = {
@@ -40,8 +40,8 @@ RULES = DEPLOY / "prometheus" / "rules.yml"
 
 
 def render(kustomize: str, path) -> list:
-    """`kustomize build` of one kustomization. The rules and the dashboard
-    live outside deploy/k8s, hence the load restrictor (see its README)."""
+    """`kustomize build` of one kustomization, with the default load
+    restrictions (as `kubectl apply -k` renders it)."""
     out = subprocess.run(
         [kustomize, "build", str(path)],
         capture_output=True,
