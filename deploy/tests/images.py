@@ -5,6 +5,7 @@ import re
 from conftest import DEPLOY, REPO
 
 OURS = "ghcr.io/redis-cache/"
+TWO_PART_RELEASES = {"postgres"}
 
 
 def crate_version(name: str) -> str:
@@ -23,6 +24,9 @@ def assert_pinned(image: str):
     if "@sha256:" in image:
         assert re.fullmatch(r"[^@]+@sha256:[0-9a-f]{64}", image), f"{image}: malformed digest"
         return
-    _, _, tag = image.rpartition(":")
+    repository, _, tag = image.rpartition(":")
     assert ":" in image and "/" not in tag, f"{image}: no tag (that means :latest)"
-    assert re.search(r"\d+\.\d+|\d{8}", tag), f"{image}: {tag!r} is not an exact version (major.minor at least)"
+    # PostgreSQL's releases are major.minor; everything else we use names a
+    # release with three numbers (7.4 would be whatever 7.4.x is newest).
+    exact = r"\d+\.\d+" if repository in TWO_PART_RELEASES else r"\d+\.\d+\.\d+"
+    assert re.match(rf"v?{exact}(?![.\d])|[a-z]+-\d{{8}}", tag), f"{image}: {tag!r} is not an exact release"

@@ -240,3 +240,22 @@ def test_dockerignore_keeps_build_output_out():
         assert ignored(path), path
     for path in ["crates/redis-cache/src/main.rs", "Cargo.lock", "deploy/docker/placeholders.sh"]:
         assert not ignored(path), path
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["redis:7.4-alpine", "redis:latest", "redis", "postgres:16", "debian:bookworm-slim",
+     "ghcr.io/redis-cache/redis-cache:9.9.9", "ghcr.io/redis-cache/nothing:0.1.0"],
+)
+def test_moving_tags_are_refused(image):
+    with pytest.raises(AssertionError):
+        assert_pinned(image)
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["redis:7.4.6-alpine", "postgres:16.10-alpine", "prom/prometheus:v2.55.1", "debian:bookworm-20251229-slim",
+     "gcr.io/distroless/cc-debian12:nonroot@sha256:" + "0" * 64],
+)
+def test_exact_releases_are_accepted(image):
+    assert_pinned(image)
