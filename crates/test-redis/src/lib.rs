@@ -2,16 +2,32 @@
 //! of the test's own, on a free port, without persistence, killed when
 //! dropped.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 
+/// A port nothing listens on, chosen below the kernel's ephemeral range.
+/// A port from that range may be the local end of another test's client
+/// connection at the same moment, and a server can still bind it (Redis sets
+/// SO_REUSEADDR); whatever then tells connections apart by port (cache-probe
+/// does) would take that client for this server.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (from, to) = if low > 11_000 {
+        (10_000, low)
+    } else {
+        (61_000, u16::MAX)
+    };
+    let random = RandomState::new();
+    (0u32..)
+        .map(|attempt| from + (random.hash_one(attempt) % u64::from(to - from)) as u16)
+        .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port")
 }
 
 pub struct Redis {
