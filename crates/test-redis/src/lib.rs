@@ -2,32 +2,35 @@
 //! of the test's own, on a free port, without persistence, killed when
 //! dropped.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 
-/// A port nothing listens on, chosen below the kernel's ephemeral range.
-/// A port from that range may be the local end of another test's client
-/// connection at the same moment, and a server can still bind it (Redis sets
-/// SO_REUSEADDR); whatever then tells connections apart by port (cache-probe
-/// does) would take that client for this server.
+/// A free port for a test server, never handed out twice in this process.
+///
+/// Ports come from below the kernel's ephemeral range (32768 and up on Linux),
+/// so no client socket of a parallel test can hold one: a server can still
+/// bind a port that is some connection's local end (Redis sets
+/// SO_REUSEADDR), and whatever tells connections apart by port (cache-probe
+/// does) would then take that client for the server. Each port stays
+/// reserved for the rest of the run, so a server down for a restart keeps it.
 pub fn free_port() -> u16 {
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let (from, to) = if low > 11_000 {
-        (10_000, low)
-    } else {
-        (61_000, u16::MAX)
-    };
-    let random = RandomState::new();
-    (0u32..)
-        .map(|attempt| from + (random.hash_one(attempt) % u64::from(to - from)) as u16)
-        .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
-        .expect("a free port")
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        // Test processes run one at a time, but spread them anyway.
+        20_000 + (std::process::id() % 60) as u16 * 200,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(port < 32_000, "ran out of test ports");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub struct Redis {

@@ -9,10 +9,8 @@ pub mod proxy;
 pub mod redis_server;
 
 use std::future::Future;
-use std::net::TcpListener;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use redis_cache::Application;
@@ -468,28 +466,7 @@ pub fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str
     response.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-/// A free port for a test server, never handed out twice in this process.
-///
-/// Ports come from below the kernel's ephemeral range (32768 and up on Linux),
-/// so no client socket of a parallel test can take one while its server is
-/// down for a restart; each port stays reserved for the rest of the run.
-pub fn free_port() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let _ = NEXT.compare_exchange(
-        0,
-        // Test processes run one at a time, but spread them anyway.
-        20_000 + (std::process::id() % 60) as u16 * 200,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    loop {
-        let port = NEXT.fetch_add(1, Ordering::SeqCst);
-        assert!(port < 32_000, "ran out of test ports");
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+pub use test_redis::free_port;
 
 /// Makes the spawned process receive `signal` when the spawning thread ends,
 /// so no test server outlives a crashed or interrupted test run.
