@@ -75,9 +75,12 @@ class Stage:
         self.entrypoint = None
         self.healthcheck = None
         self.runs: list[str] = []
+        # COPY and RUN in order, each with the WORKDIR it runs in: the replay.
+        self.steps: list[tuple[str, str, str]] = []
 
-    def path(self, container_path: str) -> pathlib.Path:
-        absolute = container_path if container_path.startswith("/") else f"{self.workdir.rstrip('/')}/{container_path}"
+    def path(self, container_path: str, workdir: str | None = None) -> pathlib.Path:
+        workdir = workdir or self.workdir
+        absolute = container_path if container_path.startswith("/") else f"{workdir.rstrip('/')}/{container_path}"
         return self.root / absolute.lstrip("/")
 
 
@@ -93,6 +96,8 @@ def parse(dockerfile: pathlib.Path, scratch: pathlib.Path) -> list[Stage]:
         if not stages:
             continue
         stage = stages[-1]
+        if instruction in ("COPY", "RUN"):
+            stage.steps.append((instruction, value, stage.workdir))
         if instruction == "WORKDIR":
             stage.workdir = value if value.startswith("/") else f"{stage.workdir.rstrip('/')}/{value}"
         elif instruction == "COPY":
@@ -118,17 +123,16 @@ def replay_builder(stage: Stage, env: dict):
     work = stage.path(".")
     work.mkdir(parents=True, exist_ok=True)
     (work / "target").symlink_to(TARGET)
-    steps = iter(stage.runs)
-    for item in DockerfileParser(path=str(stage.dockerfile)).structure[stage.first_line:stage.last_line]:
-        if item["instruction"] == "COPY":
-            words = [w for w in shlex.split(item["value"]) if not w.startswith("--")]
+    for instruction, value, workdir in stage.steps:
+        if instruction == "COPY":
+            words = [w for w in shlex.split(value) if not w.startswith("--")]
             for source in words[:-1]:
-                destination = stage.path(words[-1])
+                destination = stage.path(words[-1], workdir)
                 if words[-1].endswith("/") or len(words) > 2:
                     destination = destination / pathlib.Path(source).name
                 copy_from_context(source, destination)
-        elif item["instruction"] == "RUN":
-            command = next(steps)
+        else:
+            command = value
             if command.startswith("apt-get"):
                 check_packages(command)
                 continue
@@ -136,7 +140,7 @@ def replay_builder(stage: Stage, env: dict):
                 f"RUN {command!r}: absolute paths in a builder step cannot be replayed here; "
                 "keep builder steps inside WORKDIR"
             )
-            subprocess.run(["sh", "-c", command], cwd=work, env=env, check=True, timeout=1800)
+            subprocess.run(["sh", "-c", command], cwd=stage.path(".", workdir), env=env, check=True, timeout=1800)
 
 
 def check_packages(command: str):
@@ -149,14 +153,7 @@ def check_packages(command: str):
 
 
 def load(name: str, scratch: pathlib.Path) -> list[Stage]:
-    dockerfile = DEPLOY / "docker" / f"{name}.Dockerfile"
-    stages = parse(dockerfile, scratch)
-    # Remember where each stage's instructions are, for the replay.
-    structure = DockerfileParser(path=str(dockerfile)).structure
-    starts = [i for i, item in enumerate(structure) if item["instruction"] == "FROM"]
-    for stage, start, end in zip(stages, starts, starts[1:] + [len(structure)]):
-        stage.dockerfile, stage.first_line, stage.last_line = dockerfile, start + 1, end
-    return stages
+    return parse(DEPLOY / "docker" / f"{name}.Dockerfile", scratch)
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +226,6 @@ def test_a_missing_context_path_fails_the_replay(tmp_path):
     broken = tmp_path / "broken.Dockerfile"
     broken.write_text("FROM rust:1.95.0-bookworm AS builder\nWORKDIR /src\nCOPY crates/nope/Cargo.toml crates/nope/\n")
     stage = parse(broken, tmp_path / "scratch")[0]
-    stage.dockerfile, stage.first_line, stage.last_line = broken, 1, 3
     TARGET.mkdir(parents=True, exist_ok=True)
     with pytest.raises(AssertionError, match="no such path"):
         replay_builder(stage, dict(os.environ))
