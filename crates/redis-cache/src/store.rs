@@ -45,6 +45,10 @@ pub enum StoreError {
     /// The database cannot be reached (or is shutting down, or too busy).
     #[error("source of truth unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// The database is reachable but cannot store anything: its disk is full,
+    /// an I/O error, a read-only file or server. Nothing was written.
+    #[error("source of truth cannot write")]
+    Storage(#[source] sqlx::Error),
     #[error("source of truth query failed")]
     Query(#[source] sqlx::Error),
     /// The database refused the values (a constraint or encoding check);
@@ -60,18 +64,27 @@ impl StoreError {
     pub fn kind(&self) -> &'static str {
         match self {
             StoreError::Unavailable(_) => "unavailable",
+            StoreError::Storage(_) => "storage",
             StoreError::Query(_) => "query",
             StoreError::Rejected(_) => "rejected",
             StoreError::CorruptRow(_) => "corrupt_row",
         }
     }
 
+    /// Whether retrying later may succeed: the database is unreachable or
+    /// cannot write for now (503), as opposed to a query that fails.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Storage(_))
+    }
+
     /// Whether a write that failed with this error may still have been
     /// committed: false only when the database certainly never ran it (no
-    /// connection could be had, it refused the login or the values).
+    /// connection could be had, it refused the login or the values) or
+    /// rolled it back (a full disk).
     pub fn may_have_applied(&self) -> bool {
         match self {
             StoreError::Rejected(_) => false,
+            StoreError::Storage(sqlx::Error::Database(db)) => !is_full(db.as_ref()),
             StoreError::Unavailable(
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_),
             ) => false,
@@ -102,6 +115,8 @@ impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         if is_unavailable(&err) {
             StoreError::Unavailable(err)
+        } else if is_storage_failure(&err) {
+            StoreError::Storage(err)
         } else if is_rejected_input(&err) {
             StoreError::Rejected(err)
         } else {
@@ -124,8 +139,37 @@ fn is_rejected_input(err: &sqlx::Error) -> bool {
     // PostgreSQL: check violation, not-null violation, invalid encoding or
     // character; SQLite: CONSTRAINT (19).
     matches!(code.as_ref(), "23514" | "23502" | "22021" | "22P05")
-        || (db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
-            && sqlite_primary_code(&code) == Some(19))
+        || (is_sqlite(db.as_ref()) && sqlite_primary_code(&code) == Some(19))
+}
+
+fn is_sqlite(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+}
+
+/// SQLite: FULL (13); PostgreSQL: disk full (53100).
+fn is_full(db: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = db.code() else { return false };
+    if is_sqlite(db) {
+        sqlite_primary_code(&code) == Some(13)
+    } else {
+        code == "53100"
+    }
+}
+
+/// The database cannot write, whatever the statement: SQLite READONLY (8),
+/// IOERR (10), FULL (13), CANTOPEN (14); PostgreSQL insufficient resources
+/// (53…: disk full, out of memory), system errors (58…: I/O), a read-only
+/// transaction (25006: a standby, as after a failover).
+fn is_storage_failure(err: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = err else {
+        return false;
+    };
+    let Some(code) = db.code() else { return false };
+    if is_sqlite(db.as_ref()) {
+        matches!(sqlite_primary_code(&code), Some(8 | 10 | 13 | 14))
+    } else {
+        code.starts_with("53") || code.starts_with("58") || code == "25006"
+    }
 }
 
 impl From<sqlx::Error> for WriteError {
@@ -142,15 +186,19 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // PostgreSQL: connection exceptions (08…), shutdown (57P0x), too
-            // many connections (53300), and refusals while connecting: database
-            // not accepting connections (55000), gone (3D000), login refused
-            // (28000, 28P01). SQLite: BUSY (5) and LOCKED (6).
+            if is_sqlite(db.as_ref()) {
+                // BUSY (5) and LOCKED (6), extended codes included.
+                return matches!(sqlite_primary_code(&code), Some(5 | 6));
+            }
+            // PostgreSQL: connection exceptions (08…), shutdown (57P0x), a
+            // cancelled statement (57014), too many connections (53300), and
+            // refusals while connecting: database not accepting connections
+            // (55000), gone (3D000), login refused (28000, 28P01).
             code.starts_with("08")
                 || code.starts_with("57P0")
                 || matches!(
                     code.as_ref(),
-                    "53300" | "55000" | "3D000" | "28000" | "28P01" | "5" | "6"
+                    "57014" | "53300" | "55000" | "3D000" | "28000" | "28P01"
                 )
         }),
         _ => false,
@@ -408,9 +456,15 @@ impl Store {
             .collect()
     }
 
+    /// Inserts `new` unless its id exists. Like every write here, the statement
+    /// is run to completion (`fetch_all`, `execute`), never stopped at its
+    /// first row: SQLite commits a `RETURNING` statement only when it is
+    /// stepped to the end, and a commit that fails there (a full disk, an
+    /// I/O error, a deferred constraint) must reach the caller instead of
+    /// the row it already returned.
     pub async fn insert(&self, new: &NewItem) -> Result<Item, WriteError> {
         let at = now();
-        let row = on_pool!(self, pool => sqlx::query_as::<_, ItemRow>(INSERT)
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, ItemRow>(INSERT)
             .bind(new.id.as_str())
             .bind(&new.name)
             .bind(&new.description)
@@ -419,9 +473,9 @@ impl Store {
             .bind(new.stock)
             .bind(at)
             .bind(at)
-            .fetch_optional(pool)
+            .fetch_all(pool)
             .await)?;
-        match row {
+        match rows.into_iter().next() {
             Some(row) => Ok(Item::try_from(row)?),
             None => Err(WriteError::AlreadyExists),
         }
@@ -435,7 +489,7 @@ impl Store {
         patch: &ItemPatch,
         expected: Option<Version>,
     ) -> Result<Item, WriteError> {
-        let row = on_pool!(self, pool => sqlx::query_as::<_, ItemRow>(UPDATE)
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, ItemRow>(UPDATE)
             .bind(id.as_str())
             .bind(patch.name.as_deref())
             .bind(patch.description.as_deref())
@@ -444,9 +498,9 @@ impl Store {
             .bind(patch.stock)
             .bind(now())
             .bind(expected.map(|v| v.0))
-            .fetch_optional(pool)
+            .fetch_all(pool)
             .await)?;
-        match row {
+        match rows.into_iter().next() {
             Some(row) => Ok(Item::try_from(row)?),
             None => Err(self.why_not_written(id, expected).await),
         }

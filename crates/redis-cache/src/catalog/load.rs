@@ -98,7 +98,7 @@ impl SourceError {
 
     fn from_store(err: &StoreError) -> Self {
         Self {
-            unavailable: matches!(err, StoreError::Unavailable(_)),
+            unavailable: err.is_unavailable(),
             superseded: false,
             cause: error_chain(err).into(),
         }

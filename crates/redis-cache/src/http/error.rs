@@ -146,7 +146,7 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Unavailable(_) => ApiError::Unavailable {
+            err if err.is_unavailable() => ApiError::Unavailable {
                 what: "source of truth",
                 details: None,
                 cause: Some(err.into()),

@@ -155,6 +155,14 @@ impl TestAppBuilder {
         self
     }
 
+    /// Uses an existing Redis and database (another process's, say) instead
+    /// of fresh ones.
+    pub fn on(mut self, redis: Arc<TestRedis>, database: Arc<TestDatabase>) -> Self {
+        self.redis = Some(redis);
+        self.database = Some(database);
+        self
+    }
+
     /// Turns the near cache (L1) off, for tests that change what Redis holds
     /// behind the service's back and look at how it reads Redis itself.
     pub fn without_l1(self) -> Self {

@@ -8,6 +8,7 @@ mod breaker;
 mod cache_admin;
 mod consistency;
 mod dashboard;
+mod durability;
 mod expiry;
 mod failsafe;
 mod faults;

@@ -47,6 +47,11 @@ pub fn start_logging(
 
 /// Starts the binary with JSON logs, without waiting for it.
 pub fn spawn_in(dir: &std::path::Path, env: &[(&str, String)]) -> Child {
+    command_in(dir, env).spawn().unwrap()
+}
+
+/// The binary, to run in `dir` with JSON logs on stdout and `env`.
+pub fn command_in(dir: &std::path::Path, env: &[(&str, String)]) -> Command {
     let mut command = binary();
     command.current_dir(dir);
     command
@@ -60,7 +65,30 @@ pub fn spawn_in(dir: &std::path::Path, env: &[(&str, String)]) -> Child {
         command.env(k, v);
     }
     kill_with_parent(&mut command, libc::SIGKILL);
-    command.spawn().unwrap()
+    command
+}
+
+/// Limits each file the process writes to `bytes` (`RLIMIT_FSIZE`), as if
+/// the disk filled up at that size: a write past it fails with `EFBIG`
+/// (`SIGXFSZ` is ignored, as a full disk raises no signal either).
+pub fn limit_file_size(command: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit and signal are async-signal-safe and change only the
+    // child's own limit and signal disposition (both survive exec).
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) == -1
+                || libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Reads `child`'s log until it reports listening; returns its port and the
