@@ -13,6 +13,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::cache::{KeyPrefix, L1Config};
+use crate::http::server::ServerLimits;
 use crate::secret::Secret;
 use crate::store::{DEFAULT_DATABASE_URL, DatabaseUrl};
 
@@ -177,6 +178,27 @@ pub struct Cli {
     #[arg(long, env = "SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
 
+    /// How long a client may take to send a request's headers, from its first
+    /// byte (from connecting, for a connection's first request).
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http_header_timeout: Duration,
+
+    /// How long a client may take to send a request body, from the end of its
+    /// headers; past it the answer is 408.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub http_body_timeout: Duration,
+
+    /// How long a keep-alive connection may wait for its next request (keep
+    /// it above the idle timeout of any load balancer in front).
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    pub http_idle_timeout: Duration,
+
+    /// Most HTTP connections open at once (lowered to what the descriptor
+    /// limit allows). At the cap, the connection idle the longest is closed
+    /// for a new one; when none is idle, only health endpoints are served.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub http_max_connections: usize,
+
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -241,6 +263,9 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub bind: SocketAddr,
+    /// Timeouts and the connection cap (before fitting the cap to the
+    /// descriptor limit, which `Application::build` does).
+    pub limits: ServerLimits,
     pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
     pub batch_max_ids: usize,
@@ -443,6 +468,33 @@ impl Config {
         if !(1..=100_000).contains(&cli.batch_max_ids) {
             return Err(invalid("BATCH_MAX_IDS", "must be between 1 and 100000"));
         }
+        let limits = ServerLimits {
+            header_timeout: in_range(
+                "HTTP_HEADER_TIMEOUT",
+                cli.http_header_timeout,
+                ms(100),
+                ms(3_600_000),
+            )?,
+            body_timeout: in_range(
+                "HTTP_BODY_TIMEOUT",
+                cli.http_body_timeout,
+                ms(100),
+                ms(3_600_000),
+            )?,
+            idle_timeout: in_range(
+                "HTTP_IDLE_TIMEOUT",
+                cli.http_idle_timeout,
+                ms(100),
+                ms(86_400_000),
+            )?,
+            max_connections: cli.http_max_connections,
+        };
+        if !(8..=1_000_000).contains(&limits.max_connections) {
+            return Err(invalid(
+                "HTTP_MAX_CONNECTIONS",
+                "must be between 8 and 1000000",
+            ));
+        }
         if cli.database_max_connections == 0 {
             return Err(invalid("DATABASE_MAX_CONNECTIONS", "must be at least 1"));
         }
@@ -466,6 +518,7 @@ impl Config {
         Ok(Config {
             http: HttpConfig {
                 bind: SocketAddr::new(cli.bind_addr, cli.server_port),
+                limits,
                 shutdown_delay: cli.shutdown_delay,
                 shutdown_grace: cli.shutdown_grace,
                 batch_max_ids: cli.batch_max_ids,

@@ -10,6 +10,7 @@ mod json;
 mod metrics;
 mod openapi;
 mod request_id;
+pub mod server;
 mod stats;
 mod trace;
 
@@ -67,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(openapi::Document::new(document)))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(refuse_early))
         // Inside the logger, so a panic is logged with its request like any 500.
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal(anyhow::anyhow!("request handler panicked")).into_response()
@@ -75,6 +77,34 @@ pub fn router(state: AppState) -> Router {
         // Outermost, so every response carries the id, panics and 405s included.
         .layer(middleware::from_fn(request_id::assign))
         .with_state(state)
+}
+
+/// Requests answered before their handler runs: on a connection accepted in
+/// overload mode anything but a probe (503), and a body declared larger than
+/// the limit (413), before anything of it is read (so a client that sent
+/// `Expect: 100-continue` gets no `100 Continue`).
+async fn refuse_early(request: Request, next: Next) -> Response {
+    if request.extensions().get::<server::Overloaded>().is_some() {
+        let route = request.extensions().get::<MatchedPath>();
+        if !route.is_some_and(|route| is_probe(route.as_str())) {
+            return ApiError::Overloaded.into_response();
+        }
+    }
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > BODY_LIMIT as u64) {
+        return ApiError::PayloadTooLarge { limit: BODY_LIMIT }.into_response();
+    }
+    next.run(request).await
+}
+
+/// Routes for orchestrators and monitoring, served even in overload mode
+/// and logged at debug.
+fn is_probe(route: &str) -> bool {
+    matches!(route, "/livez" | "/readyz" | "/health" | "/metrics")
 }
 
 async fn unknown_route() -> ApiError {
@@ -145,11 +175,7 @@ async fn log_request(State(state): State<AppState>, request: Request, next: Next
     }
     // Probes arrive every few seconds from orchestrators; keep them out of the
     // default log level.
-    if matches!(
-        route.as_str(),
-        "/livez" | "/readyz" | "/health" | "/metrics"
-    ) && status < 500
-    {
+    if is_probe(&route) && status < 500 {
         tracing::debug!(%method, %route, status, latency_ms, %request_id, %trace_id, "request");
     } else {
         tracing::info!(%method, %route, status, latency_ms, cache, %request_id, %trace_id, "request");

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::cache::{Breaker, LinkState, RedisCache, RedisLink};
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::http::server::{self, ServerLimits};
 use crate::http::{self, AppState};
 use crate::invalidation::Subscriber;
 use crate::store::{FirstStart, Store};
@@ -26,6 +27,7 @@ const BACKGROUND_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    limits: ServerLimits,
     catalog: Catalog,
     shutdown_delay: Duration,
     shutdown_grace: Duration,
@@ -120,9 +122,21 @@ impl Application {
         let listener = TcpListener::bind(config.http.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.http.bind))?;
+        let mut limits = config.http.limits;
+        limits.max_connections = server::fit_to_descriptors(
+            limits.max_connections,
+            reserved_descriptors(config.database.max_connections),
+        );
+        if limits.max_connections < config.http.limits.max_connections {
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                "HTTP_MAX_CONNECTIONS lowered to fit the open-file limit (ulimit -n)"
+            );
+        }
         Ok(Self {
             listener,
             router,
+            limits,
             catalog,
             shutdown_delay: config.http.shutdown_delay,
             shutdown_grace: config.http.shutdown_grace,
@@ -166,16 +180,20 @@ impl Application {
                 closing.cancel();
             }
         });
-        let serve = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(closing.clone().cancelled_owned())
-            .into_future();
+        let serve = server::serve(
+            self.listener,
+            self.router,
+            self.limits,
+            self.catalog.metrics().clone(),
+            closing.clone(),
+        );
         let grace = self.shutdown_grace;
         let deadline = async {
             closing.cancelled().await;
             tokio::time::sleep(grace).await;
         };
         tokio::select! {
-            served = serve => served.context("HTTP server failed")?,
+            () = serve => {}
             _ = deadline => tracing::warn!(
                 grace = %humantime::format_duration(grace),
                 "grace period over with requests still in flight; closing them"
@@ -205,6 +223,13 @@ impl Application {
         tracing::info!("shutdown complete");
         Ok(())
     }
+}
+
+/// Descriptors kept for everything but HTTP connections: the database pool
+/// (a SQLite connection holds the database, its log and its shared memory),
+/// Redis, the listener, logs, and some slack.
+fn reserved_descriptors(database_connections: u32) -> usize {
+    64 + 3 * database_connections as usize
 }
 
 /// Tells the catalogue whenever the shared Redis connection goes down or

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// 409: an item with this id already exists.
     #[error("an item with this id already exists")]
     Conflict,
+    /// 408: the request body did not arrive within the body timeout.
+    #[error("request body not received in time")]
+    RequestTimeout,
     /// 412: `If-Match` named a version that is not the current one.
     #[error("precondition failed: the item has changed")]
     PreconditionFailed { current: Option<Version> },
@@ -51,6 +54,10 @@ pub enum ApiError {
         #[source]
         cause: Option<anyhow::Error>,
     },
+    /// 503: every connection was busy when this one was accepted; only the
+    /// health endpoints are served on it.
+    #[error("too many open connections")]
+    Overloaded,
     /// 500: a bug or an unexpected failure; the cause is only logged.
     #[error("internal server error")]
     Internal(#[source] anyhow::Error),
@@ -78,10 +85,11 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict => StatusCode::CONFLICT,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -104,6 +112,9 @@ impl ApiError {
 pub fn headers_for(status: StatusCode) -> &'static [(HeaderName, &'static str)] {
     match status {
         StatusCode::UNAUTHORIZED => &[(header::WWW_AUTHENTICATE, "Bearer")],
+        // The rest of the body may still be on its way: the connection
+        // cannot carry another request.
+        StatusCode::REQUEST_TIMEOUT => &[(header::CONNECTION, "close")],
         StatusCode::SERVICE_UNAVAILABLE => &[(header::RETRY_AFTER, "1")],
         _ => &[],
     }

@@ -33,7 +33,7 @@ use super::request_id;
 #[openapi(
     info(
         title = "redis-cache",
-        description = "Item catalogue API that reads through Redis (with a near cache per instance), backed by SQLite or PostgreSQL. Every error is JSON: {\"error\": \"...\", \"details\": ...}. Every request may carry X-Request-Id and traceparent, and every response carries X-Request-Id. Every GET also answers HEAD. Any unexpected failure, even in a route that documents no 500, is answered 500 with an opaque body.",
+        description = "Item catalogue API that reads through Redis (with a near cache per instance), backed by SQLite or PostgreSQL. Every error is JSON: {\"error\": \"...\", \"details\": ...}. Every request may carry X-Request-Id and traceparent, and every response carries X-Request-Id. Every GET also answers HEAD. Any unexpected failure, even in a route that documents no 500, is answered 500 with an opaque body. Any route may also answer 408 (a body not received within HTTP_BODY_TIMEOUT, with Connection: close) or, on a connection accepted while every other connection is busy, 503 {\"error\": \"too many open connections\"} with Retry-After (the health endpoints and /metrics are still served).",
         license(name = "Apache-2.0"),
     ),
     components(

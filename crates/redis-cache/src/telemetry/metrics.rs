@@ -15,7 +15,7 @@
 //! on a local network, up to 10 s for requests stuck behind a timeout.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,10 +66,41 @@ struct DbSeries {
     error: Option<&'static str>,
 }
 
+/// Why the server closed a connection (see [`crate::http::server`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionClosed {
+    /// A request's headers did not arrive in time.
+    HeaderTimeout,
+    /// Idle between requests for too long.
+    IdleTimeout,
+    /// Quiet the longest when the connection cap was reached.
+    Evicted,
+}
+
+impl ConnectionClosed {
+    const ALL: [ConnectionClosed; 3] = [
+        ConnectionClosed::HeaderTimeout,
+        ConnectionClosed::IdleTimeout,
+        ConnectionClosed::Evicted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionClosed::HeaderTimeout => "header_timeout",
+            ConnectionClosed::IdleTimeout => "idle_timeout",
+            ConnectionClosed::Evicted => "evicted",
+        }
+    }
+}
+
 /// The registry. Cheap to share behind an `Arc`.
 pub struct Metrics {
     http: Mutex<BTreeMap<HttpSeries, Arc<Histogram>>>,
     http_active: AtomicI64,
+    http_connections: AtomicI64,
+    /// Indexed like [`ConnectionClosed::ALL`].
+    http_connections_closed: [AtomicU64; 3],
+    http_connections_overloaded: AtomicU64,
     db: Mutex<BTreeMap<DbSeries, Arc<Histogram>>>,
     /// Redis operations not attempted, by reason (`disconnected`, `circuit_open`).
     redis_skipped: Mutex<BTreeMap<&'static str, u64>>,
@@ -99,6 +130,9 @@ impl Default for Metrics {
         Self {
             http: Mutex::default(),
             http_active: AtomicI64::new(0),
+            http_connections: AtomicI64::new(0),
+            http_connections_closed: Default::default(),
+            http_connections_overloaded: AtomicU64::new(0),
             db: Mutex::default(),
             redis_skipped: Mutex::default(),
             redis_commands: Mutex::default(),
@@ -135,6 +169,22 @@ impl Metrics {
     pub fn http_in_flight(self: &Arc<Self>) -> InFlight {
         self.http_active.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
+    }
+
+    /// Counts an open connection until the guard is dropped.
+    pub fn http_connection_opened(self: &Arc<Self>) -> OpenConnection {
+        self.http_connections.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self.clone())
+    }
+
+    pub fn http_connection_closed(&self, reason: ConnectionClosed) {
+        self.http_connections_closed[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection accepted while every other was busy (overload mode).
+    pub fn http_connection_overloaded(&self) {
+        self.http_connections_overloaded
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn db_operation(
@@ -216,6 +266,29 @@ impl Metrics {
             &[],
             self.http_active.load(Ordering::Relaxed) as f64,
         );
+        out.gauge(
+            "redis_cache_http_open_connections",
+            "HTTP connections open.",
+            self.http_connections.load(Ordering::Relaxed) as f64,
+        );
+        out.family(
+            "redis_cache_http_connections_closed_total",
+            "counter",
+            "HTTP connections closed by the server: headers too slow, idle too long, or quiet the longest when the connection cap was reached.",
+        );
+        for reason in ConnectionClosed::ALL {
+            let count = self.http_connections_closed[reason as usize].load(Ordering::Relaxed);
+            out.sample(
+                "redis_cache_http_connections_closed_total",
+                &[("reason", reason.as_str())],
+                count as f64,
+            );
+        }
+        out.counter(
+            "redis_cache_http_overloaded_connections_total",
+            "HTTP connections accepted while every other connection was busy: only the health endpoints are served on them, anything else gets 503.",
+            self.http_connections_overloaded.load(Ordering::Relaxed),
+        );
         out.family(
             "db_client_operation_duration_seconds",
             "histogram",
@@ -288,6 +361,15 @@ impl Metrics {
                 );
             }
         }
+    }
+}
+
+/// An open HTTP connection; see [`Metrics::http_connection_opened`].
+pub struct OpenConnection(Arc<Metrics>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.http_connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -19,6 +19,7 @@ use redis_cache::catalog::Catalog;
 use redis_cache::config::{
     CacheConfig, Config, DatabaseConfig, HttpConfig, LogFormat, RedisConfig, RedisTarget,
 };
+use redis_cache::http::server::ServerLimits;
 use redis_cache::store::DatabaseUrl;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -188,6 +189,12 @@ impl TestAppBuilder {
         let mut config = Config {
             http: HttpConfig {
                 bind: "127.0.0.1:0".parse().unwrap(),
+                limits: ServerLimits {
+                    header_timeout: Duration::from_secs(10),
+                    body_timeout: Duration::from_secs(30),
+                    idle_timeout: Duration::from_secs(75),
+                    max_connections: 10_000,
+                },
                 shutdown_delay: Duration::ZERO,
                 shutdown_grace: Duration::from_secs(10),
                 batch_max_ids: 1000,

@@ -6,6 +6,7 @@ mod helpers;
 mod batch;
 mod breaker;
 mod cache_admin;
+mod connections;
 mod consistency;
 mod dashboard;
 mod durability;

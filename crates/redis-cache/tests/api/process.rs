@@ -84,6 +84,10 @@ fn help_lists_every_setting_without_secret_values() {
         "REDIS_BREAKER_COOLDOWN",
         "ADMIN_TOKEN",
         "SHUTDOWN_GRACE",
+        "HTTP_HEADER_TIMEOUT",
+        "HTTP_BODY_TIMEOUT",
+        "HTTP_IDLE_TIMEOUT",
+        "HTTP_MAX_CONNECTIONS",
         "BATCH_MAX_IDS",
         "--no-demo-data",
     ] {
