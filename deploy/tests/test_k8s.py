@@ -25,7 +25,7 @@ NAMESPACE = "redis-cache"
 # The oldest Kubernetes release we support, and the newest the validator knows.
 KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 # The Secrets each overlay provides; only the base may lack them.
-OVERLAY_SECRETS = {"redis-cache-db", "redis-cache-admin"}
+OVERLAY_SECRETS = {"redis-cache-db", "redis-cache-admin", "redis-cache-redis"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
 CLUSTER_SCOPED = {
     "Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",

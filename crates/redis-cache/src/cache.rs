@@ -30,6 +30,7 @@ mod l1;
 mod l2;
 mod link;
 mod pending;
+mod refusals;
 mod stats;
 
 pub use breaker::{Breaker, CircuitState};
@@ -40,6 +41,7 @@ pub use l1::{L1Config, NearCache, Ticket};
 pub use l2::{Fill, LeaseTry, Overwrite, RedisCache};
 pub use link::{LinkState, RedisFailure, RedisLink};
 pub use pending::{Applied, PendingInvalidations};
+pub use refusals::{Refusals, Refused};
 pub use stats::{CacheStats, LookupResult, StatsSnapshot, Totals};
 
 /// How a lookup was answered, as reported in `X-Cache-Status`.

@@ -60,7 +60,8 @@ impl Application {
         let client = config.redis.client().context("invalid Redis settings")?;
         let breaker = Breaker::new(config.redis.breaker_failures, config.redis.breaker_cooldown);
         let link = RedisLink::new(client.clone(), config.redis.timeout, breaker);
-        match link.connect_once().await {
+        let connected = link.connect_once().await;
+        match &connected {
             Ok(()) => tracing::info!(redis = %config.redis.target, "redis connected"),
             Err(err) => tracing::warn!(
                 redis = %config.redis.target,
@@ -82,7 +83,11 @@ impl Application {
         let tasks = TaskTracker::new();
         tasks.spawn(link.clone().maintain(background.clone()));
         tasks.spawn(catalog.clone().retry_deferred(background.clone()));
-        tasks.spawn(watch_link(catalog.clone(), background.clone()));
+        tasks.spawn(watch_link(
+            catalog.clone(),
+            connected.is_ok(),
+            background.clone(),
+        ));
         if !config.redis_info_interval.is_zero() {
             tasks.spawn(
                 catalog
@@ -93,7 +98,16 @@ impl Application {
         if let Some(outbox) = catalog.take_outbox() {
             tasks.spawn(outbox.run(l2.clone(), crate::invalidation::CHANNEL, background.clone()));
         }
-        let subscriber = Subscriber::new(client, catalog.clone(), link.connect_timeout());
+        if connected.is_ok() {
+            // Before serving: a missing permission is reported at start.
+            check_permissions(&catalog).await;
+        }
+        let subscriber = Subscriber::new(
+            client,
+            catalog.clone(),
+            link.refusals().clone(),
+            link.connect_timeout(),
+        );
         let subscriber_state = subscriber.watch_state();
         tasks.spawn(subscriber.run(background.clone()));
         if config.cache.warm_on_start > 0 {
@@ -232,13 +246,33 @@ fn reserved_descriptors(database_connections: u32) -> usize {
     64 + 3 * database_connections as usize
 }
 
+/// Tries every command the cache needs on Redis and says which the Redis
+/// user may not run (see [`crate::cache::Refusals`]).
+async fn check_permissions(catalog: &Catalog) {
+    let prefix = catalog.prefix();
+    catalog
+        .l2()
+        .check_permissions(&prefix.permission_probe(), &prefix.everything())
+        .await;
+    let refused = catalog.l2().link().refusals().list();
+    if refused.is_empty() {
+        tracing::info!("redis permissions checked: every command the cache uses is allowed");
+    }
+}
+
 /// Tells the catalogue whenever the shared Redis connection goes down or
-/// comes back (the near cache depends on it), until `cancel` fires.
-async fn watch_link(catalog: Catalog, cancel: CancellationToken) {
+/// comes back (the near cache depends on it), until `cancel` fires. Checks
+/// Redis permissions on the first connection, unless start-up did.
+async fn watch_link(catalog: Catalog, checked: bool, cancel: CancellationToken) {
     let mut state = catalog.l2().link().watch_state();
+    let mut checked = checked;
     loop {
         let connected = *state.borrow_and_update() == LinkState::Connected;
         catalog.on_link_state(connected);
+        if connected && !checked {
+            checked = true;
+            check_permissions(&catalog).await;
+        }
         tokio::select! {
             _ = cancel.cancelled() => return,
             changed = state.changed() => if changed.is_err() { return },

@@ -74,7 +74,6 @@ impl KeyPrefix {
         Ok(KeyPattern(raw.to_owned()))
     }
 
-    /// The pattern that matches every key in the namespace.
     /// The id whose key `key` is.
     pub fn id_of(&self, key: &CacheKey) -> Option<ItemId> {
         key.as_str()
@@ -82,6 +81,13 @@ impl KeyPrefix {
             .and_then(|id| ItemId::parse(id).ok())
     }
 
+    /// A key in the namespace that no item can have (`!` is not allowed in
+    /// ids), for trying commands on: `item:!permission-check`.
+    pub fn permission_probe(&self) -> CacheKey {
+        CacheKey(format!("{}!permission-check", self.0))
+    }
+
+    /// The pattern that matches every key in the namespace.
     pub fn everything(&self) -> KeyPattern {
         KeyPattern(format!("{}*", self.0))
     }

@@ -504,6 +504,66 @@ impl RedisCache {
         self.run_on(Path::Essential, op, f).await
     }
 
+    /// Tries, once, each command the cache sends on its main connection, on
+    /// `probe` (a key under the prefix that no item can have) and `pattern`:
+    /// a command the Redis user may not run is then reported at start (see
+    /// [`super::Refusals`]) rather than at the first request that needs it.
+    /// `PUBLISH` and `SUBSCRIBE` are tried by the publisher's first heartbeat
+    /// and by the subscriber. Untraced and kept out of the metrics.
+    pub async fn check_permissions(&self, probe: &CacheKey, pattern: &KeyPattern) {
+        let lease = probe.lease();
+        let checks = [
+            ("GET", redis::cmd("GET").arg(probe).to_owned()),
+            ("MGET", redis::cmd("MGET").arg(probe).arg(&lease).to_owned()),
+            (
+                "SET",
+                redis::cmd("SET")
+                    .arg(probe)
+                    .arg("permission check")
+                    .arg("PX")
+                    .arg(1000)
+                    .to_owned(),
+            ),
+            ("UNLINK", redis::cmd("UNLINK").arg(probe).to_owned()),
+            // Only inside the scripts, which run with the user's permissions.
+            ("DEL", redis::cmd("DEL").arg(&lease).to_owned()),
+            (
+                "SCAN",
+                redis::cmd("SCAN")
+                    .arg(0)
+                    .arg("MATCH")
+                    .arg(pattern.as_str())
+                    .arg("COUNT")
+                    .arg(1)
+                    .to_owned(),
+            ),
+        ];
+        for (name, cmd) in checks {
+            let _ = self
+                .run_on(
+                    Path::Check,
+                    Op::new(name, &[]).untraced(),
+                    move |mut c| async move { cmd.query_async::<redis::Value>(&mut c.conn).await },
+                )
+                .await;
+        }
+        // Loaded first (SCRIPT LOAD) when Redis does not have it yet; run on a
+        // lease that nobody holds, it changes nothing.
+        let leases = [lease.as_str().as_bytes().to_vec()];
+        let invocation = ScriptCall::new(
+            &self.release_leases,
+            &leases,
+            &[b"permission-check".to_vec()],
+        );
+        let _ = self
+            .run_on(
+                Path::Check,
+                Op::new("EVALSHA", &[]).summary("release leases").untraced(),
+                move |c| invocation.invoke::<i64>(c),
+            )
+            .await;
+    }
+
     /// `PING`, outside the round trips of [`RedisCache::round_trips`]: whether
     /// Redis answers right now (and the circuit lets it be asked).
     pub async fn ping(&self) -> bool {
@@ -551,31 +611,47 @@ impl RedisCache {
         }
         // Counted only when the operation is really sent: the link skips it
         // while disconnected or while the circuit is open.
-        let round_trips = (path != Path::Monitoring).then(|| self.round_trips.clone());
+        let round_trips =
+            matches!(path, Path::Guarded | Path::Essential).then(|| self.round_trips.clone());
+        let measured = path != Path::Check;
         let metrics = self.metrics.clone();
         let sends = op.sends.clone();
         let f = move |conn| {
             if let Some(round_trips) = round_trips {
                 round_trips.fetch_add(1, Ordering::Relaxed);
             }
-            metrics.redis_commands(&sends);
+            let metrics = measured.then_some(metrics);
+            if let Some(metrics) = &metrics {
+                metrics.redis_commands(&sends);
+            }
             f(Sent { conn, metrics })
         };
         let started = Instant::now();
         let outcome = async {
             match path {
-                Path::Guarded | Path::Monitoring => self.link.run(f).await,
+                Path::Guarded | Path::Monitoring | Path::Check => self.link.run(f).await,
                 Path::Essential => self.link.run_essential(f).await,
             }
         }
         .instrument(span.clone())
         .await;
+        let refusals = self.link.refusals();
+        match &outcome {
+            Ok(_) if op.name == "EVALSHA" => refusals.script_ran(op.summary),
+            Ok(_) => refusals.accepted(op.sends.iter().map(|(name, _)| *name)),
+            Err(RedisFailure::Command(err)) => {
+                let sent = op.sends.first().map_or(op.name, |(name, _)| *name);
+                refusals.note(sent, op.summary, err);
+            }
+            Err(_) => {}
+        }
         let error = outcome.as_ref().err().map(RedisFailure::kind);
         if let Some(kind) = error {
             span.record("error.type", kind);
             span.record("otel.status_code", "ERROR");
         }
         match &outcome {
+            _ if !measured => {}
             // Never sent: counted, not timed (they took no time in Redis).
             Err(failure @ (RedisFailure::Disconnected | RedisFailure::CircuitOpen)) => {
                 self.metrics.redis_skipped(failure.kind())
@@ -589,10 +665,10 @@ impl RedisCache {
 }
 
 /// What an operation runs on: the connection, and the metrics to count a
-/// command it had to add (a script Redis had forgotten).
+/// command it had to add (a script Redis had forgotten), if it is counted.
 struct Sent {
     conn: MultiplexedConnection,
-    metrics: Arc<Metrics>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// An `EVALSHA` of one of our scripts. When Redis has forgotten the script
@@ -621,8 +697,9 @@ impl ScriptCall {
             Err(err)
                 if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
             {
-                sent.metrics
-                    .redis_commands(&[("SCRIPT LOAD", 1), ("EVALSHA", 1)]);
+                if let Some(metrics) = &sent.metrics {
+                    metrics.redis_commands(&[("SCRIPT LOAD", 1), ("EVALSHA", 1)]);
+                }
                 self.script.load_async(&mut sent.conn).await?;
                 self.cmd.query_async(&mut sent.conn).await
             }
@@ -764,6 +841,9 @@ enum Path {
     Essential,
     /// Guarded, and not on behalf of a request (key counts).
     Monitoring,
+    /// Guarded, and kept out of the metrics too, like connection handshakes:
+    /// the permission check at start.
+    Check,
 }
 
 fn is_failed_marker(value: &redis::Value) -> bool {

@@ -11,6 +11,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::breaker::{Breaker, CircuitState};
+use super::refusals::{self, Refusals};
 use crate::backoff::Backoff;
 
 /// How often an idle, healthy connection is checked with `PING`. A connection
@@ -81,6 +82,7 @@ impl RedisFailure {
             RedisFailure::Disconnected => "disconnected",
             RedisFailure::CircuitOpen => "circuit_open",
             RedisFailure::Timeout => "timeout",
+            RedisFailure::Command(err) if refusals::is_permanent(err) => "refused",
             RedisFailure::Command(_) => "command",
         }
     }
@@ -105,6 +107,9 @@ struct Inner {
     /// Signalled by a request that saw the connection break, so the maintenance
     /// task replaces it at once instead of at its next health check.
     broken: Notify,
+    /// Commands Redis refuses for good (ACL, disabled commands), shared
+    /// with every operation and the subscriber.
+    refusals: Arc<Refusals>,
     /// Signalled by an invalidation that found no connection: the
     /// maintenance task cuts its reconnect backoff short.
     wanted: Notify,
@@ -133,6 +138,7 @@ impl RedisLink {
                     conn: None,
                 }),
                 broken: Notify::new(),
+                refusals: Arc::default(),
                 wanted: Notify::new(),
                 state,
             }),
@@ -145,6 +151,10 @@ impl RedisLink {
 
     pub fn server(&self) -> &Server {
         &self.inner.server
+    }
+
+    pub fn refusals(&self) -> &Arc<Refusals> {
+        &self.inner.refusals
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -316,6 +326,8 @@ impl RedisLink {
         }
         match answered {
             Ok(Ok(_)) => true,
+            // Refused (no +ping), but answered: Redis is there.
+            Ok(Err(err)) if self.inner.refusals.note("PING", "", &err) => true,
             Ok(Err(err)) => {
                 tracing::debug!(error = %err, "redis health check failed");
                 if breaks_connection(&err) {

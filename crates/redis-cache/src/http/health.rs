@@ -35,19 +35,24 @@ async fn database_ok(state: &AppState) -> bool {
     get, path = "/health", tag = "operations",
     summary = "Health of the instance and of what it depends on",
     responses(
-        (status = 200, description = "healthy, or degraded (Redis or the subscription down: answers come from the source of truth)", body = HealthBody),
+        (status = 200, description = "healthy, or degraded (Redis or the subscription down, or Redis refusing a command the cache needs: answers come from the source of truth)", body = HealthBody),
         (status = 503, description = "unhealthy: the source of truth is unreachable", body = HealthBody),
     )
 )]
 /// `GET /health`: `healthy` when everything works, `degraded` (still 200) when
-/// Redis or the subscription is down — the service answers from the source of
-/// truth — and `unhealthy` (503) only when the source of truth is unreachable.
+/// Redis or the subscription is down, or Redis refuses a command the cache
+/// needs (`redis_refused`) — the service answers from the source of truth —
+/// and `unhealthy` (503) only when the source of truth is unreachable.
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let (database, redis) = tokio::join!(database_ok(&state), state.catalog.l2().ping());
     let subscriber = *state.subscriber.borrow();
+    let refused = state.catalog.l2().link().refusals().list();
     let (code, status) = if !database {
         (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
-    } else if !redis || subscriber != SubscriberState::Subscribed {
+    } else if !redis
+        || subscriber != SubscriberState::Subscribed
+        || refused.iter().any(|r| r.essential)
+    {
         (StatusCode::OK, "degraded")
     } else {
         (StatusCode::OK, "healthy")
@@ -61,6 +66,10 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             "redis_circuit": state.catalog.l2().link().circuit().as_str(),
             "database": connected(database),
             "subscriber": subscriber.as_str(),
+            "redis_refused": refused
+                .iter()
+                .map(|r| (r.command.clone(), Value::from(r.reason.clone())))
+                .collect::<serde_json::Map<_, _>>(),
             "l1": super::stats::l1_state(state.catalog.l1()),
             "instance": state.catalog.instance(),
         })),

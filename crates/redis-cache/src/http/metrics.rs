@@ -174,6 +174,18 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             *state.subscriber.borrow() == SubscriberState::Subscribed,
         )),
     );
+    out.family(
+        "redis_cache_redis_refused_command",
+        "gauge",
+        "1 for each command Redis refuses for good (NOPERM from the ACL, or a disabled command), until it is accepted again.",
+    );
+    for refused in catalog.l2().link().refusals().list() {
+        out.sample(
+            "redis_cache_redis_refused_command",
+            &[("command", &refused.command)],
+            1.0,
+        );
+    }
     out.gauge(
         "redis_cache_pending_invalidations",
         "Invalidations waiting for Redis (deferred by an outage).",

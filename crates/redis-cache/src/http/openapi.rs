@@ -414,6 +414,10 @@ pub struct HealthBody {
     database: String,
     /// `subscribed` or `disconnected`.
     subscriber: String,
+    /// Commands Redis refuses for good (the ACL user lacks them, or they are
+    /// disabled), by name (`set`, `script|load`), with Redis' words. Any but
+    /// `info` makes the instance degraded.
+    redis_refused: std::collections::BTreeMap<String, String>,
     /// `active`, `bypassed` or `off`.
     l1: String,
     instance: String,

@@ -17,7 +17,10 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
 use crate::backoff::Backoff;
+use crate::cache::Refusals;
 use crate::catalog::Catalog;
 
 use super::CHANNEL;
@@ -45,6 +48,9 @@ impl SubscriberState {
 pub struct Subscriber {
     client: redis::Client,
     catalog: Catalog,
+    /// Where a `SUBSCRIBE` Redis refuses for good (no `&cache:invalidate`
+    /// channel or `+subscribe` for the user) is reported.
+    refusals: Arc<Refusals>,
     timeout: Duration,
     /// Read by `/health`; only this task writes it.
     state: watch::Sender<SubscriberState>,
@@ -65,11 +71,17 @@ enum SessionEnd {
 
 impl Subscriber {
     /// `timeout` bounds connecting, subscribing and each ping.
-    pub fn new(client: redis::Client, catalog: Catalog, timeout: Duration) -> Self {
+    pub fn new(
+        client: redis::Client,
+        catalog: Catalog,
+        refusals: Arc<Refusals>,
+        timeout: Duration,
+    ) -> Self {
         let (state, _) = watch::channel(SubscriberState::Disconnected);
         Self {
             client,
             catalog,
+            refusals,
             timeout,
             state,
         }
@@ -114,11 +126,15 @@ impl Subscriber {
             _ = cancel.cancelled() => return SessionEnd::Cancelled,
             r = tokio::time::timeout(self.timeout, connect) => match r {
                 Ok(Ok(pubsub)) => pubsub,
-                Ok(Err(err)) => return SessionEnd::Lost(err.to_string()),
+                Ok(Err(err)) => {
+                    self.refusals.note("SUBSCRIBE", "", &err);
+                    return SessionEnd::Lost(err.to_string());
+                }
                 Err(_) => return SessionEnd::Lost("connect timed out".into()),
             },
         };
         let (mut sink, mut messages) = pubsub.split();
+        self.refusals.accepted(["SUBSCRIBE"]);
         backoff.reset();
         self.catalog.on_subscribed();
         self.state.send_replace(SubscriberState::Subscribed);

@@ -320,7 +320,7 @@ impl Metrics {
         out.family(
             "redis_cache_redis_commands_total",
             "counter",
-            "Commands sent to Redis by cache operations, health checks and polls, named as INFO commandstats names them (connection handshakes and the subscriber's connection excluded).",
+            "Commands sent to Redis by cache operations, health checks and polls, named as INFO commandstats names them (connection handshakes, the subscriber's connection and the permission check at start excluded).",
         );
         for (command, n) in lock(&self.redis_commands).iter() {
             let name = command.to_ascii_lowercase().replace(' ', "|");

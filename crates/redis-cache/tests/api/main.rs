@@ -22,6 +22,7 @@ mod near_cache;
 mod openapi;
 mod process;
 mod redis_connection;
+mod redis_permissions;
 mod request_id;
 mod stampede;
 mod traces;
