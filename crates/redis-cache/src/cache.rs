@@ -22,7 +22,6 @@
 //! comes from the source of truth and is marked `BYPASS`, and nothing is
 //! filled. `docs/cache-design.md` has the value format and the race analysis.
 
-mod breaker;
 mod entry;
 mod glob;
 mod key;
@@ -33,7 +32,7 @@ mod pending;
 mod refusals;
 mod stats;
 
-pub use breaker::{Breaker, CircuitState};
+pub use crate::breaker::{Breaker, CircuitState};
 pub use entry::{DecodeError, Entry, Freshness, decode, now_ms};
 pub use glob::matches as glob_matches;
 pub use key::{CacheKey, KeyError, KeyPattern, KeyPrefix};

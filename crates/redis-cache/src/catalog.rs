@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::breaker::{Breaker, CircuitState};
 use crate::cache::{
     self, CacheKey, CacheStats, CacheStatus, Entry, Freshness, KeyPrefix, LookupResult, NearCache,
     PendingInvalidations, RedisCache, RedisFailure, StatsSnapshot, Ticket, Tier,
@@ -49,6 +50,11 @@ pub use load::{Loaded, SourceError, Via};
 pub use policy::Policy;
 use refresh::Refreshing;
 
+/// Consecutive failures to reach the database that open its breaker, and
+/// how long it then stays open before a request probes it.
+const SOURCE_BREAKER_FAILURES: u32 = 2;
+const SOURCE_BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
+
 /// Bound on one `total_keys` count, however large or slow Redis is.
 const KEY_COUNT_DEADLINE: Duration = Duration::from_secs(5);
 /// Ids looked at per round of warming.
@@ -58,6 +64,10 @@ const WARM_CHUNK: usize = 500;
 #[derive(Clone)]
 pub struct Catalog {
     store: Store,
+    /// Opened by repeated failures to reach the database (PostgreSQL): while
+    /// open, reads and writes fail at once instead of each waiting out
+    /// `SOURCE_TIMEOUT` on a database known to be down.
+    source_breaker: Arc<Breaker>,
     /// This instance's metrics registry (shared with HTTP and Redis).
     metrics: Arc<Metrics>,
     /// This instance's near cache; shared with the subscriber, which
@@ -222,7 +232,18 @@ impl Catalog {
             started: cache::now_ms(),
         };
         let (publisher, outbox) = crate::invalidation::publisher_channel(sender.clone());
+        // A SQLite file cannot be "down": its errors are contention or the
+        // disk, which a breaker would only turn into refusals.
+        let breaker_failures = match store {
+            Store::Postgres(_) => SOURCE_BREAKER_FAILURES,
+            Store::Sqlite(_) => 0,
+        };
         Self {
+            source_breaker: Arc::new(Breaker::new(
+                "source of truth",
+                breaker_failures,
+                SOURCE_BREAKER_COOLDOWN,
+            )),
             store,
             metrics,
             l1: Arc::new(NearCache::new(cache.l1, cache.prefix.clone())),
@@ -251,6 +272,32 @@ impl Catalog {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The database's circuit breaker (see [`Catalog::source_guarded`]).
+    pub fn source_circuit(&self) -> CircuitState {
+        self.source_breaker.state()
+    }
+
+    /// Runs `call` on the database unless its breaker is open (then `Down`
+    /// at once); `outage` tells a failure to reach it from any other outcome.
+    async fn source_guarded<T, E>(
+        &self,
+        call: impl Future<Output = Result<T, E>>,
+        outage: impl Fn(&Result<T, E>) -> bool,
+        down: E,
+    ) -> Result<T, E> {
+        let Some(attempt) = self.source_breaker.allow() else {
+            self.metrics.source_skipped();
+            return Err(down);
+        };
+        let result = call.await;
+        if outage(&result) {
+            attempt.failed();
+        } else {
+            attempt.succeeded();
+        }
+        result
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

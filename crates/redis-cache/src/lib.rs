@@ -20,6 +20,7 @@
 //! - [`invalidation`]: the pub/sub message format, the subscriber, sequence
 //!   checks and lag measurement.
 //! - [`store`]: SQLite or PostgreSQL, migrations, demo data.
+//! - [`breaker`]: the circuit breaker in front of Redis and of the store.
 //! - [`domain`]: item ids and items, parsed at the edge.
 //! - [`healthcheck`]: `redis-cache healthcheck`, for container health
 //!   checks without a shell.
@@ -42,6 +43,7 @@
 //! cache), then answers.
 
 pub mod backoff;
+pub mod breaker;
 pub mod cache;
 pub mod catalog;
 pub mod config;

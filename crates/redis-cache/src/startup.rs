@@ -47,7 +47,12 @@ impl Application {
         // TLS to PostgreSQL; a second install (tests) is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
 
-        let store = Store::connect(&config.database.url, config.database.max_connections).await?;
+        let store = Store::connect(
+            &config.database.url,
+            config.database.max_connections,
+            config.cache.source_timeout,
+        )
+        .await?;
         tracing::info!(database = %config.database.url, "source of truth ready");
         if let FirstStart::Yes { demo_items } = store
             .initialize(config.database.demo_data)
@@ -58,7 +63,11 @@ impl Application {
         }
 
         let client = config.redis.client().context("invalid Redis settings")?;
-        let breaker = Breaker::new(config.redis.breaker_failures, config.redis.breaker_cooldown);
+        let breaker = Breaker::new(
+            "redis",
+            config.redis.breaker_failures,
+            config.redis.breaker_cooldown,
+        );
         let link = RedisLink::new(client.clone(), config.redis.timeout, breaker);
         let connected = link.connect_once().await;
         match &connected {

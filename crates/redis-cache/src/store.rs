@@ -29,10 +29,6 @@ use crate::domain::{Item, ItemId, ItemPatch, NewItem, Version};
 pub use demo::FirstStart;
 pub use url::{DEFAULT_DATABASE_URL, DatabaseUrl, DatabaseUrlError};
 
-/// How long a query may wait for a pooled connection. Short, so that a dead
-/// database turns into a quick 503 rather than a hung request.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
-
 /// A pool for one of the two supported databases. Cloning is cheap.
 #[derive(Clone, Debug)]
 pub enum Store {
@@ -45,6 +41,10 @@ pub enum StoreError {
     /// The database cannot be reached (or is shutting down, or too busy).
     #[error("source of truth unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// Not tried: the database failed repeatedly moments ago (its circuit
+    /// breaker is open).
+    #[error("source of truth unavailable: down moments ago, not tried")]
+    Down,
     /// The database is reachable but cannot store anything: its disk is full,
     /// an I/O error, a read-only file or server. Nothing was written.
     #[error("source of truth cannot write")]
@@ -65,6 +65,7 @@ impl StoreError {
         match self {
             StoreError::Unavailable(_) => "unavailable",
             StoreError::Storage(_) => "storage",
+            StoreError::Down => "down",
             StoreError::Query(_) => "query",
             StoreError::Rejected(_) => "rejected",
             StoreError::CorruptRow(_) => "corrupt_row",
@@ -74,7 +75,24 @@ impl StoreError {
     /// Whether retrying later may succeed: the database is unreachable or
     /// cannot write for now (503), as opposed to a query that fails.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::Storage(_))
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::Storage(_) | StoreError::Down
+        )
+    }
+
+    /// Whether the database itself could not be reached (as opposed to a busy
+    /// SQLite file or a cancelled statement): what opens its circuit breaker.
+    pub fn is_outage(&self) -> bool {
+        let StoreError::Unavailable(err) = self else {
+            return false;
+        };
+        match err {
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|code| !is_sqlite(db.as_ref()) && code != "57014"),
+            _ => true,
+        }
     }
 
     /// Whether a write that failed with this error may still have been
@@ -83,7 +101,7 @@ impl StoreError {
     /// rolled it back (a full disk).
     pub fn may_have_applied(&self) -> bool {
         match self {
-            StoreError::Rejected(_) => false,
+            StoreError::Rejected(_) | StoreError::Down => false,
             StoreError::Storage(sqlx::Error::Database(db)) => !is_full(db.as_ref()),
             StoreError::Unavailable(
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_),
@@ -182,6 +200,7 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
@@ -286,6 +305,7 @@ pub fn now() -> OffsetDateTime {
 async fn connect_postgres(
     options: PgConnectOptions,
     max_connections: u32,
+    acquire_timeout: Duration,
 ) -> Result<PgPool, sqlx::Error> {
     let started = std::time::Instant::now();
     let mut backoff =
@@ -293,7 +313,7 @@ async fn connect_postgres(
     loop {
         let attempt = PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(acquire_timeout)
             .connect_with(options.clone())
             .await;
         match attempt {
@@ -334,8 +354,14 @@ async fn lock_beside(database: &std::path::Path) -> anyhow::Result<std::fs::File
 
 impl Store {
     /// Connects, creating the SQLite file (and its folder) if needed, and runs
-    /// the dialect's migrations.
-    pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> anyhow::Result<Self> {
+    /// the dialect's migrations. A query waits at most `acquire_timeout` for
+    /// a pooled connection (`SOURCE_TIMEOUT`): a dead database turns into a
+    /// quick 503, not a request hung in the pool's queue.
+    pub async fn connect(
+        url: &DatabaseUrl,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let store = match url {
             DatabaseUrl::Sqlite(raw) => {
                 let options = SqliteConnectOptions::from_str(raw.expose())
@@ -365,7 +391,7 @@ impl Store {
                     };
                 let pool = SqlitePoolOptions::new()
                     .max_connections(max_connections)
-                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .acquire_timeout(acquire_timeout)
                     .connect_with(options)
                     .await
                     .with_context(|| format!("cannot open the sqlite database {url}"))?;
@@ -378,7 +404,7 @@ impl Store {
             DatabaseUrl::Postgres(raw) => {
                 let options = PgConnectOptions::from_str(raw.expose())
                     .context("DATABASE_URL is not a valid postgres URL")?;
-                let pool = connect_postgres(options, max_connections)
+                let pool = connect_postgres(options, max_connections, acquire_timeout)
                     .await
                     .with_context(|| format!("cannot connect to postgres at {url}"))?;
                 // Migrations take an advisory lock, so instances starting

@@ -10,9 +10,9 @@ use redis::{AsyncConnectionConfig, Client, RedisError};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::breaker::{Breaker, CircuitState};
 use super::refusals::{self, Refusals};
 use crate::backoff::Backoff;
+use crate::breaker::{Breaker, CircuitState};
 
 /// How often an idle, healthy connection is checked with `PING`. A connection
 /// that silently died (network cut, no RST) is detected within about two of

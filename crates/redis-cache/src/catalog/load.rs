@@ -76,6 +76,8 @@ pub struct SourceError {
     /// A write replaced the value while it was being loaded: a stale cached
     /// value, older still, is no fallback.
     pub superseded: bool,
+    /// The database could not be reached, or did not answer in time.
+    pub outage: bool,
     pub cause: Arc<str>,
 }
 
@@ -84,6 +86,7 @@ impl SourceError {
         Self {
             unavailable: false,
             superseded: false,
+            outage: false,
             cause: cause.into(),
         }
     }
@@ -92,6 +95,7 @@ impl SourceError {
         Self {
             unavailable: true,
             superseded: false,
+            outage: false,
             cause: cause.into(),
         }
     }
@@ -100,6 +104,7 @@ impl SourceError {
         Self {
             unavailable: err.is_unavailable(),
             superseded: false,
+            outage: err.is_outage(),
             cause: error_chain(err).into(),
         }
     }
@@ -515,10 +520,19 @@ impl Catalog {
 
     /// One source-of-truth read for `ids`, after the configured artificial
     /// delay, bounded by the source timeout. Returns the items that exist.
+    /// Reads `ids` from the database, bounded by `SOURCE_TIMEOUT`; fails at
+    /// once while the database is known to be down.
     pub(super) async fn read_source(
         &self,
         ids: &[ItemId],
     ) -> Result<HashMap<ItemId, Item>, SourceError> {
+        let outage = |result: &Result<_, SourceError>| matches!(result, Err(err) if err.outage);
+        let down = SourceError::unavailable("source of truth down moments ago; not tried");
+        self.source_guarded(self.read_source_now(ids), outage, down)
+            .await
+    }
+
+    async fn read_source_now(&self, ids: &[ItemId]) -> Result<HashMap<ItemId, Item>, SourceError> {
         CacheStats::bump(&self.stats.upstream_fetches);
         let system = self.store.system();
         let span = tracing::info_span!(
@@ -572,7 +586,10 @@ impl Catalog {
             }
             Err(_) => {
                 tracing::warn!(ids = ids.len(), "source of truth read timed out");
-                Err(SourceError::unavailable("source of truth timed out"))
+                Err(SourceError {
+                    outage: true,
+                    ..SourceError::unavailable("source of truth timed out")
+                })
             }
         }
     }

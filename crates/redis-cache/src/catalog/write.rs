@@ -9,7 +9,7 @@ use super::{Catalog, Invalidated};
 use crate::cache::{Applied, CacheKey, CacheStats, KeyPattern, RedisFailure};
 use crate::domain::{Item, ItemId, ItemPatch, NewItem, Version};
 use crate::invalidation::PublishError;
-use crate::store::WriteError;
+use crate::store::{StoreError, WriteError};
 use tokio_util::sync::CancellationToken;
 
 impl Catalog {
@@ -58,7 +58,8 @@ impl Catalog {
         .await
     }
 
-    /// A source-of-truth write, in a client span, with its duration recorded.
+    /// A source-of-truth write, in a client span, with its duration recorded;
+    /// refused at once while the database is known to be down.
     async fn timed<T>(
         &self,
         operation: &'static str,
@@ -68,7 +69,10 @@ impl Catalog {
             WriteError::Store(err) => Some(err.kind()),
             _ => None,
         };
-        super::source_call(&self.metrics, self.store.system(), operation, kind, write).await
+        let call = super::source_call(&self.metrics, self.store.system(), operation, kind, write);
+        let outage = |result: &Result<T, WriteError>| matches!(result, Err(WriteError::Store(err)) if err.is_outage());
+        self.source_guarded(call, outage, WriteError::Store(StoreError::Down))
+            .await
     }
 
     /// Runs a write to completion even if the caller goes away. Axum drops a

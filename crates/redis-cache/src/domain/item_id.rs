@@ -23,6 +23,8 @@ pub enum ItemIdError {
     BadCharacter,
     #[error("item id \"batch\" is reserved: /items/batch is the batch lookup route")]
     Reserved,
+    #[error("item ids \".\" and \"..\" are path segments that clients remove from URLs")]
+    DotSegment,
 }
 
 /// Ids that would shadow a route under `/items/`: such an item could be
@@ -42,6 +44,11 @@ impl ItemId {
         }
         if RESERVED.contains(&raw) {
             return Err(ItemIdError::Reserved);
+        }
+        // `/items/..` reaches us as `/` from any client that normalises URLs
+        // (RFC 3986 dot segments): such an item could never be read.
+        if matches!(raw, "." | "..") {
+            return Err(ItemIdError::DotSegment);
         }
         Ok(Self(raw.to_owned()))
     }
@@ -119,6 +126,15 @@ mod tests {
     #[test]
     fn route_names_are_reserved() {
         assert_eq!(ItemId::parse("batch"), Err(ItemIdError::Reserved));
+    }
+
+    #[test]
+    fn dot_segments_are_refused_but_dots_inside_ids_are_not() {
+        assert_eq!(ItemId::parse("."), Err(ItemIdError::DotSegment));
+        assert_eq!(ItemId::parse(".."), Err(ItemIdError::DotSegment));
+        for ok in ["...", ".a", "a.", "v1.2"] {
+            assert!(ItemId::parse(ok).is_ok(), "{ok}");
+        }
         assert!(ItemId::parse("batch2").is_ok());
     }
 

@@ -65,6 +65,7 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             "redis": connected(redis),
             "redis_circuit": state.catalog.l2().link().circuit().as_str(),
             "database": connected(database),
+            "database_circuit": state.catalog.source_circuit().as_str(),
             "subscriber": subscriber.as_str(),
             "redis_refused": refused
                 .iter()

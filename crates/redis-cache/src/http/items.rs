@@ -174,8 +174,10 @@ async fn update(
     headers: HeaderMap,
     ApiJson(fields): ApiJson<ItemFields>,
 ) -> Result<Response, ApiError> {
-    let condition = if_match(&headers)?;
+    // The body first: a request that could never succeed is a 400 whatever
+    // its precondition.
     let patch = ItemPatch::parse(&id, fields).map_err(invalid_item)?;
+    let condition = if_match(&headers)?;
     let item: Item = state
         .catalog
         .update(&id, &patch, condition.version())

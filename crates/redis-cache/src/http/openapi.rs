@@ -412,6 +412,10 @@ pub struct HealthBody {
     redis_circuit: String,
     /// `connected` or `disconnected`.
     database: String,
+    /// `closed`, `open` (reads and writes fail at once after repeated
+    /// failures to reach the database) or `half_open`; always `closed` with
+    /// SQLite.
+    database_circuit: String,
     /// `subscribed` or `disconnected`.
     subscriber: String,
     /// Commands Redis refuses for good (the ACL user lacks them, or they are

@@ -21,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -103,7 +104,7 @@ pub async fn serve(
         // Small answers go out at once rather than after Nagle's delay.
         let _ = stream.set_nodelay(true);
         let overloaded = open.normal() >= normal_max && !open.evict_quietest();
-        let conn = open.add(!overloaded);
+        let conn = open.add(!overloaded, stream.as_raw_fd());
         let (router, metrics, stop, open) =
             (router.clone(), metrics.clone(), stop.clone(), open.clone());
         tasks.spawn(async move {
@@ -196,10 +197,16 @@ async fn serve_connection(
                     return;
                 }
             }
-            _ = conn.evict.notified() => if conn.is_quiet() {
-                metrics.http_connection_closed(ConnectionClosed::Evicted);
-                return;
-            },
+            // Bytes waiting in the socket are a request on its way that the
+            // connection has not read yet: it is not quiet.
+            _ = conn.evict.notified() => {
+                if conn.is_quiet() && !has_input(conn.fd) {
+                    metrics.http_connection_closed(ConnectionClosed::Evicted);
+                    return;
+                }
+                // Busy after all: it may be chosen again later.
+                conn.evicted.store(false, Ordering::Relaxed);
+            }
             _ = conn.activity.notified() => {}
             _ = sleep_until(deadline), if deadline.is_some() => {
                 // The deadline was computed before the last activity; it
@@ -211,6 +218,22 @@ async fn serve_connection(
             }
         }
     }
+}
+
+/// Whether bytes are waiting to be read on socket `fd`.
+fn has_input(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: a non-blocking peek of one byte into a local. Called only by
+    // the connection's own task, which keeps the socket open meanwhile.
+    let peeked = unsafe {
+        libc::recv(
+            fd,
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    peeked > 0
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -238,10 +261,10 @@ impl Registry {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn add(&self, normal: bool) -> Arc<Conn> {
+    fn add(&self, normal: bool, fd: RawFd) -> Arc<Conn> {
         let mut state = self.lock();
         state.next_id += 1;
-        let conn = Arc::new(Conn::new(state.next_id, normal));
+        let conn = Arc::new(Conn::new(state.next_id, normal, fd));
         state.conns.insert(conn.id, conn.clone());
         state.normal += usize::from(normal);
         conn
@@ -285,6 +308,8 @@ impl Registry {
 struct Conn {
     id: u64,
     normal: bool,
+    /// The socket, for peeking at unread bytes; open as long as its task runs.
+    fd: RawFd,
     accepted: u64,
     in_flight: AtomicUsize,
     requests: AtomicU64,
@@ -305,11 +330,12 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(id: u64, normal: bool) -> Self {
+    fn new(id: u64, normal: bool, fd: RawFd) -> Self {
         let now = clock();
         Conn {
             id,
             normal,
+            fd,
             accepted: now,
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),

@@ -101,6 +101,8 @@ pub struct Metrics {
     /// Indexed like [`ConnectionClosed::ALL`].
     http_connections_closed: [AtomicU64; 3],
     http_connections_overloaded: AtomicU64,
+    /// Source-of-truth calls not attempted: its breaker was open.
+    source_skipped: AtomicU64,
     db: Mutex<BTreeMap<DbSeries, Arc<Histogram>>>,
     /// Redis operations not attempted, by reason (`disconnected`, `circuit_open`).
     redis_skipped: Mutex<BTreeMap<&'static str, u64>>,
@@ -133,6 +135,7 @@ impl Default for Metrics {
             http_connections: AtomicI64::new(0),
             http_connections_closed: Default::default(),
             http_connections_overloaded: AtomicU64::new(0),
+            source_skipped: AtomicU64::new(0),
             db: Mutex::default(),
             redis_skipped: Mutex::default(),
             redis_commands: Mutex::default(),
@@ -185,6 +188,10 @@ impl Metrics {
     pub fn http_connection_overloaded(&self) {
         self.http_connections_overloaded
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn source_skipped(&self) {
+        self.source_skipped.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn db_operation(
@@ -304,6 +311,11 @@ impl Metrics {
             }
             out.histogram("db_client_operation_duration_seconds", &labels, histogram);
         }
+        out.counter(
+            "redis_cache_source_operations_skipped_total",
+            "Source-of-truth reads and writes not attempted: the database failed repeatedly moments ago (its circuit breaker is open).",
+            self.source_skipped.load(Ordering::Relaxed),
+        );
         out.family(
             "redis_cache_redis_operations_skipped_total",
             "counter",

@@ -9,6 +9,7 @@ mod cache_admin;
 mod connections;
 mod consistency;
 mod dashboard;
+mod database_outage;
 mod durability;
 mod expiry;
 mod failsafe;

@@ -133,6 +133,20 @@ async fn bad_input_is_a_clear_4xx_json_error(backend: Backend) {
             json!({ "description": "\u{0}" }),
             S::BAD_REQUEST,
         ),
+        // dot segments: clients strip them from URLs, so such an item could
+        // be created but never read
+        json_case(
+            M::POST,
+            "/items",
+            json!({ "id": ".", "name": "a" }),
+            S::BAD_REQUEST,
+        ),
+        json_case(
+            M::POST,
+            "/items",
+            json!({ "id": "..", "name": "a" }),
+            S::BAD_REQUEST,
+        ),
         json_case(
             M::POST,
             "/items",
@@ -276,4 +290,36 @@ async fn bad_input_is_a_clear_4xx_json_error(backend: Backend) {
     assert_eq!(body(app.get_item("1").await).await["price"], 1299.99);
     let created = app.batch(&["a", "a*b"]).await;
     assert_eq!(created.status(), S::BAD_REQUEST);
+}
+
+/// The body is judged before the precondition: a request that could never
+/// succeed is a 400 whatever its `If-Match` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_body_is_a_400_even_with_a_failing_precondition() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    for if_match in ["null", "\"999\"", "W/\"1\""] {
+        let response = app
+            .send_with(
+                Method::PUT,
+                "/items/1",
+                ("If-Match", if_match),
+                Some(json!({ "price": -1 })),
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::BAD_REQUEST,
+            "If-Match: {if_match}"
+        );
+        assert_eq!(body(response).await["details"]["field"], "price");
+    }
+    let valid = app
+        .send_with(
+            Method::PUT,
+            "/items/1",
+            ("If-Match", "null"),
+            Some(json!({ "price": 1 })),
+        )
+        .await;
+    assert_eq!(valid.status(), StatusCode::PRECONDITION_FAILED);
 }

@@ -1,7 +1,7 @@
-//! The circuit breaker in front of Redis: after repeated timeouts or
-//! connection failures, stop asking Redis for a cool-down, so no request waits
-//! on a Redis that is not answering; then let one probe through, and close
-//! again when it succeeds.
+//! A circuit breaker, in front of Redis and of the source of truth: after
+//! repeated timeouts or connection failures, stop asking for a cool-down, so
+//! no request waits on a dependency that is not answering; then let one
+//! probe through, and close again when it succeeds.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -24,6 +24,8 @@ impl CircuitState {
 }
 
 pub struct Breaker {
+    /// What it guards, for the log (`redis`, `source of truth`).
+    guards: &'static str,
     /// Consecutive failures that open the circuit; 0 keeps it always closed.
     threshold: u32,
     cooldown: Duration,
@@ -88,8 +90,9 @@ impl Drop for Attempt<'_> {
 }
 
 impl Breaker {
-    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+    pub fn new(guards: &'static str, threshold: u32, cooldown: Duration) -> Self {
         Self {
+            guards,
             threshold,
             cooldown,
             state: Mutex::new(State::Closed { failures: 0 }),
@@ -122,7 +125,7 @@ impl Breaker {
             (State::Closed { failures: 0 }, _) => {}
             (State::Closed { .. }, _) => *state = State::Closed { failures: 0 },
             (State::HalfOpen, Permit::Probe) => {
-                tracing::info!("redis answers again; circuit breaker closed");
+                tracing::info!("{} answers again; circuit breaker closed", self.guards);
                 *state = State::Closed { failures: 0 };
             }
             _ => {}
@@ -146,7 +149,8 @@ impl Breaker {
             if !matches!(*state, State::HalfOpen) {
                 tracing::warn!(
                     cooldown = %humantime::format_duration(self.cooldown),
-                    "redis keeps failing; circuit breaker open, bypassing redis"
+                    "{} keeps failing; circuit breaker open, not trying it during the cooldown",
+                    self.guards
                 );
             }
             *state = State::Open {
@@ -190,7 +194,7 @@ mod tests {
 
     #[test]
     fn opens_after_the_threshold_and_probes_after_the_cooldown() {
-        let breaker = Breaker::new(3, Duration::ZERO);
+        let breaker = Breaker::new("test", 3, Duration::ZERO);
         for _ in 0..2 {
             fail_once(&breaker);
         }
@@ -212,7 +216,7 @@ mod tests {
 
     #[test]
     fn a_success_resets_the_count() {
-        let breaker = Breaker::new(2, Duration::from_secs(60));
+        let breaker = Breaker::new("test", 2, Duration::from_secs(60));
         fail_once(&breaker);
         breaker.allow().unwrap().succeeded();
         fail_once(&breaker);
@@ -224,7 +228,7 @@ mod tests {
 
     #[test]
     fn threshold_zero_never_opens() {
-        let breaker = Breaker::new(0, Duration::ZERO);
+        let breaker = Breaker::new("test", 0, Duration::ZERO);
         for _ in 0..100 {
             fail_once(&breaker);
         }
@@ -233,7 +237,7 @@ mod tests {
 
     #[test]
     fn a_probe_dropped_without_a_verdict_hands_over() {
-        let breaker = Breaker::new(1, Duration::ZERO);
+        let breaker = Breaker::new("test", 1, Duration::ZERO);
         fail_once(&breaker);
         let probe = breaker.allow().unwrap();
         assert_eq!(probe.permit(), Permit::Probe);
@@ -243,7 +247,7 @@ mod tests {
 
     #[test]
     fn a_late_success_from_before_the_opening_does_not_close_it() {
-        let breaker = Breaker::new(1, Duration::from_secs(60));
+        let breaker = Breaker::new("test", 1, Duration::from_secs(60));
         let slow = breaker.allow().unwrap();
         fail_once(&breaker);
         assert_eq!(breaker.state(), CircuitState::Open);
