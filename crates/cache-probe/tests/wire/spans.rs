@@ -150,7 +150,19 @@ fn every_command_is_a_client_span() {
 /// line, instead of failing somewhere in the loader.
 #[test]
 fn an_unprivileged_start_fails_with_an_actionable_message() {
-    let output = Command::new(env!("CARGO_BIN_EXE_cache-probe"))
+    // A copy the unprivileged user can run wherever the checkout lives (a
+    // clone under /root or in a private temporary folder cannot be entered
+    // by it); /tmp, unlike $TMPDIR, is open to every user.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("cache-probe-unprivileged")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let binary = dir.path().join("cache-probe");
+    std::fs::copy(env!("CARGO_BIN_EXE_cache-probe"), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = Command::new(&binary)
         .args(["--metrics-addr", "127.0.0.1:0"])
         .uid(65534)
         .gid(65534)
