@@ -132,17 +132,19 @@ fn ensure_tracefs() -> anyhow::Result<()> {
         return Ok(());
     }
     let target = c"/sys/kernel/tracing";
-    // SAFETY: mount(2) with valid NUL-terminated strings and no data.
-    let mounted = unsafe {
+    // SAFETY: mount(2) with valid NUL-terminated strings and no data. Its
+    // result is not the verdict: a failed mount is fine if tracefs is there
+    // now (a second probe starting at the same moment mounted it first).
+    unsafe {
         libc::mount(
             c"tracefs".as_ptr(),
             target.as_ptr(),
             c"tracefs".as_ptr(),
             0,
             std::ptr::null(),
-        )
-    };
-    if mounted != 0 || tracefs_root().is_none() {
+        );
+    }
+    if tracefs_root().is_none() {
         bail!(
             "tracefs is not mounted and cannot be: mount it (`mount -t tracefs nodev \
              /sys/kernel/tracing`), or give the container /sys/kernel/tracing"
