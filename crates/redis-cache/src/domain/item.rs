@@ -63,8 +63,9 @@ impl std::fmt::Display for Version {
 /// deliberately absent, so a client sending them is ignored rather than obeyed.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct ItemFields {
-    /// Creation only: generated when absent.
-    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    /// Creation: generated when absent or empty. Update: ignored when absent
+    /// or empty (as Go clients send it), else it must be the path's id.
+    #[schema(pattern = "^([A-Za-z0-9._-]{1,64})?$")]
     pub id: Option<String>,
     /// Required on creation; 1 to 200 characters.
     pub name: Option<String>,
@@ -110,9 +111,9 @@ pub struct NewItem {
 
 impl NewItem {
     /// `name` is required; `price` and `stock` default to 0 and the texts to
-    /// empty, as in the original API; a missing id is generated.
+    /// empty, as in the original API; a missing (or empty) id is generated.
     pub fn parse(fields: ItemFields) -> Result<Self, ValidationError> {
-        let id = match fields.id {
+        let id = match fields.id.filter(|raw| !raw.is_empty()) {
             Some(raw) => {
                 ItemId::parse(&raw).map_err(|e| ValidationError::new("id", e.to_string()))?
             }
@@ -145,9 +146,11 @@ pub struct ItemPatch {
 }
 
 impl ItemPatch {
-    /// `path_id` is the id from the URL; an `id` in the body must agree with it.
+    /// `path_id` is the id from the URL; an `id` in the body must agree with
+    /// it, unless empty (Go marshals an unset string as `""`).
     pub fn parse(path_id: &ItemId, fields: ItemFields) -> Result<Self, ValidationError> {
         if let Some(raw) = fields.id
+            && !raw.is_empty()
             && raw != path_id.as_str()
         {
             return Err(ValidationError::new(
@@ -251,6 +254,18 @@ mod tests {
         assert_eq!((item.price, item.stock), (0.0, 0));
     }
 
+    /// As Go's encoding/json marshals an item whose id and timestamps are
+    /// unset: an empty id is absent, the zero time is ignored.
+    #[test]
+    fn new_item_takes_a_whole_item_as_go_marshals_it() {
+        let item = NewItem::parse(fields(
+            r#"{"id":"","name":"x","description":"","price":0,"category":"","stock":0,"created_at":"0001-01-01T00:00:00Z","updated_at":"0001-01-01T00:00:00Z","version":0}"#,
+        ))
+        .unwrap();
+        assert!(ItemId::parse(item.id.as_str()).is_ok());
+        assert_eq!(item.name, "x");
+    }
+
     #[test]
     fn new_item_rejects_each_bad_field_by_name() {
         let cases = [
@@ -314,6 +329,7 @@ mod tests {
             (None, None, None)
         );
         assert!(ItemPatch::parse(&id, fields(r#"{"id":"100"}"#)).is_ok());
+        assert!(ItemPatch::parse(&id, fields(r#"{"id":""}"#)).is_ok());
         assert_eq!(
             ItemPatch::parse(&id, fields(r#"{"id":"101"}"#))
                 .unwrap_err()

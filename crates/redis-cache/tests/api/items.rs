@@ -17,7 +17,46 @@ both_backends!(
     corrupt_cached_value_is_a_counted_miss_and_overwritten,
     demo_data_can_be_turned_off,
     custom_key_prefix_is_the_whole_namespace,
+    whole_items_as_go_clients_send_them_are_accepted,
 );
+
+/// Go's encoding/json sends every field of a struct: an unset id as `""`,
+/// unset times as year 1, zero numbers. An empty id is an absent one (on
+/// create: generated; on update: the path's), server-managed fields are
+/// ignored, and a different non-empty id on update is still refused.
+async fn whole_items_as_go_clients_send_them_are_accepted(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let zero_time = "0001-01-01T00:00:00Z";
+    let go_item = |name: &str, stock: i64| {
+        json!({
+            "id": "", "name": name, "description": "", "price": 5.5, "category": "Go",
+            "stock": stock, "created_at": zero_time, "updated_at": zero_time, "version": 0,
+        })
+    };
+    let created = app.create(go_item("from go", 0)).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created = body(created).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(!id.is_empty());
+    assert_ne!(created["created_at"], zero_time);
+    assert_eq!(created["version"], 1);
+
+    let updated = app.put(&id, go_item("renamed", 7)).await;
+    assert_eq!(updated.status(), StatusCode::OK);
+    let updated = body(updated).await;
+    assert_eq!(
+        (updated["name"].clone(), updated["stock"].clone()),
+        (json!("renamed"), json!(7))
+    );
+    assert_eq!(updated["created_at"], created["created_at"]);
+    assert_eq!(updated["version"], 2);
+
+    let mut other = go_item("x", 1);
+    other["id"] = json!("someone-else");
+    let refused = app.put(&id, other).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body(refused).await["details"]["field"], "id");
+}
 
 async fn demo_data_can_be_turned_off(backend: Backend) {
     let app = TestApp::builder(backend)
