@@ -6,25 +6,84 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use super::{Catalog, Invalidated};
-use crate::cache::{Applied, CacheKey, CacheStats, KeyPattern, RedisFailure};
+use crate::cache::{self, Applied, CacheKey, CacheStats, Fill, KeyPattern, LeaseTry, RedisFailure};
 use crate::domain::{Item, ItemId, ItemPatch, NewItem, Version};
 use crate::invalidation::PublishError;
 use crate::store::{StoreError, WriteError};
 use tokio_util::sync::CancellationToken;
 
 impl Catalog {
+    /// Creates an item and writes it through to Redis, so that the next read
+    /// is a hit. The write-through is a fill under the id's lease, taken
+    /// before the commit: any write or invalidation after it deletes the
+    /// lease, which voids the fill, so the created value can never land over
+    /// a newer one. When the lease cannot be had (a reader holds it, Redis is
+    /// away) or the fill is voided, the create invalidates like any write:
+    /// the id may be cached as absent, or hold a value from before a delete
+    /// whose invalidation was deferred.
     pub async fn create(&self, new: NewItem) -> Result<Item, WriteError> {
         let this = self.clone();
         self.detached(async move {
+            let token = this.lease_for_write_through(&new.id).await;
             let created = this.timed("INSERT", this.store.insert(&new)).await;
-            // A create invalidates too: the id may be cached as absent, or
-            // hold a value from before a delete whose invalidation was deferred.
-            if may_have_committed(&created) {
+            let written_through = match (&created, &token) {
+                (Ok(item), Some(token)) => this.write_through(item, token).await,
+                _ => false,
+            };
+            if written_through {
+                this.after_write(&new.id, false).await;
+            } else if may_have_committed(&created) {
                 this.invalidate_after_write(&new.id).await;
+            } else if let Some(token) = token {
+                // Nothing was written: readers waiting on the lease load.
+                let key = this.prefix.key(&new.id);
+                let _ = this.l2.release_leases(&[key], &token).await;
             }
             created
         })
         .await
+    }
+
+    /// The id's lease, when it is free and Redis usable (and leases on).
+    async fn lease_for_write_through(&self, id: &ItemId) -> Option<String> {
+        let key = self.prefix.key(id);
+        if !self.policy.leases || !self.l2.link().usable() || self.pending.blocks(&key) {
+            return None;
+        }
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let tries = self
+            .l2
+            .try_leases(std::slice::from_ref(&key), &token, self.policy.lease_ttl)
+            .await
+            .ok()?;
+        matches!(tries.first(), Some(LeaseTry::Taken { .. })).then_some(token)
+    }
+
+    /// Fills `item` under the lease `token`: whether it landed.
+    async fn write_through(&self, item: &Item, token: &str) -> bool {
+        let now = cache::now_ms();
+        let Some((entry, keep_for)) = self.policy.entry(Some(item.clone()), now, now) else {
+            return false;
+        };
+        self.hooks.before_fill(std::slice::from_ref(&item.id)).await;
+        let fill = Fill {
+            key: self.prefix.key(&item.id),
+            value: entry.encode(),
+            keep_for,
+        };
+        match self.l2.fill_leased(token, vec![fill]).await {
+            Ok(written) if written.first() == Some(&true) => {
+                CacheStats::bump(&self.stats.fills);
+                true
+            }
+            Ok(_) => false,
+            Err(failure) => {
+                // Whether it landed is unknown: the delete that follows
+                // settles it either way.
+                tracing::debug!(error = %failure, "write-through failed");
+                false
+            }
+        }
     }
 
     pub async fn update(
@@ -106,10 +165,17 @@ impl Catalog {
     /// Steps 2 and 3 of the write path (see [`crate::cache`]). The key goes
     /// together with its lease, which voids any fill still in progress.
     async fn invalidate_after_write(&self, id: &ItemId) {
+        self.after_write(id, true).await
+    }
+
+    /// After a commit: forget loads of `id`, delete its key and lease in
+    /// Redis (unless the new value was just written through), evict it from
+    /// the near cache and tell the other instances.
+    async fn after_write(&self, id: &ItemId, delete_in_redis: bool) {
         self.flights.forget(id);
         self.failsafe.succeeded(std::slice::from_ref(id));
         let key = self.prefix.key(id);
-        if let Err(failure) = self.l2.delete(std::slice::from_ref(&key)).await {
+        if delete_in_redis && let Err(failure) = self.l2.delete(std::slice::from_ref(&key)).await {
             log_deferred(&failure, key.as_str());
             self.pending.add_key(key.clone());
         }

@@ -55,6 +55,9 @@ async fn batch_costs_one_lookup_one_lease_pipeline_one_query_and_one_fill(backen
         let id = format!("b{i:03}");
         app.create_ok(&id, &format!("Item {i}")).await;
     }
+    // Creates write through: start from nothing cached.
+    let flushed = app.invalidate(json!({ "pattern": "item:*" })).await;
+    assert_eq!(flushed.status(), StatusCode::OK);
     // 70 of the 100 are cached, 30 are not.
     let cached: Vec<String> = (0..70).map(|i| format!("b{i:03}")).collect();
     let cached: Vec<&str> = cached.iter().map(String::as_str).collect();

@@ -257,7 +257,12 @@ async fn a_created_id_is_visible_at_once_despite_its_cached_absence() {
         } else {
             let received = reader.stat("invalidations_received").await;
             writer.create_ok(&id, "fresh").await;
-            assert_eq!(reader.redis_get(&format!("item:{id}")).await, None);
+            // Written through: Redis holds it already; the reader's near
+            // cache still has the absence until the invalidation arrives.
+            assert_eq!(
+                cached_version(&reader, &format!("item:{id}")).await,
+                Some(1)
+            );
             eventually("the create's invalidation reached the reader", || async {
                 reader.stat("invalidations_received").await > received
             })
@@ -268,4 +273,56 @@ async fn a_created_id_is_visible_at_once_despite_its_cached_absence() {
         }
     }
     assert_eq!(violations, 0);
+}
+
+/// A create writes the item through to Redis: the next read is a hit, on
+/// this instance and on another one, and the key exists in Redis, as the
+/// original example's own tests expect. A cached absence of the id is
+/// replaced at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_item_is_written_through_and_read_back_as_a_hit() {
+    let app = TestApp::builder(Backend::Sqlite).without_l1().spawn().await;
+    let peer = app.peer().spawn().await;
+    assert_eq!(app.get_item("new").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(peer.get_item("new").await.status(), StatusCode::NOT_FOUND);
+    let created = app.create_ok("new", "written through").await;
+    assert_eq!(cached_version(&app, "item:new").await, Some(1));
+    for instance in [&app, &peer] {
+        let read = instance.get_item("new").await;
+        assert_eq!(read.status(), StatusCode::OK);
+        assert_eq!(header(&read, "x-cache-status"), Some("HIT"));
+        assert_eq!(body(read).await, created);
+    }
+    assert_eq!(app.stat("upstream_fetches").await, 1, "only the first 404");
+}
+
+/// The write-through cannot land over a newer value: its lease is taken
+/// before the commit, so an update that commits and invalidates while the
+/// create's fill is held voids it. Every round leaves Redis without the
+/// created version, and the next read returns the update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_never_lands_over_a_later_write() {
+    let creator = TestApp::builder(Backend::Sqlite).without_l1().spawn().await;
+    let writer = creator.peer().without_l1().spawn().await;
+    let gate = FillGate::install(&creator.catalog);
+    for round in 0..100 {
+        let id = format!("raced-{round}");
+        let create = {
+            let (http, url) = (creator.http.clone(), creator.url("/items"));
+            let item = json!({ "id": id, "name": "created" });
+            tokio::spawn(async move { http.post(url).json(&item).send().await.unwrap().status() })
+        };
+        gate.held(1).await;
+        let updated = writer.put(&id, json!({ "name": "updated" })).await;
+        assert_eq!(updated.status(), StatusCode::OK);
+        gate.release();
+        assert_eq!(create.await.unwrap(), StatusCode::CREATED);
+        assert_ne!(
+            cached_version(&creator, &format!("item:{id}")).await,
+            Some(1),
+            "round {round}: the created version landed after the update"
+        );
+        // From the writer: every load of the creator stops at the gate.
+        assert_eq!(body(writer.get_item(&id).await).await["name"], "updated");
+    }
 }
