@@ -68,7 +68,6 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(openapi::Document::new(document)))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn(refuse_early))
         // Inside the logger, so a panic is logged with its request like any 500.
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal(anyhow::anyhow!("request handler panicked")).into_response()
@@ -79,26 +78,22 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Requests answered before their handler runs: on a connection accepted in
-/// overload mode anything but a probe (503), and a body declared larger than
-/// the limit (413), before anything of it is read (so a client that sent
-/// `Expect: 100-continue` gets no `100 Continue`).
-async fn refuse_early(request: Request, next: Next) -> Response {
-    if request.extensions().get::<server::Overloaded>().is_some() {
-        let route = request.extensions().get::<MatchedPath>();
-        if !route.is_some_and(|route| is_probe(route.as_str())) {
-            return ApiError::Overloaded.into_response();
-        }
+/// Why a request is answered before its handler runs, if it is: on a
+/// connection accepted in overload mode anything but a probe (503); a body
+/// declared larger than the limit (413), before anything of it is read (so
+/// a client that sent `Expect: 100-continue` gets no `100 Continue`).
+fn refused_early(request: &Request, route: Option<&str>) -> Option<ApiError> {
+    if request.extensions().get::<server::Overloaded>().is_some() && !route.is_some_and(is_probe) {
+        return Some(ApiError::Overloaded);
     }
     let declared = request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > BODY_LIMIT as u64) {
-        return ApiError::PayloadTooLarge { limit: BODY_LIMIT }.into_response();
-    }
-    next.run(request).await
+    declared
+        .is_some_and(|length| length > BODY_LIMIT as u64)
+        .then_some(ApiError::PayloadTooLarge { limit: BODY_LIMIT })
 }
 
 /// Routes for orchestrators and monitoring, served even in overload mode
@@ -117,7 +112,8 @@ async fn method_not_allowed() -> ApiError {
 
 /// Around every request: its server span (continuing the caller's trace
 /// when it sends `traceparent`), its metrics, and one log line, with the
-/// hidden cause of every 5xx: the only place errors are logged.
+/// hidden cause of every 5xx: the only place errors are logged. Requests
+/// refused before their handler ([`refused_early`]) are answered here.
 async fn log_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let _in_flight = state.catalog.metrics().http_in_flight();
@@ -150,7 +146,10 @@ async fn log_request(State(state): State<AppState>, request: Request, next: Next
     );
     let _ = span.set_parent(trace::incoming_context(request.headers()));
     let trace_id = trace::trace_id(&span);
-    let response = next.run(request).instrument(span.clone()).await;
+    let response = match refused_early(&request, matched.as_deref()) {
+        Some(refusal) => refusal.into_response(),
+        None => next.run(request).instrument(span.clone()).await,
+    };
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
     if status >= 500 {

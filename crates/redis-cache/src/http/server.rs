@@ -104,7 +104,7 @@ pub async fn serve(
         // Small answers go out at once rather than after Nagle's delay.
         let _ = stream.set_nodelay(true);
         let overloaded = open.normal() >= normal_max && !open.evict_quietest();
-        let conn = open.add(!overloaded, stream.as_raw_fd());
+        let conn = open.add(!overloaded, stream.as_raw_fd(), limits.header_timeout);
         let (router, metrics, stop, open) =
             (router.clone(), metrics.clone(), stop.clone(), open.clone());
         tasks.spawn(async move {
@@ -153,10 +153,12 @@ async fn serve_connection(
         hyper::service::service_fn(move |request: Request<Incoming>| {
             let started = conn.request_started();
             let mut request = request.map(Body::new);
-            let extensions = request.extensions_mut();
-            extensions.insert(BodyDeadline(Instant::now() + limits.body_timeout));
+            if may_have_body(&request) {
+                let deadline = BodyDeadline(Instant::now() + limits.body_timeout);
+                request.extensions_mut().insert(deadline);
+            }
             if overloaded {
-                extensions.insert(Overloaded);
+                request.extensions_mut().insert(Overloaded);
             }
             let response = router.clone().oneshot(request);
             async move {
@@ -181,8 +183,26 @@ async fn serve_connection(
     );
     tokio::pin!(served);
     let mut stopping = false;
+    // Re-armed only when a deadline comes earlier than the one it is set
+    // for. As requests come and go the deadline moves later, and a timer
+    // that fires early finds the connection busy or not due yet and is set
+    // again: a busy connection costs no timer work per request.
+    let timer = tokio::time::sleep_until(at(conn.armed.load(Ordering::Relaxed)));
+    tokio::pin!(timer);
+    let set = |timer: Pin<&mut tokio::time::Sleep>, deadline: u64| {
+        conn.armed.store(deadline, Ordering::Relaxed);
+        timer.reset(at(deadline));
+    };
+    // Made once: each poll of a fresh one would register anew with the
+    // token every connection shares.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
-        let deadline = conn.deadline(&limits);
+        if let Some((deadline, _)) = conn.due(&limits)
+            && deadline < conn.armed.load(Ordering::Relaxed)
+        {
+            set(timer.as_mut(), deadline);
+        }
         tokio::select! {
             result = served.as_mut() => {
                 if let Err(err) = result {
@@ -190,7 +210,7 @@ async fn serve_connection(
                 }
                 return;
             }
-            _ = stop.cancelled(), if !stopping => {
+            _ = &mut stopped, if !stopping => {
                 stopping = true;
                 served.as_mut().graceful_shutdown();
                 if conn.is_quiet() {
@@ -207,17 +227,30 @@ async fn serve_connection(
                 // Busy after all: it may be chosen again later.
                 conn.evicted.store(false, Ordering::Relaxed);
             }
-            _ = conn.activity.notified() => {}
-            _ = sleep_until(deadline), if deadline.is_some() => {
-                // The deadline was computed before the last activity; it
-                // may have moved since.
+            _ = conn.arriving.notified() => {}
+            () = &mut timer => {
                 if let Some(reason) = conn.expired(&limits) {
                     metrics.http_connection_closed(reason);
                     return;
                 }
+                // Busy (no deadline while a request is in flight: look
+                // again later), or the deadline moved on.
+                let next = conn
+                    .due(&limits)
+                    .map_or(clock() + millis(limits.idle_timeout), |(deadline, _)| deadline);
+                set(timer.as_mut(), next);
             }
         }
     }
+}
+
+/// Whether a body follows the request's headers (RFC 9112 §6.3).
+fn may_have_body(request: &Request) -> bool {
+    let headers = request.headers();
+    headers.contains_key(axum::http::header::TRANSFER_ENCODING)
+        || headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_some_and(|length| length != "0")
 }
 
 /// Whether bytes are waiting to be read on socket `fd`.
@@ -234,12 +267,6 @@ fn has_input(fd: RawFd) -> bool {
         )
     };
     peeked > 0
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    if let Some(deadline) = deadline {
-        tokio::time::sleep_until(deadline).await;
-    }
 }
 
 /// The open connections, for choosing one to close at the cap.
@@ -261,10 +288,10 @@ impl Registry {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn add(&self, normal: bool, fd: RawFd) -> Arc<Conn> {
+    fn add(&self, normal: bool, fd: RawFd, header_timeout: Duration) -> Arc<Conn> {
         let mut state = self.lock();
         state.next_id += 1;
-        let conn = Arc::new(Conn::new(state.next_id, normal, fd));
+        let conn = Arc::new(Conn::new(state.next_id, normal, fd, header_timeout));
         state.conns.insert(conn.id, conn.clone());
         state.normal += usize::from(normal);
         conn
@@ -310,6 +337,9 @@ struct Conn {
     normal: bool,
     /// The socket, for peeking at unread bytes; open as long as its task runs.
     fd: RawFd,
+    header_timeout: u64,
+    /// What the connection's timer is set for.
+    armed: AtomicU64,
     accepted: u64,
     in_flight: AtomicUsize,
     requests: AtomicU64,
@@ -324,18 +354,21 @@ struct Conn {
     evicted: AtomicBool,
     /// Signalled by the accept loop to make room.
     evict: Notify,
-    /// Signalled when a request begins to arrive (its header deadline may
-    /// come before the idle deadline being waited for) and when one ends.
-    activity: Notify,
+    /// Signalled when a request begins to arrive and its header deadline
+    /// comes before the one the connection's timer is set for.
+    arriving: Notify,
 }
 
 impl Conn {
-    fn new(id: u64, normal: bool, fd: RawFd) -> Self {
+    fn new(id: u64, normal: bool, fd: RawFd, header_timeout: Duration) -> Self {
         let now = clock();
+        let header_timeout = millis(header_timeout);
         Conn {
             id,
             normal,
             fd,
+            header_timeout,
+            armed: AtomicU64::new(now + header_timeout),
             accepted: now,
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
@@ -345,7 +378,7 @@ impl Conn {
             writing: AtomicBool::new(false),
             evicted: AtomicBool::new(false),
             evict: Notify::new(),
-            activity: Notify::new(),
+            arriving: Notify::new(),
         }
     }
 
@@ -370,8 +403,9 @@ impl Conn {
                 .arriving_since
                 .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
+            && now + self.header_timeout < self.armed.load(Ordering::Relaxed)
         {
-            self.activity.notify_one();
+            self.arriving.notify_one();
         }
     }
 
@@ -395,11 +429,6 @@ impl Conn {
         })
     }
 
-    fn deadline(&self, limits: &ServerLimits) -> Option<Instant> {
-        let (at, _) = self.due(limits)?;
-        Some(epoch() + Duration::from_millis(at))
-    }
-
     fn expired(&self, limits: &ServerLimits) -> Option<ConnectionClosed> {
         self.due(limits)
             .filter(|(at, _)| *at <= clock())
@@ -416,9 +445,6 @@ impl Drop for RequestGuard {
         self.0.idle_since.store(now, Ordering::Relaxed);
         self.0.last_active.store(now, Ordering::Relaxed);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        // The connection's watch waits without a deadline while a request is
-        // in flight; now it has one again.
-        self.0.activity.notify_one();
     }
 }
 
@@ -525,6 +551,11 @@ const MIN_CONNECTIONS: usize = 8;
 fn epoch() -> Instant {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
+}
+
+/// The instant `ms` milliseconds of [`clock`] stand for.
+fn at(ms: u64) -> Instant {
+    epoch() + Duration::from_millis(ms.saturating_sub(1))
 }
 
 /// Milliseconds since [`epoch`], never 0 (0 means "none" in [`Conn`]).

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::binary::{command_in, listening};
+use crate::helpers::binary::{limit, listening, service_command};
 use crate::helpers::{Backend, TestApp, TestDatabase, TestRedis, eventually};
 
 async fn connect(port: u16) -> TcpStream {
@@ -202,15 +202,13 @@ async fn a_flood_of_idle_connections_under_a_low_descriptor_limit_starves_no_one
     let redis = TestRedis::start();
     let database = TestDatabase::new(Backend::Sqlite).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut command = command_in(
+    let mut command = service_command(
         dir.path(),
-        &[
-            ("REDIS_URL", redis.url()),
-            ("DATABASE_URL", database.url.clone()),
-            ("HTTP_HEADER_TIMEOUT", "60s".into()),
-        ],
+        redis.url(),
+        &database,
+        &[("HTTP_HEADER_TIMEOUT", "60s")],
     );
-    limit_open_files(&mut command, 256);
+    limit(&mut command, libc::RLIMIT_NOFILE, 256);
     let (_child, port, _logs) = listening(command.spawn().unwrap());
     let mut flood = Vec::new();
     for _ in 0..300 {
@@ -238,23 +236,6 @@ async fn a_flood_of_idle_connections_under_a_low_descriptor_limit_starves_no_one
         evicted.parse::<f64>().unwrap() >= 100.0,
         "evicted {evicted}"
     );
-}
-
-fn limit_open_files(command: &mut std::process::Command, files: u64) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: setrlimit is async-signal-safe and changes only the child's limit.
-    unsafe {
-        command.pre_exec(move || {
-            let limit = libc::rlimit {
-                rlim_cur: files,
-                rlim_max: files,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
 
 /// Every connection busy with a slow request: a new connection still gets

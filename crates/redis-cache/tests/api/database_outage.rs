@@ -6,19 +6,14 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, body, eventually, header, postgres};
+use crate::helpers::{Backend, TestApp, body, eventually, header, postgres, sum_of};
 
-/// The sum of every sample of `name` whose labels include all of `labels`.
 async fn metric(app: &TestApp, name: &str, labels: &[&str]) -> f64 {
-    let text = app.get("/metrics").await.text().await.unwrap();
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| line.rsplit_once(' '))
-        .filter(|(series, _)| {
-            series.split('{').next() == Some(name) && labels.iter().all(|l| series.contains(l))
-        })
-        .map(|(_, value)| value.parse::<f64>().unwrap())
-        .sum()
+    sum_of(
+        &app.get("/metrics").await.text().await.unwrap(),
+        name,
+        labels,
+    )
 }
 
 async fn assert_unavailable(response: reqwest::Response, what: &str) {

@@ -12,8 +12,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::helpers::binary::{command_in, exit_code, limit_file_size, listening, signal};
-use crate::helpers::{Backend, TestApp, TestDatabase, TestRedis, body, header};
+use crate::helpers::binary::{exit_code, limit, listening, service_command, signal};
+use crate::helpers::{Backend, TestApp, TestDatabase, TestRedis, body, header, sum_of};
 
 /// What the database must hold for an id, going by the answers the client got.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,19 +63,6 @@ async fn sqlite_rows(url: &str) -> BTreeMap<String, (String, i64)> {
         .collect()
 }
 
-/// The sum of every sample of `name` whose labels include all of `labels`.
-fn sum_of(exposition: &str, name: &str, labels: &[&str]) -> f64 {
-    exposition
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| line.rsplit_once(' '))
-        .filter(|(series, _)| {
-            series.split('{').next() == Some(name) && labels.iter().all(|l| series.contains(l))
-        })
-        .map(|(_, value)| value.parse::<f64>().unwrap())
-        .sum()
-}
-
 /// Room for the schema and a few dozen writes in the write-ahead log.
 const DISK_BYTES: u64 = 512 * 1024;
 
@@ -90,15 +77,13 @@ async fn on_a_full_disk_no_acknowledged_write_is_lost_and_no_refused_one_leaves_
     let redis = Arc::new(TestRedis::start());
     let database = Arc::new(TestDatabase::new(Backend::Sqlite).await);
     let dir = tempfile::tempdir().unwrap();
-    let mut command = command_in(
+    let mut command = service_command(
         dir.path(),
-        &[
-            ("REDIS_URL", redis.url()),
-            ("DATABASE_URL", database.url.clone()),
-            ("NO_DEMO_DATA", "true".into()),
-        ],
+        redis.url(),
+        &database,
+        &[("NO_DEMO_DATA", "true")],
     );
-    limit_file_size(&mut command, DISK_BYTES);
+    limit(&mut command, libc::RLIMIT_FSIZE, DISK_BYTES);
     let (child, port, logs) = listening(command.spawn().unwrap());
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = format!("http://127.0.0.1:{port}");
@@ -233,15 +218,13 @@ async fn start_up_on_a_full_disk_fails_with_the_cause() {
     let redis = TestRedis::start();
     let database = TestDatabase::new(Backend::Sqlite).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut command = command_in(
+    let mut command = service_command(
         dir.path(),
-        &[
-            ("REDIS_URL", redis.url()),
-            ("DATABASE_URL", database.url.clone()),
-            ("LOG_FORMAT", "pretty".into()),
-        ],
+        redis.url(),
+        &database,
+        &[("LOG_FORMAT", "pretty")],
     );
-    limit_file_size(&mut command, 4096);
+    limit(&mut command, libc::RLIMIT_FSIZE, 4096);
     let out = command
         .stderr(std::process::Stdio::piped())
         .output()

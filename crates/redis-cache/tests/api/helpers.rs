@@ -473,6 +473,20 @@ where
     }
 }
 
+/// The sum of every sample of `name` in a Prometheus exposition whose
+/// labels include all of `labels` (as printed: `error_type="storage"`).
+pub fn sum_of(exposition: &str, name: &str, labels: &[&str]) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter(|(series, _)| {
+            series.split('{').next() == Some(name) && labels.iter().all(|l| series.contains(l))
+        })
+        .map(|(_, value)| value.parse::<f64>().unwrap())
+        .sum()
+}
+
 pub async fn body(response: reqwest::Response) -> Value {
     response.json().await.expect("a JSON body")
 }

@@ -36,6 +36,19 @@ fn as_cache_user(redis: &TestRedis) -> String {
     format!("redis://cache:cache-secret@127.0.0.1:{}", redis.port())
 }
 
+/// The service on a Redis of its own, connected as a user `cache` holding
+/// exactly `permissions`; not waiting for a subscription that may never be.
+async fn app_as_cache_user(permissions: &str) -> TestApp {
+    let redis = redis_with_user(permissions);
+    let url = as_cache_user(&redis);
+    TestApp::builder(Backend::Sqlite)
+        .with_redis(redis)
+        .redis_url(url)
+        .without_waiting_for_cache()
+        .spawn()
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_minimal_acl_is_all_the_cache_needs() {
     let redis = redis_with_user(&minimal_acl());
@@ -104,14 +117,7 @@ async fn a_missing_permission_is_named_and_makes_the_instance_degraded() {
     ] {
         let acl = minimal_acl();
         let permissions: Vec<&str> = acl.split_whitespace().filter(|p| *p != missing).collect();
-        let redis = redis_with_user(&permissions.join(" "));
-        let url = as_cache_user(&redis);
-        let app = TestApp::builder(Backend::Sqlite)
-            .with_redis(redis)
-            .redis_url(url)
-            .without_waiting_for_cache()
-            .spawn()
-            .await;
+        let app = app_as_cache_user(&permissions.join(" ")).await;
         eventually(
             &format!("without {missing}, /health names {named}"),
             || async { app.health().await.1["redis_refused"].get(named).is_some() },
@@ -132,15 +138,7 @@ async fn a_missing_permission_is_named_and_makes_the_instance_degraded() {
 /// healthy again without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permission_granted_later_clears_the_refusal() {
-    let permissions = minimal_acl().replace(" +set", "");
-    let redis = redis_with_user(&permissions);
-    let url = as_cache_user(&redis);
-    let app = TestApp::builder(Backend::Sqlite)
-        .with_redis(redis)
-        .redis_url(url)
-        .without_waiting_for_cache()
-        .spawn()
-        .await;
+    let app = app_as_cache_user(&minimal_acl().replace(" +set", "")).await;
     eventually("set refused", || async {
         app.health().await.1["redis_refused"].get("set").is_some()
     })
@@ -167,13 +165,8 @@ async fn a_missing_permission_is_logged_once_at_start() {
     let redis = redis_with_user(&minimal_acl().replace(" +set", ""));
     let database = crate::helpers::TestDatabase::new(Backend::Sqlite).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut command = crate::helpers::binary::command_in(
-        dir.path(),
-        &[
-            ("REDIS_URL", as_cache_user(&redis)),
-            ("DATABASE_URL", database.url.clone()),
-        ],
-    );
+    let mut command =
+        crate::helpers::binary::service_command(dir.path(), as_cache_user(&redis), &database, &[]);
     let (child, port, logs) = crate::helpers::binary::listening(command.spawn().unwrap());
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     for id in ["1", "2", "3", "1", "2", "3"] {

@@ -68,21 +68,37 @@ pub fn command_in(dir: &std::path::Path, env: &[(&str, String)]) -> Command {
     command
 }
 
-/// Limits each file the process writes to `bytes` (`RLIMIT_FSIZE`), as if
-/// the disk filled up at that size: a write past it fails with `EFBIG`
-/// (`SIGXFSZ` is ignored, as a full disk raises no signal either).
-pub fn limit_file_size(command: &mut Command, bytes: u64) {
+/// The binary in `dir` on Redis `redis_url` and `database`, with `env`.
+pub fn service_command(
+    dir: &std::path::Path,
+    redis_url: String,
+    database: &super::TestDatabase,
+    env: &[(&str, &str)],
+) -> Command {
+    let mut vars = vec![
+        ("REDIS_URL", redis_url),
+        ("DATABASE_URL", database.url.clone()),
+    ];
+    vars.extend(env.iter().map(|(k, v)| (*k, v.to_string())));
+    command_in(dir, &vars)
+}
+
+/// Sets the child's `resource` limit (soft and hard) to `value`. With
+/// `RLIMIT_FSIZE`, a write past the size fails with `EFBIG`, as on a full
+/// disk (`SIGXFSZ` is ignored: a full disk raises no signal either).
+pub fn limit(command: &mut Command, resource: libc::__rlimit_resource_t, value: u64) {
     use std::os::unix::process::CommandExt;
     // SAFETY: setrlimit and signal are async-signal-safe and change only the
     // child's own limit and signal disposition (both survive exec).
     unsafe {
         command.pre_exec(move || {
             let limit = libc::rlimit {
-                rlim_cur: bytes,
-                rlim_max: bytes,
+                rlim_cur: value,
+                rlim_max: value,
             };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) == -1
-                || libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR
+            if libc::setrlimit(resource, &limit) == -1
+                || (resource == libc::RLIMIT_FSIZE
+                    && libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR)
             {
                 return Err(std::io::Error::last_os_error());
             }
