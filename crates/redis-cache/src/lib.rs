@@ -10,12 +10,13 @@
 //! - [`config`]: flags and environment variables, validated into one tree.
 //! - [`startup`]: [`Application`] wires everything and runs until shutdown.
 //! - [`http`]: routes and their OpenAPI document, JSON errors, conditional
-//!   requests, request ids, request logging.
+//!   requests, request ids, request logging; serving connections with their
+//!   timeouts and cap.
 //! - [`catalog`]: the read path (Redis, then a coalesced, leased load from
 //!   SQL, then a fill) and the write path (commit, delete in Redis, publish);
 //!   the only place they meet.
 //! - [`cache`]: the near cache (L1) in this process, and Redis (L2): the
-//!   shared connection and its circuit breaker, key namespace, entry format,
+//!   shared connection, commands it refuses, key namespace, entry format,
 //!   statistics, and invalidations deferred during outages.
 //! - [`invalidation`]: the pub/sub message format, the subscriber, sequence
 //!   checks and lag measurement.
