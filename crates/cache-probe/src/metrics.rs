@@ -67,19 +67,30 @@ pub struct Metrics {
     pub probe: SelfCounters,
 }
 
-/// `value` as a label value, shared; `other` once `limit` distinct values
-/// have been seen.
-fn bounded(seen: &mut HashMap<String, Arc<str>>, limit: usize, value: &str) -> Arc<str> {
+/// `value` as a label value, `shown` as `shown(value)`, shared; `other` once
+/// `limit` distinct values have been seen.
+fn bounded(
+    seen: &mut HashMap<String, Arc<str>>,
+    limit: usize,
+    value: &str,
+    shown: fn(&str) -> String,
+) -> Arc<str> {
     if let Some(kept) = seen.get(value) {
         return kept.clone();
     }
     let kept: Arc<str> = if seen.len() < limit {
-        value.into()
+        shown(value).into()
     } else {
         "other".into()
     };
     seen.insert(value.to_owned(), kept.clone());
     kept
+}
+
+/// A command as Redis users and its documentation spell it: `GET`,
+/// `CLIENT|SETINFO` (as `INFO commandstats` names it, in capitals).
+pub fn command_label(command: &str) -> String {
+    command.to_ascii_uppercase()
 }
 
 impl Metrics {
@@ -89,7 +100,7 @@ impl Metrics {
 
     pub fn command(&self, peer: &Arc<Peer>, command: &str, status: &'static str, took: Duration) {
         let mut s = self.lock();
-        let command = bounded(&mut s.commands_seen, MAX_COMMANDS, command);
+        let command = bounded(&mut s.commands_seen, MAX_COMMANDS, command, command_label);
         *s.commands
             .entry((peer.clone(), (command.clone(), status)))
             .or_default() += 1;
@@ -104,7 +115,7 @@ impl Metrics {
 
     pub fn lookups(&self, peer: &Arc<Peer>, command: &str, hits: u64, misses: u64) {
         let mut s = self.lock();
-        let command = bounded(&mut s.commands_seen, MAX_COMMANDS, command);
+        let command = bounded(&mut s.commands_seen, MAX_COMMANDS, command, command_label);
         for (result, n) in [("hit", hits), ("miss", misses)] {
             if n > 0 {
                 *s.lookups
@@ -120,6 +131,7 @@ impl Metrics {
             &mut s.channels_seen,
             MAX_CHANNELS,
             &String::from_utf8_lossy(channel),
+            str::to_owned,
         );
         *s.pubsub
             .entry((peer.clone(), (channel, direction)))
@@ -321,14 +333,16 @@ mod tests {
         });
         metrics.command(&peer, "get", "hit", Duration::from_micros(40));
         metrics.command(&peer, "get", "hit", Duration::from_micros(40));
+        metrics.command(&peer, "client|setinfo", "ok", Duration::from_micros(40));
         metrics.lookups(&peer, "mget", 2, 1);
         for n in 0..200 {
             metrics.pubsub(&peer, format!("ch{n}").as_bytes(), "publish");
         }
         let text = metrics.render();
-        assert!(text.contains(r#"obi_redis_commands_total{service_name="api",server_address="127.0.0.1",server_port="6379",command="get",status="hit"} 2"#));
-        assert!(text.contains(r#"obi_redis_command_duration_seconds_bucket{service_name="api",server_address="127.0.0.1",server_port="6379",command="get",le="0.00005"} 2"#));
-        assert!(text.contains(r#"command="mget",result="miss"} 1"#));
+        assert!(text.contains(r#"obi_redis_commands_total{service_name="api",server_address="127.0.0.1",server_port="6379",command="GET",status="hit"} 2"#));
+        assert!(text.contains(r#"obi_redis_command_duration_seconds_bucket{service_name="api",server_address="127.0.0.1",server_port="6379",command="GET",le="0.00005"} 2"#));
+        assert!(text.contains(r#"command="MGET",result="miss"} 1"#));
+        assert!(text.contains(r#"command="CLIENT|SETINFO",status="ok"} 1"#));
         assert!(
             text.contains(r#"channel="other",direction="publish"} 100"#),
             "channels capped"

@@ -54,7 +54,7 @@ impl Spans {
     }
 
     pub fn command(&self, peer: &Peer, server: SocketAddr, done: &Completed) {
-        let name = done.command.name.to_uppercase();
+        let name = crate::metrics::command_label(&done.command.name);
         let mut attributes = vec![
             KeyValue::new("db.system.name", "redis"),
             KeyValue::new("db.operation.name", name.clone()),

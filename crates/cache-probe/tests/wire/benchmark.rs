@@ -55,7 +55,7 @@ fn benchmark_counts_equal_redis_commandstats() {
     // At least what was asked for (pipelines round the count up).
     let commands = probe.commands(redis.port);
     assert!(
-        commands["get"] >= 6000 && commands["mget"] >= 4000,
+        commands["GET"] >= 6000 && commands["MGET"] >= 4000,
         "{commands:?}"
     );
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 /// What the tests send to read Redis' counters (each reading opens a
 /// connection: the client library's handshake, then `INFO`), left out of
 /// both sides of every comparison.
-pub const OWN_COMMANDS: [&str; 2] = ["info", "client|setinfo"];
+pub const OWN_COMMANDS: [&str; 2] = ["INFO", "CLIENT|SETINFO"];
 
 /// Waits for `done` (checked every 20 ms) for up to `limit`; panics with
 /// `what` and the last state `done` reported otherwise.
@@ -52,7 +52,8 @@ impl RedisExt for Redis {
     }
 
     /// `INFO commandstats`: calls (and calls refused) per command, as Redis
-    /// counts them, without the tests' own polling ([`OWN_COMMANDS`]).
+    /// counts them, without the tests' own polling ([`OWN_COMMANDS`]);
+    /// named in capitals, as the probe labels them.
     fn commandstats(&self) -> BTreeMap<String, u64> {
         let info: String = redis::cmd("INFO")
             .arg("commandstats")
@@ -67,7 +68,10 @@ impl RedisExt for Redis {
                         .find_map(|f| f.strip_prefix(key)?.parse().ok())
                         .unwrap_or(0)
                 };
-                Some((name.to_owned(), field("calls=") + field("rejected_calls=")))
+                Some((
+                    name.to_ascii_uppercase(),
+                    field("calls=") + field("rejected_calls="),
+                ))
             })
             .filter(|(name, _)| !OWN_COMMANDS.contains(&name.as_str()))
             .collect()

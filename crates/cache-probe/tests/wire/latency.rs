@@ -37,7 +37,7 @@ fn the_median_get_latency_agrees_with_the_clients_own() {
         .collect();
     let client_p50 = fields[3] / 1000.0;
 
-    let labels = [("command", "get"), ("service_name", "redis-benchmark")];
+    let labels = [("command", "GET"), ("service_name", "redis-benchmark")];
     eventually("every GET timed", Duration::from_secs(10), || {
         match probe.sum("obi_redis_command_duration_seconds_count", &labels) as u64 {
             20000 => Ok(()),

@@ -48,7 +48,7 @@ fn a_connection_in_another_network_namespace_opened_before_the_probe_is_counted(
             let gets = probe.sum(
                 "obi_redis_commands_total",
                 &[
-                    ("command", "get"),
+                    ("command", "GET"),
                     ("server_port", &port),
                     ("service_name", "redis-cli"),
                 ],

@@ -80,7 +80,7 @@ fn connections_opened_before_the_probe_are_counted() {
                     probe.sum(
                         "obi_redis_commands_total",
                         &[
-                            ("command", "get"),
+                            ("command", "GET"),
                             ("status", status),
                             ("service_name", &own_name()),
                         ],

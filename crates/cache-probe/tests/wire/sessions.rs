@@ -59,7 +59,7 @@ fn cli_sessions_and_transactions_count_as_redis_counts() {
     // Redis knows no NOSUCHCOMMAND; the probe saw it sent and refused.
     assert_commands_match(&probe, &redis, || {
         let mut expected = redis.commandstats();
-        expected.insert("nosuchcommand".into(), 1);
+        expected.insert("NOSUCHCOMMAND".into(), 1);
         expected
     });
     let status = |command: &str, status: &str| {
@@ -72,21 +72,21 @@ fn cli_sessions_and_transactions_count_as_redis_counts() {
             ],
         ) as u64
     };
-    assert_eq!(status("hget", "hit"), 1);
-    assert_eq!(status("hget", "miss"), 1);
-    assert_eq!(status("hgetall", "hit"), 2, "RESP2 array and RESP3 map");
-    assert_eq!(status("hgetall", "miss"), 1);
-    assert_eq!(status("get", "hit"), 1, "k1 (queued, answered by EXEC)");
+    assert_eq!(status("HGET", "hit"), 1);
+    assert_eq!(status("HGET", "miss"), 1);
+    assert_eq!(status("HGETALL", "hit"), 2, "RESP2 array and RESP3 map");
+    assert_eq!(status("HGETALL", "miss"), 1);
+    assert_eq!(status("GET", "hit"), 1, "k1 (queued, answered by EXEC)");
     assert_eq!(
-        status("get", "miss"),
+        status("GET", "miss"),
         2,
         "nosuch, and k1 after DEL over RESP3"
     );
-    assert_eq!(status("get", "error"), 2, "no argument; WRONGTYPE");
-    assert_eq!(status("incr", "error"), 1, "failed inside EXEC");
-    assert_eq!(status("ttl", "miss"), 1);
-    assert_eq!(status("smembers", "hit"), 1);
-    assert_eq!(status("exec", "error"), 1, "EXECABORT");
+    assert_eq!(status("GET", "error"), 2, "no argument; WRONGTYPE");
+    assert_eq!(status("INCR", "error"), 1, "failed inside EXEC");
+    assert_eq!(status("TTL", "miss"), 1);
+    assert_eq!(status("SMEMBERS", "hit"), 1);
+    assert_eq!(status("EXEC", "error"), 1, "EXECABORT");
     // Credentials never reach a label.
     assert!(!probe.exposition().contains("secret"));
 }
