@@ -106,7 +106,7 @@ pub struct Metrics {
     db: Mutex<BTreeMap<DbSeries, Arc<Histogram>>>,
     /// Redis operations not attempted, by reason (`disconnected`, `circuit_open`).
     redis_skipped: Mutex<BTreeMap<&'static str, u64>>,
-    /// Commands sent to Redis, by name as `INFO commandstats` spells it.
+    /// Commands sent to Redis, by name as sent (`GET`, `SCRIPT LOAD`).
     redis_commands: Mutex<BTreeMap<&'static str, u64>>,
     /// From the last poll of Redis (`None` when it failed or was skipped).
     redis_info: Mutex<Option<RedisInfo>>,
@@ -332,10 +332,10 @@ impl Metrics {
         out.family(
             "redis_cache_redis_commands_total",
             "counter",
-            "Commands sent to Redis by cache operations, health checks and polls, named as INFO commandstats names them (connection handshakes, the subscriber's connection and the permission check at start excluded).",
+            "Commands sent to Redis by cache operations, health checks and polls, named as INFO commandstats names them, in capitals (connection handshakes, the subscriber's connection and the permission check at start excluded).",
         );
         for (command, n) in lock(&self.redis_commands).iter() {
-            let name = command.to_ascii_lowercase().replace(' ', "|");
+            let name = command.to_ascii_uppercase().replace(' ', "|");
             out.sample(
                 "redis_cache_redis_commands_total",
                 &[("command", &name)],

@@ -140,7 +140,10 @@ async fn metrics_agree_with_stats_and_with_redis() {
     let sent = |command: &str| {
         value(
             &samples,
-            &format!(r#"redis_cache_redis_commands_total{{command="{command}"}}"#),
+            &format!(
+                r#"redis_cache_redis_commands_total{{command="{}"}}"#,
+                command.to_ascii_uppercase()
+            ),
         ) as u64
     };
     for command in ["mget", "evalsha", "unlink"] {
