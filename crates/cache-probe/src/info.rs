@@ -1,25 +1,36 @@
 //! `--poll-info`: the key count and memory of the Redis servers the probe
 //! has seen, from `INFO` (unauthenticated; a server that wants a password
-//! is skipped, once logged).
+//! is skipped, once logged). One connection per server, kept between polls,
+//! that sends nothing but `INFO` (no `CLIENT SETINFO`, which Redis 7.0
+//! refuses); the probe leaves its own connections out of what it counts.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, IntoConnectionInfo};
 
 use crate::metrics::Metrics;
 
 pub async fn poll(metrics: Arc<Metrics>, every: Duration) {
     let mut refused = HashSet::new();
+    let mut connections: HashMap<SocketAddr, Polling> = HashMap::new();
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         for server in metrics.servers() {
-            match info(server).await {
+            match info(server, &mut connections, &metrics).await {
                 Ok(found) => {
                     refused.remove(&server);
                     metrics.info(server, Some(found));
                 }
                 Err(err) => {
+                    // A new connection at the next poll.
+                    if let Some(gone) = connections.remove(&server) {
+                        metrics.own_client(gone.local, false);
+                    }
                     if refused.insert(server) {
                         tracing::warn!(%server, error = %err, "cannot poll INFO");
                     }
@@ -30,21 +41,62 @@ pub async fn poll(metrics: Arc<Metrics>, every: Duration) {
     }
 }
 
-async fn info(server: std::net::SocketAddr) -> anyhow::Result<(u64, u64)> {
-    let client = redis::Client::open(format!("redis://{server}"))?;
-    let mut conn = tokio::time::timeout(
-        Duration::from_secs(2),
-        client.get_multiplexed_async_connection(),
+/// The connection polling one server, and its client end.
+struct Polling {
+    conn: MultiplexedConnection,
+    local: SocketAddr,
+}
+
+/// Connects to `server` with a socket of our own, whose client end is made
+/// known before any byte is sent, so the probe never counts it.
+async fn connect(server: SocketAddr, metrics: &Metrics) -> anyhow::Result<Polling> {
+    let info = format!("redis://{server}").into_connection_info()?;
+    let settings = info.redis_settings().clone().set_skip_set_lib_name();
+    let stream = tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(server)).await??;
+    let local = stream.local_addr()?;
+    metrics.own_client(local, true);
+    let connected = tokio::time::timeout(
+        TIMEOUT,
+        MultiplexedConnection::new_with_config(&settings, stream, AsyncConnectionConfig::new()),
     )
-    .await??;
+    .await;
+    match connected {
+        Ok(Ok((conn, driver))) => {
+            tokio::spawn(driver);
+            Ok(Polling { conn, local })
+        }
+        failed => {
+            metrics.own_client(local, false);
+            Err(match failed {
+                Ok(Err(err)) => err.into(),
+                _ => anyhow::anyhow!("connecting timed out"),
+            })
+        }
+    }
+}
+
+/// Bound on connecting and on one poll.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn info(
+    server: SocketAddr,
+    connections: &mut HashMap<SocketAddr, Polling>,
+    metrics: &Metrics,
+) -> anyhow::Result<(u64, u64)> {
+    let polling = match connections.get_mut(&server) {
+        Some(polling) => polling,
+        None => connections
+            .entry(server)
+            .or_insert(connect(server, metrics).await?),
+    };
     let (keyspace, memory): (String, String) = tokio::time::timeout(
-        Duration::from_secs(2),
+        TIMEOUT,
         redis::pipe()
             .cmd("INFO")
             .arg("keyspace")
             .cmd("INFO")
             .arg("memory")
-            .query_async(&mut conn),
+            .query_async(&mut polling.conn),
     )
     .await??;
     Ok((keys(&keyspace), field(&memory, "used_memory")))

@@ -65,6 +65,9 @@ pub struct SelfCounters {
 pub struct Metrics {
     series: Mutex<Series>,
     pub probe: SelfCounters,
+    /// The client ends of the probe's own connections (`--poll-info`):
+    /// not traffic, never counted.
+    own_clients: Mutex<std::collections::HashSet<SocketAddr>>,
 }
 
 /// `value` as a label value, `shown` as `shown(value)`, shared; `other` once
@@ -96,6 +99,22 @@ pub fn command_label(command: &str) -> String {
 impl Metrics {
     fn lock(&self) -> std::sync::MutexGuard<'_, Series> {
         self.series.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `client` is (`open`) or is no longer the client end of one of the
+    /// probe's own connections.
+    pub fn own_client(&self, client: SocketAddr, open: bool) {
+        let mut own = self.own_clients.lock().unwrap_or_else(|e| e.into_inner());
+        if open {
+            own.insert(client);
+        } else {
+            own.remove(&client);
+        }
+    }
+
+    pub fn is_own_client(&self, client: SocketAddr) -> bool {
+        let own = self.own_clients.lock().unwrap_or_else(|e| e.into_inner());
+        own.contains(&client)
     }
 
     pub fn command(&self, peer: &Arc<Peer>, command: &str, status: &'static str, took: Duration) {

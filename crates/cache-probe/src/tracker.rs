@@ -171,8 +171,10 @@ impl Tracker {
         } else {
             return None;
         };
+        let local = side == Side::Server && is_local(client.ip(), server.ip());
         let counts = match side {
-            Side::Server => true,
+            // The probe's own connections (`--poll-info`) are not traffic.
+            Side::Server => !(local && self.metrics.is_own_client(client)),
             Side::Client => {
                 !(self.followed_listeners.contains(&server.port())
                     && is_local(server.ip(), client.ip()))
@@ -181,16 +183,14 @@ impl Tracker {
         let service = match (&self.service_name, side) {
             (Some(name), _) => name.clone(),
             (None, Side::Client) => event.comm.clone(),
-            (None, Side::Server) if is_local(client.ip(), server.ip()) => {
-                match self.client_names.get(&(client, server)) {
-                    Some(name) => name.clone(),
-                    None => self
-                        .owners
-                        .client_process(client, server)
-                        .and_then(discover::comm)
-                        .unwrap_or_else(|| "unknown".to_owned()),
-                }
-            }
+            (None, Side::Server) if local => match self.client_names.get(&(client, server)) {
+                Some(name) => name.clone(),
+                None => self
+                    .owners
+                    .client_process(client, server)
+                    .and_then(discover::comm)
+                    .unwrap_or_else(|| "unknown".to_owned()),
+            },
             (None, Side::Server) => client.ip().to_string(),
         };
         Some(Socket {

@@ -8,6 +8,7 @@ mod dashboard;
 mod helpers;
 mod latency;
 mod namespaces;
+mod polling;
 mod selection;
 mod service;
 mod sessions;
