@@ -163,6 +163,10 @@ static __always_inline void read_ends(struct sock *sk, struct endpoints *ends)
 {
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	ends->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	/* Closing, the socket has given its port back (skc_num is 0 by the
+	 * time inet_sock_set_state reports TCP_CLOSE); inet_sport keeps it. */
+	if (!ends->local_port)
+		ends->local_port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	ends->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	if (family == AF_INET) {
 		__u32 local = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);

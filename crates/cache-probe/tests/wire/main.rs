@@ -4,6 +4,7 @@
 //! them as root).
 
 mod benchmark;
+mod connections;
 mod dashboard;
 mod helpers;
 mod latency;
