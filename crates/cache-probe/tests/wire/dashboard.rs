@@ -102,15 +102,117 @@ fn the_wire_row_of_the_dashboard_queries_real_series() {
         ),
     ]);
 
+    let (_prometheus, port) = prometheus(probe.metrics_port);
+
+    for (title, expr) in queries {
+        let concrete = expr
+            .replace("$probe_job", "cache-probe")
+            .replace("$client", ".*")
+            .replace("$__rate_interval", "10s");
+        shows_data(port, &title, &concrete);
+    }
+}
+
+/// The eight panels of the original example's dashboard, with their
+/// expressions as the original README writes them (its "Prometheus
+/// Metrics" section) and only the job label set: imported unchanged, they
+/// must all show data from the probe watching our service under traffic.
+const ORIGINAL_PANELS: [(&str, &str); 10] = [
+    (
+        "Redis Operations/sec",
+        r#"sum(rate(obi_redis_commands_total{job="cache-probe"}[5m]))"#,
+    ),
+    (
+        "Cache Hit Rate",
+        r#"sum(rate(obi_redis_commands_total{job="cache-probe",command="GET",status="hit"}[5m])) / sum(rate(obi_redis_commands_total{job="cache-probe",command="GET"}[5m]))"#,
+    ),
+    (
+        "Total Cached Keys",
+        r#"obi_redis_keys_total{job="cache-probe"}"#,
+    ),
+    (
+        "Redis Command Latency (p95)",
+        r#"histogram_quantile(0.95, sum(rate(obi_redis_command_duration_seconds_bucket{job="cache-probe"}[5m])) by (le))"#,
+    ),
+    (
+        "Redis Command Latency (p99)",
+        r#"histogram_quantile(0.99, sum(rate(obi_redis_command_duration_seconds_bucket{job="cache-probe"}[5m])) by (le))"#,
+    ),
+    (
+        "Operations by Command",
+        r#"sum by (command) (rate(obi_redis_commands_total{job="cache-probe",command=~"GET|SET|DEL"}[5m]))"#,
+    ),
+    (
+        "Cache Hits vs Misses (hits)",
+        r#"sum(rate(obi_redis_commands_total{job="cache-probe",command=~"GET|SET",status="hit"}[5m]))"#,
+    ),
+    (
+        "Cache Hits vs Misses (misses)",
+        r#"sum(rate(obi_redis_commands_total{job="cache-probe",command=~"GET|SET",status="miss"}[5m]))"#,
+    ),
+    (
+        "Pub/Sub Messages",
+        r#"sum(rate(obi_redis_pubsub_messages_total{job="cache-probe",channel="cache:invalidate"}[5m]))"#,
+    ),
+    (
+        "Redis Memory Usage",
+        r#"obi_redis_memory_usage_bytes{job="cache-probe"}"#,
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_original_examples_dashboard_shows_data_in_every_panel() {
+    let redis = Redis::start();
+    let probe = Probe::start(&[
+        "--redis-port",
+        &redis.port.to_string(),
+        "--poll-info",
+        "--poll-interval",
+        "1s",
+    ]);
+    // Without the near cache, so that every read is a GET on the wire.
+    let service = crate::service::start(&redis, &["--l1-capacity=0"]).await;
+    // The original walkthrough's traffic, over and over: hits, misses (an
+    // unknown id, and reads after updates), and invalidations published.
+    let traffic = tokio::spawn({
+        let (http, base) = (service.http.clone(), service.base.clone());
+        async move {
+            for round in 0u64.. {
+                for id in ["1", "2", "3", "nosuch"] {
+                    let _ = http.get(format!("{base}/items/{id}")).send().await;
+                }
+                let stock = serde_json::json!({ "stock": round % 50 });
+                let _ = http
+                    .put(format!("{base}/items/2"))
+                    .json(&stock)
+                    .send()
+                    .await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    let (_prometheus, port) = prometheus(probe.metrics_port);
+    tokio::task::spawn_blocking(move || {
+        for (title, expr) in ORIGINAL_PANELS {
+            shows_data(port, title, expr);
+        }
+    })
+    .await
+    .unwrap();
+    traffic.abort();
+    service.stop().await;
+}
+/// A Prometheus scraping the probe on `probe_port` every second, and the
+/// port of its API.
+fn prometheus(probe_port: u16) -> ((Running, tempfile::TempDir), u16) {
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
         "global: {{scrape_interval: 1s}}\n\
-         scrape_configs:\n  - job_name: cache-probe\n    static_configs: [{{targets: [\"127.0.0.1:{}\"]}}]\n",
-        probe.metrics_port
+         scrape_configs:\n  - job_name: cache-probe\n    static_configs: [{{targets: [\"127.0.0.1:{probe_port}\"]}}]\n"
     );
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
     let port = free_port();
-    let _prometheus = Running(vec![
+    let running = Running(vec![
         Command::new("prometheus")
             .arg(format!(
                 "--config.file={}",
@@ -126,25 +228,19 @@ fn the_wire_row_of_the_dashboard_queries_real_series() {
             .spawn()
             .expect("prometheus (Debian package prometheus; scripts/test installs it)"),
     ]);
+    ((running, dir), port)
+}
 
-    for (title, expr) in queries {
-        let concrete = expr
-            .replace("$probe_job", "cache-probe")
-            .replace("$client", ".*")
-            .replace("$__rate_interval", "10s");
-        eventually(
-            &format!("{title}: {concrete}"),
-            Duration::from_secs(60),
-            || {
-                let values = query(port, &concrete)?;
-                if values.iter().any(|v| v.is_finite()) {
-                    Ok(())
-                } else {
-                    Err(format!("no finite value: {values:?}"))
-                }
-            },
-        );
-    }
+/// Waits until `expr` returns a finite value.
+fn shows_data(port: u16, title: &str, expr: &str) {
+    eventually(&format!("{title}: {expr}"), Duration::from_secs(60), || {
+        let values = query(port, expr)?;
+        if values.iter().any(|v| v.is_finite()) {
+            Ok(())
+        } else {
+            Err(format!("no finite value: {values:?}"))
+        }
+    });
 }
 
 /// The values of an instant query's series.

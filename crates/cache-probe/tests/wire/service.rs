@@ -12,27 +12,66 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Probe, Redis, eventually, own_name};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn gets_seen_on_the_wire_equal_the_services_own_hits_and_misses() {
-    let redis = Redis::start();
+/// The service in this process, on `redis` and a SQLite file of its own,
+/// with `args` on top of the defaults.
+pub struct Service {
+    pub http: reqwest::Client,
+    pub base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn start(redis: &Redis, args: &[&str]) -> Service {
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite:{}", dir.path().join("items.db").display());
-    let cli = Cli::try_parse_from([
-        "redis-cache",
-        "--server-port=0",
-        "--bind-addr=127.0.0.1",
-        &format!("--redis-url={}", redis.url()),
-        &format!("--database-url={database}"),
-        "--l1-capacity=0",
-        "--cache-leases=false",
-        "--early-refresh=0",
-        "--redis-info-interval=0s",
-    ])
-    .unwrap();
-    let probe = Probe::start(&["--redis-port", &redis.port.to_string()]);
+    let mut argv = vec![
+        "redis-cache".to_owned(),
+        "--server-port=0".into(),
+        "--bind-addr=127.0.0.1".into(),
+        format!("--redis-url={}", redis.url()),
+        format!("--database-url={database}"),
+    ];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let cli = Cli::try_parse_from(argv).unwrap();
     let app = Application::build(Config::from_cli(cli).unwrap())
         .await
         .unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    Service {
+        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        base,
+        stop,
+        server,
+        _dir: dir,
+    }
+}
+
+impl Service {
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.server.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gets_seen_on_the_wire_equal_the_services_own_hits_and_misses() {
+    let redis = Redis::start();
+    let probe = Probe::start(&["--redis-port", &redis.port.to_string()]);
+    let service = start(
+        &redis,
+        &[
+            "--l1-capacity=0",
+            "--cache-leases=false",
+            "--early-refresh=0",
+            "--redis-info-interval=0s",
+        ],
+    )
+    .await;
     // At start the service tries each command it uses, on a key no item
     // can have: a GET of it, and an MGET of it and its lease, are three
     // misses on the wire that are no lookup.
@@ -55,12 +94,7 @@ async fn gets_seen_on_the_wire_equal_the_services_own_hits_and_misses() {
             }
         },
     );
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let (http, base) = (service.http.clone(), service.base.clone());
 
     // The original walkthrough.
     let get = |id: String| {
@@ -149,6 +183,5 @@ async fn gets_seen_on_the_wire_equal_the_services_own_hits_and_misses() {
             }
         },
     );
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    service.stop().await;
 }
