@@ -279,17 +279,18 @@ impl Catalog {
         self.source_breaker.state()
     }
 
-    /// Runs `call` on the database unless its breaker is open (then `Down`
-    /// at once); `outage` tells a failure to reach it from any other outcome.
+    /// Runs `call` on the database unless its breaker is open (then the
+    /// error `down` makes, at once); `outage` tells a failure to reach it
+    /// from any other outcome.
     async fn source_guarded<T, E>(
         &self,
         call: impl Future<Output = Result<T, E>>,
         outage: impl Fn(&Result<T, E>) -> bool,
-        down: E,
+        down: impl FnOnce() -> E,
     ) -> Result<T, E> {
         let Some(attempt) = self.source_breaker.allow() else {
             self.metrics.source_skipped();
-            return Err(down);
+            return Err(down());
         };
         let result = call.await;
         if outage(&result) {

@@ -272,9 +272,8 @@ async fn check_permissions(catalog: &Catalog) {
 /// Tells the catalogue whenever the shared Redis connection goes down or
 /// comes back (the near cache depends on it), until `cancel` fires. Checks
 /// Redis permissions on the first connection, unless start-up did.
-async fn watch_link(catalog: Catalog, checked: bool, cancel: CancellationToken) {
+async fn watch_link(catalog: Catalog, mut checked: bool, cancel: CancellationToken) {
     let mut state = catalog.l2().link().watch_state();
-    let mut checked = checked;
     loop {
         let connected = *state.borrow_and_update() == LinkState::Connected;
         catalog.on_link_state(connected);

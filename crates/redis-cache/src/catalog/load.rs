@@ -518,20 +518,20 @@ impl Catalog {
         }
     }
 
-    /// One source-of-truth read for `ids`, after the configured artificial
-    /// delay, bounded by the source timeout. Returns the items that exist.
-    /// Reads `ids` from the database, bounded by `SOURCE_TIMEOUT`; fails at
-    /// once while the database is known to be down.
+    /// [`Catalog::read_source_now`], or a failure at once while the database
+    /// is known to be down.
     pub(super) async fn read_source(
         &self,
         ids: &[ItemId],
     ) -> Result<HashMap<ItemId, Item>, SourceError> {
         let outage = |result: &Result<_, SourceError>| matches!(result, Err(err) if err.outage);
-        let down = SourceError::unavailable("source of truth down moments ago; not tried");
+        let down = || SourceError::unavailable("source of truth down moments ago; not tried");
         self.source_guarded(self.read_source_now(ids), outage, down)
             .await
     }
 
+    /// One source-of-truth read for `ids`, after the configured artificial
+    /// delay, bounded by the source timeout. Returns the items that exist.
     async fn read_source_now(&self, ids: &[ItemId]) -> Result<HashMap<ItemId, Item>, SourceError> {
         CacheStats::bump(&self.stats.upstream_fetches);
         let system = self.store.system();

@@ -130,7 +130,7 @@ impl Catalog {
         };
         let call = super::source_call(&self.metrics, self.store.system(), operation, kind, write);
         let outage = |result: &Result<T, WriteError>| matches!(result, Err(WriteError::Store(err)) if err.is_outage());
-        self.source_guarded(call, outage, WriteError::Store(StoreError::Down))
+        self.source_guarded(call, outage, || WriteError::Store(StoreError::Down))
             .await
     }
 
