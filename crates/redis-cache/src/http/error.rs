@@ -115,6 +115,10 @@ pub fn headers_for(status: StatusCode) -> &'static [(HeaderName, &'static str)] 
         // The rest of the body may still be on its way: the connection
         // cannot carry another request.
         StatusCode::REQUEST_TIMEOUT => &[(header::CONNECTION, "close")],
+        // The body was refused unread: the connection closes after the
+        // answer, and says so, or a client would send its next request on
+        // it.
+        StatusCode::PAYLOAD_TOO_LARGE => &[(header::CONNECTION, "close")],
         StatusCode::SERVICE_UNAVAILABLE => &[(header::RETRY_AFTER, "1")],
         _ => &[],
     }

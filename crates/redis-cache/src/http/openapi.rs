@@ -201,7 +201,7 @@ fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
 
 /// Response headers, each described once in `components.headers`: name,
 /// description, JSON type.
-const HEADERS: [(&str, &str, &str); 4] = [
+const HEADERS: [(&str, &str, &str); 5] = [
     (
         "X-Request-Id",
         "This request's id: the caller's X-Request-Id when it is valid, else a generated UUID.",
@@ -214,6 +214,11 @@ const HEADERS: [(&str, &str, &str); 4] = [
         "string",
     ),
     ("Allow", "The methods this path has.", "string"),
+    (
+        "Connection",
+        "close: the connection closes after this response (a body refused unread).",
+        "string",
+    ),
 ];
 
 /// The documented name of a header in [`HEADERS`] (any case), and a

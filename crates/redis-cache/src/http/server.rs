@@ -467,6 +467,47 @@ impl Watched {
     }
 }
 
+/// Longest a closed connection's unread input is drained.
+const LINGER: Duration = Duration::from_secs(2);
+
+impl Drop for Watched {
+    /// A socket closed with unread input makes the kernel send a reset, and a
+    /// client still sending (a body the server refused, 413, without reading
+    /// it) may see the reset before the response it was sent. As web servers
+    /// do ("lingering close"), such a socket is first shut down for writing
+    /// and its input read and discarded until the client closes, for at
+    /// most [`LINGER`].
+    fn drop(&mut self) {
+        if !has_input(self.conn.fd) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        // SAFETY: dup(2) of the socket this value owns, open until the end
+        // of this drop; the new descriptor is owned by `copy` alone.
+        let copy = unsafe { libc::dup(self.conn.fd) };
+        if copy < 0 {
+            return;
+        }
+        // SAFETY: `copy` is a fresh descriptor of a TCP socket, owned here.
+        let std_stream =
+            unsafe { <std::net::TcpStream as std::os::fd::FromRawFd>::from_raw_fd(copy) };
+        runtime.spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let Ok(mut stream) = TcpStream::from_std(std_stream) else {
+                return;
+            };
+            let _ = stream.shutdown().await;
+            let mut sink = [0u8; 8192];
+            let _ = tokio::time::timeout(LINGER, async {
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            })
+            .await;
+        });
+    }
+}
+
 impl AsyncRead for Watched {
     fn poll_read(
         mut self: Pin<&mut Self>,

@@ -193,6 +193,45 @@ async fn a_body_declared_too_large_is_refused_before_it_is_sent() {
     }
 }
 
+/// A client that sends a too-large body whole, without waiting for an answer
+/// (no `Expect`), reads its 413, told the connection closes (so that it does
+/// not send its next request on it), and the connection then closes
+/// cleanly: the server drains what it refused before closing, so the kernel
+/// never answers the rest with a reset that could overtake the response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_sent_whole_past_the_limit_is_answered_413_not_reset() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let body = vec![b' '; 400_000];
+    for round in 0..20 {
+        let stream = connect(app.port()).await;
+        let (mut reader, mut writer) = stream.into_split();
+        let head = format!(
+            "POST /items HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut request = head.into_bytes();
+        request.extend_from_slice(&body);
+        let sending = tokio::spawn(async move { writer.write_all(&request).await });
+        let mut received = Vec::new();
+        let read = reader.read_to_end(&mut received).await;
+        let response = String::from_utf8_lossy(&received);
+        assert!(
+            read.is_ok() && response.starts_with("HTTP/1.1 413"),
+            "round {round}: {read:?}, {response:?}"
+        );
+        assert!(
+            response
+                .to_ascii_lowercase()
+                .contains("\r\nconnection: close\r\n"),
+            "{response}"
+        );
+        assert!(
+            sending.await.unwrap().is_ok(),
+            "round {round}: the body was taken whole"
+        );
+    }
+}
+
 /// With 256 descriptors, 300 connections that send nothing: the ones
 /// beyond the cap make room by closing the oldest silent ones, and the
 /// other clients are served as usual (the header timeout, a minute here,
