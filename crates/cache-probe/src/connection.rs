@@ -25,6 +25,9 @@ pub enum Observation {
     Published { channel: Vec<u8> },
     /// The framing of a stream was lost and found again.
     Resync,
+    /// Bytes not captured that the parser skipped, knowing their length
+    /// (inside bulk strings), without losing the framing.
+    Skipped(u64),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +84,8 @@ pub struct Connection {
     queued: Vec<Pending>,
     /// RESP2 pub/sub mode: arrays starting with `message` are pushes.
     subscribed: bool,
+    /// Commands parsed so far from the request syscall being read.
+    burst: usize,
 }
 
 impl Default for Connection {
@@ -92,7 +97,16 @@ impl Default for Connection {
             transaction_open: false,
             queued: Vec::new(),
             subscribed: false,
+            burst: 0,
         }
+    }
+}
+
+/// Reports the bytes `stream` skipped without seeing them.
+fn skipped(stream: &mut Stream, out: &mut Vec<Observation>) {
+    let bytes = stream.take_skipped();
+    if bytes > 0 {
+        out.push(Observation::Skipped(bytes));
     }
 }
 
@@ -103,7 +117,8 @@ fn word(value: Option<&Value>) -> Option<String> {
 }
 
 impl Connection {
-    /// Bytes the client sent (`length` moved, `captured` of them seen).
+    /// Bytes the client sent in one syscall (`length` moved, the first
+    /// `captured` of them seen).
     pub fn requests(
         &mut self,
         captured: &[u8],
@@ -111,22 +126,36 @@ impl Connection {
         at_ns: u64,
         out: &mut Vec<Observation>,
     ) {
-        self.requests.push(captured, length);
-        let mut burst = 0;
+        self.request_part(captured, length - captured.len(), true, at_ns, out);
+    }
+
+    /// Part of a request syscall: `captured` bytes, then `missed` bytes not
+    /// captured; `last` when the syscall ends there (its commands form one
+    /// burst).
+    pub fn request_part(
+        &mut self,
+        captured: &[u8],
+        missed: usize,
+        last: bool,
+        at_ns: u64,
+        out: &mut Vec<Observation>,
+    ) {
+        self.requests.push(captured, captured.len() + missed);
         loop {
             match self.requests.next_value() {
                 Next::Incomplete => break,
                 Next::Resync => out.push(Observation::Resync),
                 Next::Value(value) => {
                     if let Some(command) = Command::parse(&value) {
-                        burst += 1;
+                        self.burst += 1;
                         self.sent(command, at_ns);
                     }
                 }
             }
         }
-        if burst > 0 {
-            out.push(Observation::Pipeline(burst));
+        skipped(&mut self.requests, out);
+        if last && self.burst > 0 {
+            out.push(Observation::Pipeline(std::mem::take(&mut self.burst)));
         }
     }
 
@@ -157,7 +186,7 @@ impl Connection {
         });
     }
 
-    /// Bytes the server sent back.
+    /// Bytes the server sent back in one syscall.
     pub fn replies(
         &mut self,
         captured: &[u8],
@@ -165,7 +194,19 @@ impl Connection {
         at_ns: u64,
         out: &mut Vec<Observation>,
     ) {
-        self.replies.push(captured, length);
+        self.reply_part(captured, length - captured.len(), at_ns, out);
+    }
+
+    /// Part of a reply syscall: `captured` bytes, then `missed` not
+    /// captured.
+    pub fn reply_part(
+        &mut self,
+        captured: &[u8],
+        missed: usize,
+        at_ns: u64,
+        out: &mut Vec<Observation>,
+    ) {
+        self.replies.push(captured, captured.len() + missed);
         loop {
             match self.replies.next_value() {
                 Next::Incomplete => break,
@@ -188,6 +229,7 @@ impl Connection {
                 Next::Value(value) => self.reply(value, at_ns, out),
             }
         }
+        skipped(&mut self.replies, out);
     }
 
     fn reply(&mut self, value: Value, at_ns: u64, out: &mut Vec<Observation>) {
@@ -383,6 +425,53 @@ mod tests {
             ]
         );
         assert!(out.contains(&Observation::Pipeline(3)));
+    }
+
+    #[test]
+    fn one_syscall_in_several_records_is_one_burst() {
+        let mut request = Vec::new();
+        for i in 0..300 {
+            request.extend(resp(&["SET", &format!("key:{i}"), &"v".repeat(100)]));
+        }
+        let mut conn = Connection::default();
+        let mut out = Vec::new();
+        let chunks: Vec<&[u8]> = request.chunks(16_384).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            conn.request_part(chunk, 0, i + 1 == chunks.len(), 0, &mut out);
+        }
+        assert!(chunks.len() > 1);
+        assert_eq!(out, vec![Observation::Pipeline(300)]);
+    }
+
+    #[test]
+    fn a_value_past_the_capture_limit_is_skipped_by_its_length() {
+        let mut conn = Connection::default();
+        let mut out = Vec::new();
+        // A 2 MiB SET of which the first MiB was captured, then a GET.
+        let value = 2 << 20;
+        let head = format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${value}\r\n");
+        let total = head.len() + value + 2;
+        let mut captured = head.into_bytes();
+        captured.resize(1 << 20, b'x');
+        conn.request_part(&captured, total - captured.len(), true, 0, &mut out);
+        conn.requests(&resp(&["GET", "k"]), 13 + 7, 1, &mut out);
+        conn.replies(b"+OK\r\n$1\r\nv\r\n", 12, 2, &mut out);
+        let skipped: u64 = out
+            .iter()
+            .map(|o| match o {
+                Observation::Skipped(n) => *n,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(skipped as usize, total - (1 << 20));
+        assert!(!out.contains(&Observation::Resync));
+        assert_eq!(
+            completed(&out),
+            vec![
+                ("set".into(), Status::Ok, 0, 0),
+                ("get".into(), Status::Hit, 1, 0)
+            ]
+        );
     }
 
     #[test]

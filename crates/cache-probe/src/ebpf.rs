@@ -33,6 +33,7 @@ pub const EVENT_CLOSED: u32 = 3;
 pub const EVENT_CLIENT: u32 = 4;
 pub const DIR_SEND: u32 = 1;
 pub const DIR_RECV: u32 = 2;
+pub const RECORD_LAST: u32 = 1;
 const COUNTERS: u32 = 4;
 const MAX_PORTS: usize = 16;
 
@@ -44,8 +45,13 @@ pub struct Event {
     pub tgid: u32,
     pub kind: u32,
     pub direction: u32,
-    /// Bytes the syscall moved; `data` holds the first of them.
+    /// Bytes the syscall moved; `data` holds those from `offset` on (a
+    /// syscall that moved more than one record holds comes in several).
     pub length: u32,
+    pub offset: u32,
+    /// The syscall's last record: bytes past `offset + data.len()` were
+    /// not captured.
+    pub last: bool,
     pub local: std::net::SocketAddr,
     pub remote: std::net::SocketAddr,
     pub comm: String,
@@ -344,6 +350,8 @@ fn parse_event(data: &[u8]) -> Option<Event> {
         kind: header.kind,
         direction: header.direction,
         length: header.length,
+        offset: header.offset,
+        last: header.flags & RECORD_LAST != 0,
         local: address(&header.ends.local_addr, header.ends.local_port),
         remote: address(&header.ends.remote_addr, header.ends.remote_port),
         comm: String::from_utf8_lossy(&comm).into_owned(),

@@ -58,6 +58,7 @@ pub struct SelfCounters {
     pub lost: AtomicU64,
     pub truncated: AtomicU64,
     pub resyncs: AtomicU64,
+    pub skipped: AtomicU64,
     pub processes: AtomicU64,
 }
 
@@ -315,8 +316,13 @@ impl Metrics {
             ),
             (
                 "obi_probe_events_truncated_total",
-                "Events whose payload was longer than the capture limit (the rest is skipped, not parsed).",
+                "Syscalls that moved more bytes than the capture limit (1 MiB per syscall); the rest is skipped, not parsed.",
                 load(&p.truncated),
+            ),
+            (
+                "obi_probe_skipped_bytes_total",
+                "Bytes not captured that the parser skipped inside bulk strings, whose length it knew, keeping its framing.",
+                load(&p.skipped),
             ),
             (
                 "obi_probe_parse_resyncs_total",

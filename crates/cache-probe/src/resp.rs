@@ -60,6 +60,8 @@ pub struct Stream {
     lost: bool,
     /// Requests can resync on `*<n>\r\n$`; replies cannot.
     requests: bool,
+    /// Bytes of holes passed inside bulk payloads, not yet reported.
+    skipped: u64,
 }
 
 /// What [`Stream::next_value`] found.
@@ -95,6 +97,12 @@ impl Stream {
         }
     }
 
+    /// Bytes not captured that were skipped inside bulk strings since the
+    /// last call.
+    pub fn take_skipped(&mut self) -> u64 {
+        std::mem::take(&mut self.skipped)
+    }
+
     /// Whether nothing is buffered.
     pub fn is_empty(&self) -> bool {
         self.segments.is_empty()
@@ -120,10 +128,12 @@ impl Stream {
                 Segment::Data(_, start) => *start,
                 Segment::Hole(_) => 0,
             }),
+            skipped: 0,
         };
         match parse(&mut cursor, 0) {
             Ok(value) => {
                 let (index, offset) = (cursor.index, cursor.offset);
+                self.skipped += cursor.skipped;
                 self.consume(index, offset);
                 Next::Value(value)
             }
@@ -235,6 +245,8 @@ struct Cursor<'a> {
     segments: &'a VecDeque<Segment>,
     index: usize,
     offset: usize,
+    /// Hole bytes passed inside bulk payloads.
+    skipped: u64,
 }
 
 impl Cursor<'_> {
@@ -320,6 +332,7 @@ impl Cursor<'_> {
                     let take = available.min(n);
                     n -= take;
                     self.offset += take;
+                    self.skipped += take as u64;
                     if self.offset == *len {
                         self.index += 1;
                         self.offset = 0;

@@ -43,6 +43,63 @@ struct Socket {
     /// False for a client side whose server side counts instead.
     counts: bool,
     connection: Connection,
+    /// The syscall each direction's records are part of (requests, replies).
+    progress: [Progress; 2],
+}
+
+/// How much of one syscall's bytes its records have brought so far. A
+/// syscall that moved more than one record holds comes as several records,
+/// in order; a record the kernel could not hand over (ring buffer full) is
+/// a hole of the bytes it held.
+#[derive(Debug, Default, Clone, Copy)]
+struct Progress {
+    /// Records of a syscall arrived, its last not yet.
+    open: bool,
+    /// Its bytes, and how many of them records have covered.
+    length: usize,
+    covered: usize,
+}
+
+/// One record's share of its syscall, as the parser takes it.
+struct Part {
+    /// Bytes of the previous syscall that never came (its last records
+    /// lost); that syscall ends with them.
+    previous_missed: usize,
+    /// Bytes of this syscall before the record that never came.
+    missed_before: usize,
+    /// Bytes after the record, not captured; only on a syscall's last.
+    missed_after: usize,
+    last: bool,
+}
+
+impl Progress {
+    fn part(&mut self, offset: usize, captured: usize, length: usize, last: bool) -> Part {
+        let mut part = Part {
+            previous_missed: 0,
+            missed_before: 0,
+            missed_after: 0,
+            last,
+        };
+        if self.open && (offset == 0 || offset < self.covered || length != self.length) {
+            // A new syscall: the previous one's last records were lost.
+            part.previous_missed = self.length.saturating_sub(self.covered);
+            self.open = false;
+        }
+        let covered = if self.open { self.covered } else { 0 };
+        part.missed_before = offset.saturating_sub(covered);
+        let end = offset + captured;
+        if last {
+            part.missed_after = length.saturating_sub(end);
+            self.open = false;
+        } else {
+            *self = Progress {
+                open: true,
+                length,
+                covered: end,
+            };
+        }
+        part
+    }
 }
 
 pub struct Tracker {
@@ -141,15 +198,32 @@ impl Tracker {
             (Side::Client, DIR_RECV) | (Side::Server, DIR_SEND) => false,
             _ => return,
         };
-        let out = &mut self.observations;
+        let part = socket.progress[usize::from(!requests)].part(
+            event.offset as usize,
+            event.data.len(),
+            event.length as usize,
+            event.last,
+        );
+        let (out, at, connection) = (
+            &mut self.observations,
+            event.timestamp_ns,
+            &mut socket.connection,
+        );
         if requests {
-            socket
-                .connection
-                .requests(&event.data, event.length as usize, event.timestamp_ns, out);
+            if part.previous_missed > 0 {
+                connection.request_part(&[], part.previous_missed, true, at, out);
+            }
+            if part.missed_before > 0 {
+                connection.request_part(&[], part.missed_before, false, at, out);
+            }
+            connection.request_part(&event.data, part.missed_after, part.last, at, out);
         } else {
-            socket
-                .connection
-                .replies(&event.data, event.length as usize, event.timestamp_ns, out);
+            for missed in [part.previous_missed, part.missed_before] {
+                if missed > 0 {
+                    connection.reply_part(&[], missed, at, out);
+                }
+            }
+            connection.reply_part(&event.data, part.missed_after, at, out);
         }
         let (peer, server) = (socket.peer.clone(), socket.server);
         for observation in self.observations.drain(..) {
@@ -200,6 +274,7 @@ impl Tracker {
             server,
             counts,
             connection: Connection::default(),
+            progress: Default::default(),
         })
     }
 
@@ -243,5 +318,47 @@ fn record(
                 .resyncs
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        Observation::Skipped(bytes) => {
+            metrics
+                .probe
+                .skipped
+                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_of_one_syscall_and_the_holes_of_lost_ones() {
+        let mut p = Progress::default();
+        // Three records of a 40,000-byte syscall, in order.
+        let a = p.part(0, 16_384, 40_000, false);
+        assert_eq!(
+            (a.previous_missed, a.missed_before, a.missed_after),
+            (0, 0, 0)
+        );
+        let b = p.part(16_384, 16_384, 40_000, false);
+        assert_eq!((b.missed_before, b.last), (0, false));
+        let c = p.part(32_768, 7_232, 40_000, true);
+        assert_eq!((c.missed_before, c.missed_after, c.last), (0, 0, true));
+        // A 3 MiB syscall: the first MiB captured, the rest a hole.
+        let only = p.part(1_032_192, 16_384, 3 << 20, true);
+        assert_eq!(
+            (only.missed_before, only.missed_after),
+            (1_032_192, (3 << 20) - (1 << 20))
+        );
+        // A middle record lost, then the syscall's last records lost too:
+        // the next syscall closes it with what never came.
+        p.part(0, 16_384, 50_000, false);
+        let after_gap = p.part(32_768, 16_384, 50_000, false);
+        assert_eq!(after_gap.missed_before, 16_384);
+        let next = p.part(0, 100, 100, true);
+        assert_eq!(
+            (next.previous_missed, next.missed_before),
+            (50_000 - 49_152, 0)
+        );
     }
 }

@@ -7,8 +7,8 @@
  * sock_send_length / sock_recv_length (tp_btf) give the socket, so the
  * connection's ports and cookie are known without walking the fd table;
  * its sys_exit tracepoint, knowing how many bytes moved, copies up to
- * MAX_CAPTURE of them into the ring buffer, without waking the reader (it
- * drains on a timer). Every program filters on the process first: only
+ * MAX_SYSCALL_CAPTURE of them into the ring buffer, MAX_CAPTURE bytes per
+ * record, without waking the reader (it drains on a timer). Every program filters on the process first: only
  * processes in `pids` pay more than a map lookup.
  *
  * Processes are selected by the Rust side (--pid, --comm, a scan of
@@ -90,11 +90,31 @@ struct {
 	__uint(max_entries, 16 * 1024 * 1024);
 } events SEC(".maps");
 
-/* An event being assembled: too large for the BPF stack. The payload area is
- * twice MAX_CAPTURE so that masked offsets keep every copy in bounds. One
- * per CPU, in a plain array indexed by CPU (a per-CPU map's values are
+/* A record being assembled, and the copy it is part of: too large for the
+ * BPF stack. The payload area is twice MAX_CAPTURE so that masked offsets
+ * keep every copy in bounds; the header and payload are handed over as one
+ * record. One per CPU, in a plain array indexed by CPU (a per-CPU map's values are
  * limited to 32 KiB); the loader sizes it to the number of CPUs. */
+/* One syscall's bytes being copied out, record by record: the state of
+ * copy_step, which bpf_loop calls until it says it is done. It lives in the
+ * scratch map, not on the stack: the verifier then checks one step for any
+ * state instead of following every iteration with known values. */
+struct copy {
+	__u64 iovecs;   /* user iovec array; 0: a plain buffer */
+	__u32 iovcnt;
+	__u32 next_iov; /* next iovec entry to read */
+	__u64 base;     /* user bytes of the current piece not yet copied */
+	__u64 left;
+	__u32 length;   /* bytes the syscall moved */
+	__u32 total;    /* of which captured: at most MAX_SYSCALL_CAPTURE */
+	__u32 sent;     /* bytes already handed over in records */
+	__u32 filled;   /* bytes in the scratch record now */
+	__u32 stopped;  /* a record could not be handed over */
+	__u32 _pad;
+};
+
 struct scratch {
+	struct copy copy;
 	struct event_header header;
 	unsigned char data[2 * MAX_CAPTURE];
 };
@@ -254,16 +274,83 @@ static __always_inline void on_socket(struct sock *sk)
 	p->watched = 1;
 }
 
-static __always_inline void copy_user(struct scratch *out, __u64 offset, __u64 from, __u64 size)
+/* Hands over the scratch record (its header was filled by end()). */
+static __always_inline int emit(struct scratch *out)
 {
-	/* The masks bound the copy for the verifier; the barriers keep the
-	 * compiler from dropping them as redundant with earlier checks. */
+	struct copy *c = &out->copy;
+	__u32 done = c->sent + c->filled;
+	out->header.offset = c->sent;
+	out->header.captured = c->filled;
+	out->header.flags = done >= c->total ? RECORD_LAST : 0;
+	/* At most MAX_CAPTURE; the mask says so to the verifier. */
+	__u64 size = c->filled;
+	barrier_var(size);
+	size &= 2 * MAX_CAPTURE - 1;
+	size += sizeof(struct event_header);
+	if (bpf_ringbuf_output(&events, &out->header, size, BPF_RB_NO_WAKEUP) != 0) {
+		count(COUNTER_LOST, 1);
+		c->stopped = 1;
+		return 1;
+	}
+	count(COUNTER_EVENTS, 1);
+	count(COUNTER_BYTES, c->filled);
+	c->sent = done;
+	c->filled = 0;
+	return done >= c->total;
+}
+
+/* One step: take the next iovec entry, or copy what fits of the current
+ * piece into the record, handing the record over when it is full or the
+ * syscall's bytes are all in. Returns 1 when there is nothing left to do. */
+static long copy_step(__u64 index, void *data)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct scratch *out = bpf_map_lookup_elem(&scratch, &cpu);
+	if (!out)
+		return 1;
+	struct copy *c = &out->copy;
+	if (c->left == 0) {
+		if (c->iovecs == 0 || c->next_iov >= c->iovcnt || c->next_iov >= MAX_IOVECS)
+			return 1;
+		struct iovec iov = {};
+		if (bpf_probe_read_user(&iov, sizeof(iov),
+					(const void *)(c->iovecs + c->next_iov * sizeof(struct iovec))))
+			return 1;
+		c->next_iov++;
+		c->base = (__u64)iov.iov_base;
+		c->left = iov.iov_len;
+		return 0;
+	}
+	__u64 part = c->left;
+	__u32 room = MAX_CAPTURE - c->filled;
+	__u32 wanted = c->total - c->sent - c->filled;
+	if (part > room)
+		part = room;
+	if (part > wanted)
+		part = wanted;
+	if (part == 0)
+		return 1;
+	/* The bounds, for the verifier: the offset below MAX_CAPTURE, the size
+	 * between 1 and MAX_CAPTURE (which `part` is: the masks change
+	 * nothing), in a buffer of twice that. */
+	__u32 offset = c->filled;
 	barrier_var(offset);
 	offset &= MAX_CAPTURE - 1;
+	__u64 size = part - 1;
 	barrier_var(size);
-	size &= MAX_CAPTURE - 1;
-	bpf_probe_read_user(&out->data[offset], size, (const void *)from);
+	size = (size & (MAX_CAPTURE - 1)) + 1;
+	/* Bytes that cannot be read are zeros (the helper clears them). */
+	bpf_probe_read_user(&out->data[offset], size, (const void *)c->base);
+	c->base += size;
+	c->left -= size;
+	c->filled += size;
+	if (c->filled >= MAX_CAPTURE || c->sent + c->filled >= c->total)
+		return emit(out);
+	return 0;
 }
+
+/* Steps enough for MAX_RECORDS records over MAX_IOVECS iovec entries. */
+#define COPY_STEPS (2 * MAX_IOVECS + 2 * MAX_RECORDS)
 
 /* After the syscall: copy what moved, and hand it over. */
 static __always_inline void end(long ret)
@@ -282,37 +369,16 @@ static __always_inline void end(long ret)
 	struct scratch *out = bpf_map_lookup_elem(&scratch, &cpu);
 	if (!out)
 		return;
-	__u32 length = ret;
-	__u32 want = length > MAX_CAPTURE ? MAX_CAPTURE : length;
-	__u32 captured = 0;
+	struct copy *c = &out->copy;
+	__builtin_memset(c, 0, sizeof(*c));
+	c->length = ret;
+	c->total = c->length > MAX_SYSCALL_CAPTURE ? MAX_SYSCALL_CAPTURE : c->length;
 	if (pending.iovcnt == 0) {
-		if (want == MAX_CAPTURE) {
-			bpf_probe_read_user(out->data, MAX_CAPTURE, (const void *)pending.buf);
-			captured = MAX_CAPTURE;
-		} else {
-			copy_user(out, 0, pending.buf, want);
-			captured = want & (MAX_CAPTURE - 1);
-		}
+		c->base = pending.buf;
+		c->left = c->total;
 	} else {
-		for (int i = 0; i < MAX_IOVECS; i++) {
-			if (i >= pending.iovcnt || captured >= want)
-				break;
-			struct iovec iov = {};
-			bpf_probe_read_user(&iov, sizeof(iov), (const void *)(pending.buf + i * sizeof(struct iovec)));
-			__u32 part = iov.iov_len;
-			if (part > want - captured)
-				part = want - captured;
-			if (part >= MAX_CAPTURE) {
-				/* Only possible for the first entry: it fills the capture. */
-				bpf_probe_read_user(out->data, MAX_CAPTURE, iov.iov_base);
-				captured = MAX_CAPTURE;
-				break;
-			}
-			copy_user(out, captured, (__u64)iov.iov_base, part);
-			captured += part;
-		}
-		if (captured > MAX_CAPTURE)
-			captured = MAX_CAPTURE;
+		c->iovecs = pending.buf;
+		c->iovcnt = pending.iovcnt;
 	}
 	struct event_header *h = &out->header;
 	h->timestamp_ns = bpf_ktime_get_ns();
@@ -320,22 +386,17 @@ static __always_inline void end(long ret)
 	h->tgid = id >> 32;
 	h->kind = EVENT_DATA;
 	h->direction = pending.direction;
-	h->length = length;
-	h->captured = captured;
+	h->length = c->length;
 	h->ends = pending.ends;
 	process_name(h->comm);
-	/* At most MAX_CAPTURE already; the mask says so to the verifier. */
-	__u64 size = captured;
-	barrier_var(size);
-	size &= 2 * MAX_CAPTURE - 1;
-	size += sizeof(struct event_header);
-	if (bpf_ringbuf_output(&events, out, size, BPF_RB_NO_WAKEUP) != 0) {
-		count(COUNTER_LOST, 1);
-		return;
+	bpf_loop(COPY_STEPS, copy_step, NULL, 0);
+	/* Fewer bytes than moved could be read (an iovec array shorter than
+	 * the syscall said): what was read ends the syscall's records. */
+	if (!c->stopped && c->sent < c->total) {
+		c->total = c->sent + c->filled;
+		emit(out);
 	}
-	count(COUNTER_EVENTS, 1);
-	count(COUNTER_BYTES, captured);
-	if (length > captured)
+	if (c->length > MAX_SYSCALL_CAPTURE)
 		count(COUNTER_TRUNCATED, 1);
 }
 

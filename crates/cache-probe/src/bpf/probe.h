@@ -5,15 +5,18 @@
 #ifndef CACHE_PROBE_H
 #define CACHE_PROBE_H
 
-/* Most payload bytes copied per syscall (a power of two). 16 KiB covers
- * redis-server's reads of its clients' requests (it reads 16 KiB at a time),
- * so a server-side probe sees every command even in deep pipelines. A
- * syscall that moved more is still reported with its full length, so the
- * reader knows how many bytes it did not see (a gap it can skip when it
- * falls inside a bulk string). */
+/* Payload bytes per ring-buffer record (a power of two). A syscall that
+ * moved more is copied into several records, in order, each with the offset
+ * of its first byte in the syscall. */
 #define MAX_CAPTURE 16384
-/* Most iovec entries copied for writev/readv/sendmsg/recvmsg. */
-#define MAX_IOVECS 8
+/* Records per syscall: up to MAX_RECORDS * MAX_CAPTURE bytes (1 MiB) of one
+ * syscall are captured. A syscall that moved more is reported with its full
+ * length, so the reader knows how many bytes it did not see (a gap it skips
+ * when it falls inside a bulk string, whose length it knows). */
+#define MAX_RECORDS 64
+#define MAX_SYSCALL_CAPTURE (MAX_RECORDS * MAX_CAPTURE)
+/* Most iovec entries read for writev/readv/sendmsg/recvmsg (IOV_MAX). */
+#define MAX_IOVECS 1024
 /* Most Redis server ports to watch. */
 #define MAX_PORTS 16
 
@@ -34,6 +37,12 @@ enum event_kind {
 	EVENT_CLIENT = 4,
 };
 
+enum record_flags {
+	/* The syscall's last record: bytes past offset + captured (beyond
+	 * MAX_SYSCALL_CAPTURE) moved but were not captured. */
+	RECORD_LAST = 1,
+};
+
 /* The two ends of a TCP connection, in network byte order except ports,
  * which are host order. IPv4 addresses are IPv4-mapped IPv6 addresses. */
 struct endpoints {
@@ -52,7 +61,8 @@ struct event_header {
 	unsigned int direction; /* enum direction */
 	unsigned int length;    /* bytes the syscall moved */
 	unsigned int captured;  /* bytes that follow this header */
-	unsigned int _pad;
+	unsigned int offset;    /* where they start in the syscall's bytes */
+	unsigned int flags;     /* enum record_flags */
 	struct endpoints ends;
 	char comm[16];
 };
@@ -62,7 +72,7 @@ enum counter {
 	COUNTER_EVENTS = 0,   /* data events submitted */
 	COUNTER_BYTES = 1,    /* payload bytes captured */
 	COUNTER_LOST = 2,     /* events dropped: ring buffer full */
-	COUNTER_TRUNCATED = 3, /* events whose payload exceeded MAX_CAPTURE */
+	COUNTER_TRUNCATED = 3, /* syscalls that moved more than MAX_SYSCALL_CAPTURE */
 	COUNTERS = 4,
 };
 
