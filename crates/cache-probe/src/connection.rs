@@ -34,9 +34,10 @@ pub enum Observation {
 pub struct Completed {
     pub command: Command,
     pub status: Status,
-    /// Keys found and not found, for reads.
-    pub hits: u64,
-    pub misses: u64,
+    /// Key lookups, as Redis counts them in `keyspace_hits`/`_misses`.
+    pub lookups: commands::Lookups,
+    /// Refused by Redis before it ran.
+    pub rejected: Option<commands::Rejection>,
     /// The error's first word (`ERR`, `WRONGTYPE`, …).
     pub error: Option<String>,
     pub sent_ns: u64,
@@ -68,8 +69,9 @@ struct Pending {
     sent_ns: u64,
     /// Sent between `MULTI` and `EXEC`: answered `QUEUED`, run by `EXEC`.
     in_transaction: bool,
-    /// (Un)subscribe confirmations still expected; `None`: until one says
-    /// no subscription is left (an unsubscribe from everything).
+    /// (Un)subscribe confirmations still expected; `None` for an
+    /// unsubscribe from all, until its first confirmation (when how many
+    /// subscriptions it ends is known).
     confirmations: Option<usize>,
 }
 
@@ -86,6 +88,10 @@ pub struct Connection {
     subscribed: bool,
     /// Commands parsed so far from the request syscall being read.
     burst: usize,
+    /// Channels, patterns and shard channels subscribed to, from the
+    /// confirmations: an unsubscribe from all of a kind is confirmed once
+    /// per subscription of that kind (once if there is none).
+    subscriptions: [std::collections::HashSet<Vec<u8>>; 3],
 }
 
 impl Default for Connection {
@@ -98,6 +104,7 @@ impl Default for Connection {
             queued: Vec::new(),
             subscribed: false,
             burst: 0,
+            subscriptions: Default::default(),
         }
     }
 }
@@ -218,8 +225,8 @@ impl Connection {
                         out.push(Observation::Command(Completed {
                             command: pending.command,
                             status: Status::Ok,
-                            hits: 0,
-                            misses: 0,
+                            lookups: commands::Lookups::default(),
+                            rejected: None,
                             error: None,
                             sent_ns: pending.sent_ns,
                             answered_ns: at_ns,
@@ -311,14 +318,29 @@ impl Connection {
                     _ => 0,
                 };
                 self.subscribed = left > 0;
+                let which = match kind.as_bytes()[0] {
+                    b'p' => 1,
+                    b's' => 2,
+                    _ => 0,
+                };
+                let subscribing = !kind.contains("unsubscribe");
+                let channel = items.get(1).and_then(Value::as_bytes).map(<[u8]>::to_vec);
+                let known = self.subscriptions[which].len();
+                if let Some(channel) = channel {
+                    if subscribing {
+                        self.subscriptions[which].insert(channel);
+                    } else {
+                        self.subscriptions[which].remove(&channel);
+                    }
+                }
                 let done = match self.pending.front_mut() {
-                    Some(front) if front.command.name == kind => match &mut front.confirmations {
-                        Some(n) => {
-                            *n = n.saturating_sub(1);
-                            *n == 0
-                        }
-                        None => left == 0,
-                    },
+                    Some(front) if front.command.name == kind => {
+                        // Unsubscribing from all: one confirmation per
+                        // subscription there was, one if there was none.
+                        let n = front.confirmations.get_or_insert(known.max(1));
+                        *n = n.saturating_sub(1);
+                        *n == 0
+                    }
                     _ => false,
                 };
                 if done && let Some(pending) = self.pending.pop_front() {
@@ -338,17 +360,18 @@ impl Connection {
         out: &mut Vec<Observation>,
     ) {
         let command = pending.command;
-        let (hits, misses) =
-            commands::lookups(&command.name, command.keys, reply).unwrap_or_default();
-        let single_key = !matches!(
-            commands::read_kind(&command.name),
-            None | Some(commands::Read::PerKey | commands::Read::Counted)
-        );
-        let (status, error) = match reply {
-            Value::Error(code) => (Status::Error, Some(code.clone())),
-            _ if single_key && hits > 0 => (Status::Hit, None),
-            _ if single_key && misses > 0 => (Status::Miss, None),
-            _ => (Status::Ok, None),
+        let lookups = commands::key_lookups(&command, reply);
+        let (status, error, rejected) = match reply {
+            Value::Error(message) => (
+                Status::Error,
+                Some(crate::resp::error_code(message).to_owned()),
+                commands::rejection(&command, message),
+            ),
+            _ => match commands::found(&command.name, reply) {
+                Some(true) => (Status::Hit, None, None),
+                Some(false) => (Status::Miss, None, None),
+                None => (Status::Ok, None, None),
+            },
         };
         if (command.name == "publish" || command.name == "spublish")
             && let Some(channel) = command.args.first()
@@ -360,8 +383,8 @@ impl Connection {
         out.push(Observation::Command(Completed {
             command,
             status,
-            hits,
-            misses,
+            lookups,
+            rejected,
             error,
             sent_ns: pending.sent_ns,
             answered_ns: at_ns,
@@ -399,9 +422,12 @@ mod tests {
     fn completed(out: &[Observation]) -> Vec<(String, Status, u64, u64)> {
         out.iter()
             .filter_map(|o| match o {
-                Observation::Command(c) => {
-                    Some((c.command.name.clone(), c.status, c.hits, c.misses))
-                }
+                Observation::Command(c) => Some((
+                    c.command.name.clone(),
+                    c.status,
+                    c.lookups.hits,
+                    c.lookups.misses,
+                )),
                 _ => None,
             })
             .collect()

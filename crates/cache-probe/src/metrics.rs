@@ -25,6 +25,7 @@ pub const DEPTH_BUCKETS: [f64; 11] = [
 ];
 /// Distinct command names and channels kept as label values.
 const MAX_COMMANDS: usize = 256;
+const MAX_UNKNOWN_COMMANDS: usize = 32;
 const MAX_CHANNELS: usize = 100;
 
 /// Who and which server a series is about.
@@ -42,11 +43,15 @@ struct Series {
     commands: BTreeMap<Key<(Arc<str>, &'static str)>, u64>,
     durations: BTreeMap<Key<Arc<str>>, Arc<Histogram>>,
     lookups: BTreeMap<Key<(Arc<str>, &'static str)>, u64>,
+    rejected: BTreeMap<Key<(Arc<str>, &'static str)>, u64>,
     pubsub: BTreeMap<Key<(Arc<str>, &'static str)>, u64>,
     depth: BTreeMap<Arc<Peer>, Arc<Histogram>>,
     connections: BTreeMap<Arc<Peer>, i64>,
     info: BTreeMap<SocketAddr, (u64, u64)>,
     commands_seen: HashMap<String, Arc<str>>,
+    /// Names Redis does not know, kept apart: garbage sent as commands
+    /// must not use up the names of real ones.
+    unknown_seen: HashMap<String, Arc<str>>,
     channels_seen: HashMap<String, Arc<str>>,
 }
 
@@ -133,16 +138,39 @@ impl Metrics {
         histogram.observe(took);
     }
 
-    pub fn lookups(&self, peer: &Arc<Peer>, command: &str, hits: u64, misses: u64) {
+    pub fn lookups(&self, peer: &Arc<Peer>, command: &str, lookups: crate::commands::Lookups) {
         let mut s = self.lock();
         let command = bounded(&mut s.commands_seen, MAX_COMMANDS, command, command_label);
-        for (result, n) in [("hit", hits), ("miss", misses)] {
+        for (result, n) in [
+            ("hit", lookups.hits),
+            ("miss", lookups.misses),
+            ("unknown", lookups.unknown),
+        ] {
             if n > 0 {
                 *s.lookups
                     .entry((peer.clone(), (command.clone(), result)))
                     .or_default() += n;
             }
         }
+    }
+
+    /// A command Redis refused without running it.
+    pub fn rejected(&self, peer: &Arc<Peer>, command: &str, why: crate::commands::Rejection) {
+        let mut s = self.lock();
+        let command = match why {
+            crate::commands::Rejection::Unknown => bounded(
+                &mut s.unknown_seen,
+                MAX_UNKNOWN_COMMANDS,
+                command,
+                command_label,
+            ),
+            crate::commands::Rejection::Refused(_) => {
+                bounded(&mut s.commands_seen, MAX_COMMANDS, command, command_label)
+            }
+        };
+        *s.rejected
+            .entry((peer.clone(), (command, why.reason())))
+            .or_default() += 1;
     }
 
     pub fn pubsub(&self, peer: &Arc<Peer>, channel: &[u8], direction: &'static str) {
@@ -229,9 +257,20 @@ impl Metrics {
             out.histogram("obi_redis_command_duration_seconds", &refs(&l), histogram);
         }
         out.family(
+            "obi_redis_rejected_commands_total",
+            "counter",
+            "Commands Redis refused without running them, by reason (unknown: a command or subcommand it does not know, not in obi_redis_commands_total; arity, noperm, oom, readonly…: in obi_redis_commands_total with status error, in INFO commandstats' rejected_calls).",
+        );
+        for ((peer, (command, reason)), n) in &s.rejected {
+            let mut l = labels(peer);
+            l.push(("command", command.to_string()));
+            l.push(("reason", (*reason).to_owned()));
+            out.sample("obi_redis_rejected_commands_total", &refs(&l), *n as f64);
+        }
+        out.family(
             "obi_redis_key_lookups_total",
             "counter",
-            "Keys looked up by reads, by result: nil (or empty) is a miss; MGET and EXISTS count each key.",
+            "Key lookups Redis counts in keyspace_hits and keyspace_misses, by result (hit, miss, or unknown when the reply does not tell: HGET nil, an empty SINTER).",
         );
         for ((peer, (command, result)), n) in &s.lookups {
             let mut l = labels(peer);
@@ -359,7 +398,16 @@ mod tests {
         metrics.command(&peer, "get", "hit", Duration::from_micros(40));
         metrics.command(&peer, "get", "hit", Duration::from_micros(40));
         metrics.command(&peer, "client|setinfo", "ok", Duration::from_micros(40));
-        metrics.lookups(&peer, "mget", 2, 1);
+        metrics.lookups(
+            &peer,
+            "mget",
+            crate::commands::Lookups {
+                hits: 2,
+                misses: 1,
+                unknown: 0,
+            },
+        );
+        metrics.rejected(&peer, "frob", crate::commands::Rejection::Unknown);
         for n in 0..200 {
             metrics.pubsub(&peer, format!("ch{n}").as_bytes(), "publish");
         }
@@ -368,6 +416,7 @@ mod tests {
         assert!(text.contains(r#"obi_redis_command_duration_seconds_bucket{service_name="api",server_address="127.0.0.1",server_port="6379",command="GET",le="0.00005"} 2"#));
         assert!(text.contains(r#"command="MGET",result="miss"} 1"#));
         assert!(text.contains(r#"command="CLIENT|SETINFO",status="ok"} 1"#));
+        assert!(text.contains(r#"command="FROB",reason="unknown"} 1"#));
         assert!(
             text.contains(r#"channel="other",direction="publish"} 100"#),
             "channels capped"

@@ -23,7 +23,8 @@ const MAX_ELEMENTS: i64 = 1 << 24;
 pub enum Value {
     /// `+`, and RESP3 verbatim strings, big numbers, doubles, booleans.
     Simple(Vec<u8>),
-    /// `-` and RESP3 `!`: the error's first word (`ERR`, `WRONGTYPE`, …).
+    /// `-` and RESP3 `!`: the error's message, cut to [`KEEP`] bytes; its
+    /// first word is its code (`ERR`, `WRONGTYPE`, …, see [`error_code`]).
     Error(String),
     Integer(i64),
     Bulk(Vec<u8>),
@@ -43,6 +44,11 @@ impl Value {
             _ => None,
         }
     }
+}
+
+/// An error message's code: its first word (`ERR`, `WRONGTYPE`, `NOPERM`).
+pub fn error_code(message: &str) -> &str {
+    message.split(' ').next().unwrap_or_default()
 }
 
 #[derive(Debug)]
@@ -365,9 +371,9 @@ fn parse(cursor: &mut Cursor<'_>, depth: usize) -> Result<Value, Fault> {
     match kind {
         b'+' | b'(' | b',' | b'#' => Ok(Value::Simple(cursor.line()?)),
         b'-' => {
-            let line = cursor.line()?;
-            let word = line.split(|b| *b == b' ').next().unwrap_or_default();
-            Ok(Value::Error(String::from_utf8_lossy(word).into_owned()))
+            let mut line = cursor.line()?;
+            line.truncate(KEEP);
+            Ok(Value::Error(String::from_utf8_lossy(&line).into_owned()))
         }
         b':' => Ok(Value::Integer(cursor.number()?)),
         b'_' => {
@@ -382,10 +388,7 @@ fn parse(cursor: &mut Cursor<'_>, depth: usize) -> Result<Value, Fault> {
             let body = cursor.bulk(len as usize)?;
             cursor.crlf()?;
             match kind {
-                b'!' => {
-                    let word = body.split(|b| *b == b' ').next().unwrap_or_default();
-                    Ok(Value::Error(String::from_utf8_lossy(word).into_owned()))
-                }
+                b'!' => Ok(Value::Error(String::from_utf8_lossy(&body).into_owned())),
                 // Verbatim strings carry a `txt:` prefix.
                 b'=' => Ok(Value::Simple(body.get(4..).unwrap_or_default().to_vec())),
                 _ => Ok(Value::Bulk(body)),
@@ -481,7 +484,7 @@ mod tests {
             values,
             vec![
                 Value::Simple(b"OK".to_vec()),
-                Value::Error("WRONGTYPE".into()),
+                Value::Error("WRONGTYPE Operation".into()),
                 Value::Integer(42),
                 Value::Nil,
                 bulk("bar"),
@@ -493,7 +496,7 @@ mod tests {
                 Value::Array(vec![bulk("k"), Value::Integer(1)]),
                 Value::Array(vec![Value::Integer(2)]),
                 Value::Push(vec![bulk("message"), bulk("ch"), bulk("x")]),
-                Value::Error("ERR".into()),
+                Value::Error("ERR oops".into()),
                 Value::Simple(b"abc".to_vec()),
             ]
         );

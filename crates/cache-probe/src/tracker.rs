@@ -301,9 +301,17 @@ fn record(
     match observation {
         Observation::Command(done) => {
             let took = Duration::from_nanos(done.answered_ns.saturating_sub(done.sent_ns));
-            metrics.command(peer, &done.command.name, done.status.as_str(), took);
-            if done.hits + done.misses > 0 && commands::counts_key_lookups(&done.command.name) {
-                metrics.lookups(peer, &done.command.name, done.hits, done.misses);
+            let name = &done.command.name;
+            // Redis counts a command it does not know nowhere but in its
+            // error statistics: not a command of `INFO commandstats`.
+            if done.rejected != Some(commands::Rejection::Unknown) {
+                metrics.command(peer, name, done.status.as_str(), took);
+            }
+            if let Some(rejection) = done.rejected {
+                metrics.rejected(peer, name, rejection);
+            }
+            if done.lookups.total() > 0 {
+                metrics.lookups(peer, name, done.lookups);
             }
             if let Some(spans) = spans {
                 spans.command(peer, server, &done);

@@ -226,19 +226,28 @@ impl Probe {
         commands
     }
 
-    /// Key lookups (hits, misses) against the server on `port`.
+    /// Key lookups (hits, misses) against the server on `port`; panics if
+    /// some had an unknown result.
     pub fn key_lookups(&self, port: u16) -> (u64, u64) {
-        let (mut hits, mut misses) = (0, 0);
+        let (hits, misses, unknown) = self.all_key_lookups(port);
+        assert_eq!(unknown, 0, "lookups of unknown result");
+        (hits, misses)
+    }
+
+    /// Key lookups (hits, misses, unknown) against the server on `port`.
+    pub fn all_key_lookups(&self, port: u16) -> (u64, u64, u64) {
+        let (mut hits, mut misses, mut unknown) = (0, 0, 0);
         for s in self.samples() {
             if s.name == "obi_redis_key_lookups_total" && s.label("server_port") == port.to_string()
             {
                 match s.label("result") {
                     "hit" => hits += s.value as u64,
-                    _ => misses += s.value as u64,
+                    "miss" => misses += s.value as u64,
+                    _ => unknown += s.value as u64,
                 }
             }
         }
-        (hits, misses)
+        (hits, misses, unknown)
     }
 
     /// The sum of the samples named `name` whose labels include `labels`.

@@ -4,6 +4,7 @@
 //! them as root).
 
 mod benchmark;
+mod clients;
 mod connections;
 mod dashboard;
 mod helpers;

@@ -56,12 +56,23 @@ fn cli_sessions_and_transactions_count_as_redis_counts() {
     // attributes instead of arrays.
     redis.cli(&["-3"], "HSET h2 a 1 b 2\nHGETALL h2\nSADD s x y\nSMEMBERS s\nGET k1\nMGET k1 h2 nope\nMULTI\nINCR n\nEXEC\n");
 
-    // Redis knows no NOSUCHCOMMAND; the probe saw it sent and refused.
-    assert_commands_match(&probe, &redis, || {
-        let mut expected = redis.commandstats();
-        expected.insert("NOSUCHCOMMAND".into(), 1);
-        expected
-    });
+    // Redis knows no NOSUCHCOMMAND and counts it as no command: the probe
+    // reports it refused, apart.
+    assert_commands_match(&probe, &redis, || redis.commandstats());
+    assert_eq!(
+        probe.sum(
+            "obi_redis_rejected_commands_total",
+            &[("command", "NOSUCHCOMMAND"), ("reason", "unknown")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        probe.sum(
+            "obi_redis_rejected_commands_total",
+            &[("command", "GET"), ("reason", "arity")]
+        ),
+        1.0
+    );
     let status = |command: &str, status: &str| {
         probe.sum(
             "obi_redis_commands_total",
