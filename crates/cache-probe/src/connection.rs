@@ -133,7 +133,7 @@ impl Connection {
         at_ns: u64,
         out: &mut Vec<Observation>,
     ) {
-        self.request_part(captured, length - captured.len(), true, at_ns, out);
+        self.request_part(captured.to_vec(), length - captured.len(), true, at_ns, out);
     }
 
     /// Part of a request syscall: `captured` bytes, then `missed` bytes not
@@ -141,13 +141,14 @@ impl Connection {
     /// burst).
     pub fn request_part(
         &mut self,
-        captured: &[u8],
+        captured: Vec<u8>,
         missed: usize,
         last: bool,
         at_ns: u64,
         out: &mut Vec<Observation>,
     ) {
-        self.requests.push(captured, captured.len() + missed);
+        let length = captured.len() + missed;
+        self.requests.push_owned(captured, length);
         loop {
             match self.requests.next_value() {
                 Next::Incomplete => break,
@@ -201,19 +202,20 @@ impl Connection {
         at_ns: u64,
         out: &mut Vec<Observation>,
     ) {
-        self.reply_part(captured, length - captured.len(), at_ns, out);
+        self.reply_part(captured.to_vec(), length - captured.len(), at_ns, out);
     }
 
     /// Part of a reply syscall: `captured` bytes, then `missed` not
     /// captured.
     pub fn reply_part(
         &mut self,
-        captured: &[u8],
+        captured: Vec<u8>,
         missed: usize,
         at_ns: u64,
         out: &mut Vec<Observation>,
     ) {
-        self.replies.push(captured, captured.len() + missed);
+        let length = captured.len() + missed;
+        self.replies.push_owned(captured, length);
         loop {
             match self.replies.next_value() {
                 Next::Incomplete => break,
@@ -463,7 +465,7 @@ mod tests {
         let mut out = Vec::new();
         let chunks: Vec<&[u8]> = request.chunks(16_384).collect();
         for (i, chunk) in chunks.iter().enumerate() {
-            conn.request_part(chunk, 0, i + 1 == chunks.len(), 0, &mut out);
+            conn.request_part(chunk.to_vec(), 0, i + 1 == chunks.len(), 0, &mut out);
         }
         assert!(chunks.len() > 1);
         assert_eq!(out, vec![Observation::Pipeline(300)]);
@@ -479,7 +481,8 @@ mod tests {
         let total = head.len() + value + 2;
         let mut captured = head.into_bytes();
         captured.resize(1 << 20, b'x');
-        conn.request_part(&captured, total - captured.len(), true, 0, &mut out);
+        let missed = total - captured.len();
+        conn.request_part(captured, missed, true, 0, &mut out);
         conn.requests(&resp(&["GET", "k"]), 13 + 7, 1, &mut out);
         conn.replies(b"+OK\r\n$1\r\nv\r\n", 12, 2, &mut out);
         let skipped: u64 = out

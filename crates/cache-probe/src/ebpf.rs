@@ -54,8 +54,20 @@ pub struct Event {
     pub last: bool,
     pub local: std::net::SocketAddr,
     pub remote: std::net::SocketAddr,
-    pub comm: String,
+    pub comm: Comm,
     pub data: Vec<u8>,
+}
+
+/// A process name as the kernel reports it (up to 15 bytes, NUL-padded),
+/// made a `String` only when a new connection needs it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Comm([u8; 16]);
+
+impl Comm {
+    pub fn name(&self) -> String {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(16);
+        String::from_utf8_lossy(&self.0[..end]).into_owned()
+    }
 }
 
 /// Counters kept by the kernel side, summed over CPUs.
@@ -94,18 +106,14 @@ pub fn preflight() -> anyhow::Result<()> {
         );
     }
     ensure_tracefs()?;
-    for event in [
-        "syscalls/sys_enter_sendto",
-        "sock/sock_send_length",
-        "sock/inet_sock_set_state",
-    ] {
+    for event in ["sock/sock_send_length", "sock/inet_sock_set_state"] {
         if !tracefs_root()
             .map(|root| root.join("events").join(event).exists())
             .unwrap_or(false)
         {
             bail!(
-                "the kernel has no tracepoint {event}: cache-probe needs syscall tracepoints \
-                 (CONFIG_FTRACE_SYSCALLS) and the sock tracepoints (Linux 5.17 or newer)"
+                "the kernel has no tracepoint {event}: cache-probe needs the sock tracepoints \
+                 (Linux 5.17 or newer)"
             );
         }
     }
@@ -337,12 +345,7 @@ fn parse_event(data: &[u8]) -> Option<Event> {
     // the kernel side; read_unaligned copes with any alignment.
     let header: event_header = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
     let captured = (header.captured as usize).min(data.len() - size);
-    let comm: Vec<u8> = header
-        .comm
-        .iter()
-        .map(|&c| c as u8)
-        .take_while(|&c| c != 0)
-        .collect();
+    let comm = Comm(header.comm.map(|c| c as u8));
     Some(Event {
         timestamp_ns: header.timestamp_ns,
         cookie: header.socket_cookie,
@@ -354,7 +357,7 @@ fn parse_event(data: &[u8]) -> Option<Event> {
         last: header.flags & RECORD_LAST != 0,
         local: address(&header.ends.local_addr, header.ends.local_port),
         remote: address(&header.ends.remote_addr, header.ends.remote_port),
-        comm: String::from_utf8_lossy(&comm).into_owned(),
+        comm,
         data: data[size..size + captured].to_vec(),
     })
 }

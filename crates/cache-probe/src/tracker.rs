@@ -25,7 +25,7 @@ use crate::discover::{self, Owners};
 use crate::ebpf::{
     DIR_RECV, DIR_SEND, EVENT_CLIENT, EVENT_CLOSED, EVENT_DATA, EVENT_DISCOVERED, Event,
 };
-use crate::metrics::{Metrics, Peer};
+use crate::metrics::{CommandSeries, Metrics, Peer};
 use crate::spans::Spans;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +45,13 @@ struct Socket {
     connection: Connection,
     /// The syscall each direction's records are part of (requests, replies).
     progress: [Progress; 2],
+    /// Its command series, by command and status.
+    series: SeriesCache,
 }
+
+/// A connection's command series, by command name, one per status: looked
+/// up by name without allocating or taking the metrics' lock.
+type SeriesCache = HashMap<String, [Option<Arc<CommandSeries>>; 4]>;
 
 /// How much of one syscall's bytes its records have brought so far. A
 /// syscall that moved more than one record holds comes as several records,
@@ -146,7 +152,7 @@ impl Tracker {
             {
                 self.client_names
                     .entry((event.local, event.remote))
-                    .or_insert_with(|| event.comm.clone());
+                    .or_insert_with(|| event.comm.name());
             }
         }
         for event in events {
@@ -211,27 +217,28 @@ impl Tracker {
         );
         if requests {
             if part.previous_missed > 0 {
-                connection.request_part(&[], part.previous_missed, true, at, out);
+                connection.request_part(Vec::new(), part.previous_missed, true, at, out);
             }
             if part.missed_before > 0 {
-                connection.request_part(&[], part.missed_before, false, at, out);
+                connection.request_part(Vec::new(), part.missed_before, false, at, out);
             }
-            connection.request_part(&event.data, part.missed_after, part.last, at, out);
+            connection.request_part(event.data, part.missed_after, part.last, at, out);
         } else {
             for missed in [part.previous_missed, part.missed_before] {
                 if missed > 0 {
-                    connection.reply_part(&[], missed, at, out);
+                    connection.reply_part(Vec::new(), missed, at, out);
                 }
             }
-            connection.reply_part(&event.data, part.missed_after, at, out);
+            connection.reply_part(event.data, part.missed_after, at, out);
         }
-        let (peer, server) = (socket.peer.clone(), socket.server);
+        let (peer, server) = (&socket.peer, socket.server);
         for observation in self.observations.drain(..) {
             record(
                 &self.metrics,
                 self.spans.as_ref(),
-                &peer,
+                peer,
                 server,
+                &mut socket.series,
                 observation,
             );
         }
@@ -256,7 +263,7 @@ impl Tracker {
         };
         let service = match (&self.service_name, side) {
             (Some(name), _) => name.clone(),
-            (None, Side::Client) => event.comm.clone(),
+            (None, Side::Client) => event.comm.name(),
             (None, Side::Server) if local => match self.client_names.get(&(client, server)) {
                 Some(name) => name.clone(),
                 None => self
@@ -275,6 +282,7 @@ impl Tracker {
             counts,
             connection: Connection::default(),
             progress: Default::default(),
+            series: HashMap::new(),
         })
     }
 
@@ -296,6 +304,7 @@ fn record(
     spans: Option<&Spans>,
     peer: &Arc<Peer>,
     server: SocketAddr,
+    series: &mut SeriesCache,
     observation: Observation,
 ) {
     match observation {
@@ -305,7 +314,13 @@ fn record(
             // Redis counts a command it does not know nowhere but in its
             // error statistics: not a command of `INFO commandstats`.
             if done.rejected != Some(commands::Rejection::Unknown) {
-                metrics.command(peer, name, done.status.as_str(), took);
+                let statuses = match series.get_mut(name.as_str()) {
+                    Some(statuses) => statuses,
+                    None => series.entry(name.clone()).or_default(),
+                };
+                statuses[done.status as usize]
+                    .get_or_insert_with(|| metrics.command_series(peer, name, done.status.as_str()))
+                    .observe(took);
             }
             if let Some(rejection) = done.rejected {
                 metrics.rejected(peer, name, rejection);

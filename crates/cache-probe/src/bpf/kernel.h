@@ -36,24 +36,45 @@ struct task_struct {
 	char comm[16];
 } __attribute__((preserve_access_index));
 
-struct trace_entry {
-	unsigned short type;
-	unsigned char flags;
-	unsigned char preempt_count;
-	int pid;
+/* The registers a syscall was entered with (bpf_task_pt_regs): its number
+ * and arguments, per architecture, with the syscalls the probe follows. */
+#if defined(__TARGET_ARCH_x86)
+struct pt_regs {
+	unsigned long di;
+	unsigned long si;
+	unsigned long dx;
+	unsigned long orig_ax;
 } __attribute__((preserve_access_index));
-
-struct trace_event_raw_sys_enter {
-	struct trace_entry ent;
-	long id;
-	unsigned long args[6];
+#define SYSCALL_NR(regs) ((long)BPF_CORE_READ(regs, orig_ax))
+#define SYSCALL_ARG2(regs) ((__u64)BPF_CORE_READ(regs, si))
+#define SYSCALL_ARG3(regs) ((__u64)BPF_CORE_READ(regs, dx))
+#define SYS_read 0
+#define SYS_write 1
+#define SYS_readv 19
+#define SYS_writev 20
+#define SYS_sendto 44
+#define SYS_recvfrom 45
+#define SYS_sendmsg 46
+#define SYS_recvmsg 47
+#elif defined(__TARGET_ARCH_arm64)
+struct pt_regs {
+	__u64 regs[31];
+	__s32 syscallno;
 } __attribute__((preserve_access_index));
-
-struct trace_event_raw_sys_exit {
-	struct trace_entry ent;
-	long id;
-	long ret;
-} __attribute__((preserve_access_index));
+#define SYSCALL_NR(regs) ((long)BPF_CORE_READ(regs, syscallno))
+#define SYSCALL_ARG2(regs) ((__u64)BPF_CORE_READ(regs, regs[1]))
+#define SYSCALL_ARG3(regs) ((__u64)BPF_CORE_READ(regs, regs[2]))
+#define SYS_read 63
+#define SYS_write 64
+#define SYS_readv 65
+#define SYS_writev 66
+#define SYS_sendto 206
+#define SYS_recvfrom 207
+#define SYS_sendmsg 211
+#define SYS_recvmsg 212
+#else
+#error "cache-probe: unsupported architecture"
+#endif
 
 /* User-space layouts (the syscall ABI, not kernel internals): no CO-RE. */
 struct iovec {

@@ -33,6 +33,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define TCP_SYN_SENT 2
 #define TCP_CLOSE 7
 #define TCP_LISTEN 10
+#define MSG_PEEK 2
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -66,24 +67,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct settings);
 } config SEC(".maps");
-
-/* A syscall in progress on a thread of a selected process. */
-struct pending {
-	__u64 buf;      /* user buffer, or iovec array */
-	__u32 iovcnt;   /* 0: `buf` is a plain buffer */
-	__u32 direction;
-	__u32 watched;  /* the socket's tracepoint saw a watched connection */
-	__u32 _pad;
-	__u64 cookie;
-	struct endpoints ends;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64); /* pid_tgid */
-	__type(value, struct pending);
-} inflight SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -166,18 +149,6 @@ static __always_inline int watched_port(struct settings *s, __u16 port)
 	return 0;
 }
 
-static __always_inline void begin(__u64 buf, __u32 iovcnt, __u32 direction)
-{
-	if (!selected())
-		return;
-	__u64 id = bpf_get_current_pid_tgid();
-	struct pending p = {};
-	p.buf = buf;
-	p.iovcnt = iovcnt;
-	p.direction = direction;
-	bpf_map_update_elem(&inflight, &id, &p, BPF_ANY);
-}
-
 /* The ends of `sk`, IPv4 mapped into IPv6. */
 static __always_inline void read_ends(struct sock *sk, struct endpoints *ends)
 {
@@ -243,35 +214,6 @@ static __always_inline void name_client(struct sock *sk, struct endpoints *ends,
 	process_name(h.comm);
 	if (bpf_ringbuf_output(&events, &h, sizeof(h), BPF_RB_NO_WAKEUP) != 0)
 		count(COUNTER_LOST, 1);
-}
-
-/* Inside the syscall: which connection it is on, if a watched one. */
-static __always_inline void on_socket(struct sock *sk)
-{
-	if (!selected())
-		return;
-	__u64 id = bpf_get_current_pid_tgid();
-	struct pending *p = bpf_map_lookup_elem(&inflight, &id);
-	if (!p)
-		return;
-	__u32 zero = 0;
-	struct settings *s = bpf_map_lookup_elem(&config, &zero);
-	if (!s)
-		return;
-	struct endpoints ends = {};
-	read_ends(sk, &ends);
-	if (!watched_port(s, ends.remote_port) && !watched_port(s, ends.local_port)) {
-		bpf_map_delete_elem(&inflight, &id);
-		return;
-	}
-	if (server_side_seen(&ends)) {
-		bpf_map_delete_elem(&inflight, &id);
-		name_client(sk, &ends, id >> 32);
-		return;
-	}
-	p->ends = ends;
-	p->cookie = bpf_get_socket_cookie(sk);
-	p->watched = 1;
 }
 
 /* Hands over the scratch record (its header was filled by end()). */
@@ -352,42 +294,34 @@ static long copy_step(__u64 index, void *data)
 /* Steps enough for MAX_RECORDS records over MAX_IOVECS iovec entries. */
 #define COPY_STEPS (2 * MAX_IOVECS + 2 * MAX_RECORDS)
 
-/* After the syscall: copy what moved, and hand it over. */
-static __always_inline void end(long ret)
+/* Copies what the syscall moved (`moved` bytes, from `buf`, or the iovec
+ * array `buf` of `iovcnt` entries) into records, and hands them over. */
+static __always_inline void capture(__u64 buf, __u32 iovcnt, __u32 direction, long moved,
+				    struct endpoints *ends, __u64 cookie)
 {
-	if (!selected())
-		return;
-	__u64 id = bpf_get_current_pid_tgid();
-	struct pending *p = bpf_map_lookup_elem(&inflight, &id);
-	if (!p)
-		return;
-	struct pending pending = *p;
-	bpf_map_delete_elem(&inflight, &id);
-	if (!pending.watched || ret <= 0)
-		return;
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct scratch *out = bpf_map_lookup_elem(&scratch, &cpu);
 	if (!out)
 		return;
 	struct copy *c = &out->copy;
 	__builtin_memset(c, 0, sizeof(*c));
-	c->length = ret;
+	c->length = moved;
 	c->total = c->length > MAX_SYSCALL_CAPTURE ? MAX_SYSCALL_CAPTURE : c->length;
-	if (pending.iovcnt == 0) {
-		c->base = pending.buf;
+	if (iovcnt == 0) {
+		c->base = buf;
 		c->left = c->total;
 	} else {
-		c->iovecs = pending.buf;
-		c->iovcnt = pending.iovcnt;
+		c->iovecs = buf;
+		c->iovcnt = iovcnt;
 	}
 	struct event_header *h = &out->header;
 	h->timestamp_ns = bpf_ktime_get_ns();
-	h->socket_cookie = pending.cookie;
-	h->tgid = id >> 32;
+	h->socket_cookie = cookie;
+	h->tgid = bpf_get_current_pid_tgid() >> 32;
 	h->kind = EVENT_DATA;
-	h->direction = pending.direction;
+	h->direction = direction;
 	h->length = c->length;
-	h->ends = pending.ends;
+	h->ends = *ends;
 	process_name(h->comm);
 	bpf_loop(COPY_STEPS, copy_step, NULL, 0);
 	/* Fewer bytes than moved could be read (an iovec array shorter than
@@ -400,58 +334,56 @@ static __always_inline void end(long ret)
 		count(COUNTER_TRUNCATED, 1);
 }
 
-SEC("tracepoint/syscalls/sys_enter_write")
-int enter_write(struct trace_event_raw_sys_enter *ctx) { begin(ctx->args[1], 0, DIR_SEND); return 0; }
-SEC("tracepoint/syscalls/sys_enter_sendto")
-int enter_sendto(struct trace_event_raw_sys_enter *ctx) { begin(ctx->args[1], 0, DIR_SEND); return 0; }
-SEC("tracepoint/syscalls/sys_enter_writev")
-int enter_writev(struct trace_event_raw_sys_enter *ctx) { begin(ctx->args[1], ctx->args[2], DIR_SEND); return 0; }
-SEC("tracepoint/syscalls/sys_enter_read")
-int enter_read(struct trace_event_raw_sys_enter *ctx) { begin(ctx->args[1], 0, DIR_RECV); return 0; }
-SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int enter_recvfrom(struct trace_event_raw_sys_enter *ctx) { begin(ctx->args[1], 0, DIR_RECV); return 0; }
-SEC("tracepoint/syscalls/sys_enter_readv")
-int enter_readv(struct trace_event_raw_sys_enter *ctx) { begin(ctx->args[1], ctx->args[2], DIR_RECV); return 0; }
-
-static __always_inline void begin_msg(__u64 msg, __u32 direction)
+/* Bytes sent or received on a socket by a followed process: the socket
+ * layer's tracepoint, inside the syscall, once the bytes have moved. The
+ * user buffer is the syscall's own argument, read from the thread's saved
+ * registers: no syscall tracepoint is attached, so the syscalls of every
+ * other process (and the followed ones' file and pipe I/O) cost nothing. */
+static __always_inline void on_socket(struct sock *sk, int moved, int flags, __u32 direction)
 {
-	if (!selected())
+	if (moved <= 0 || !selected())
 		return;
-	struct user_msghdr hdr = {};
-	bpf_probe_read_user(&hdr, sizeof(hdr), (const void *)msg);
-	if (hdr.msg_iovlen == 0)
+	/* A peek leaves the bytes for the read that follows. */
+	if (direction == DIR_RECV && (flags & MSG_PEEK))
 		return;
-	begin((__u64)hdr.msg_iov, hdr.msg_iovlen, direction);
+	__u32 zero = 0;
+	struct settings *s = bpf_map_lookup_elem(&config, &zero);
+	if (!s)
+		return;
+	struct endpoints ends = {};
+	read_ends(sk, &ends);
+	if (!watched_port(s, ends.remote_port) && !watched_port(s, ends.local_port))
+		return;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (server_side_seen(&ends)) {
+		name_client(sk, &ends, tgid);
+		return;
+	}
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	long nr = SYSCALL_NR(regs);
+	__u64 buf = SYSCALL_ARG2(regs);
+	__u32 iovcnt = 0;
+	if (nr == SYS_readv || nr == SYS_writev) {
+		iovcnt = SYSCALL_ARG3(regs);
+	} else if (nr == SYS_sendmsg || nr == SYS_recvmsg) {
+		struct user_msghdr hdr = {};
+		if (bpf_probe_read_user(&hdr, sizeof(hdr), (const void *)buf) || hdr.msg_iovlen == 0)
+			return;
+		buf = (__u64)hdr.msg_iov;
+		iovcnt = hdr.msg_iovlen;
+	} else if (nr != SYS_read && nr != SYS_write && nr != SYS_sendto && nr != SYS_recvfrom) {
+		/* sendfile, splice, io_uring, sendmmsg…: not followed. */
+		return;
+	}
+	capture(buf, iovcnt, direction, moved, &ends, bpf_get_socket_cookie(sk));
 }
-
-SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int enter_sendmsg(struct trace_event_raw_sys_enter *ctx) { begin_msg(ctx->args[1], DIR_SEND); return 0; }
-SEC("tracepoint/syscalls/sys_enter_recvmsg")
-int enter_recvmsg(struct trace_event_raw_sys_enter *ctx) { begin_msg(ctx->args[1], DIR_RECV); return 0; }
-
-SEC("tracepoint/syscalls/sys_exit_write")
-int exit_write(struct trace_event_raw_sys_exit *ctx) { end(ctx->ret); return 0; }
-SEC("tracepoint/syscalls/sys_exit_sendto")
-int exit_sendto(struct trace_event_raw_sys_exit *ctx) { end(ctx->ret); return 0; }
-SEC("tracepoint/syscalls/sys_exit_writev")
-int exit_writev(struct trace_event_raw_sys_exit *ctx) { end(ctx->ret); return 0; }
-SEC("tracepoint/syscalls/sys_exit_sendmsg")
-int exit_sendmsg(struct trace_event_raw_sys_exit *ctx) { end(ctx->ret); return 0; }
-SEC("tracepoint/syscalls/sys_exit_read")
-int exit_read(struct trace_event_raw_sys_exit *ctx) { end(ctx->ret); return 0; }
-SEC("tracepoint/syscalls/sys_exit_recvfrom")
-int exit_recvfrom(struct trace_event_raw_sys_exit *ctx) { end(ctx->ret); return 0; }
-SEC("tracepoint/syscalls/sys_exit_readv")
-int exit_readv(struct trace_event_raw_sys_exit *ctx) { end(ctx->ret); return 0; }
-SEC("tracepoint/syscalls/sys_exit_recvmsg")
-int exit_recvmsg(struct trace_event_raw_sys_exit *ctx) { end(ctx->ret); return 0; }
 
 /* The signature is (struct sock *sk, int ret, int flags): the tracefs
  * format's family/protocol fields are not arguments. */
 SEC("tp_btf/sock_send_length")
-int BPF_PROG(on_send, struct sock *sk, int ret, int flags) { on_socket(sk); return 0; }
+int BPF_PROG(on_send, struct sock *sk, int ret, int flags) { on_socket(sk, ret, flags, DIR_SEND); return 0; }
 SEC("tp_btf/sock_recv_length")
-int BPF_PROG(on_recv, struct sock *sk, int ret, int flags) { on_socket(sk); return 0; }
+int BPF_PROG(on_recv, struct sock *sk, int ret, int flags) { on_socket(sk, ret, flags, DIR_RECV); return 0; }
 
 /* A client of a followed local server, between connect() and the
  * handshake's end (its local port is only known then). */

@@ -231,7 +231,9 @@ fn third_party_clients_count_exactly_as_redis_counts() {
             if seen == wanted && lookups_agree {
                 Ok(())
             } else {
-                Err(format!("probe: {seen:#?}, {unknown} unknown; redis: {wanted:#?}"))
+                Err(format!(
+                    "probe: {seen:#?}, {unknown} unknown; redis: {wanted:#?}"
+                ))
             }
         },
     );
