@@ -313,7 +313,14 @@ impl Probe {
         let ring = builder.build().context("cannot read the ring buffer")?;
         loop {
             ring.consume().context("cannot read the ring buffer")?;
-            let batch = std::mem::take(&mut *events.borrow_mut());
+            // The next batch starts with room for one as large as this
+            // one: growing the vector while draining cost a copy of every
+            // event, several times over.
+            let batch = {
+                let mut events = events.borrow_mut();
+                let room = events.len().max(1024);
+                std::mem::replace(&mut *events, Vec::with_capacity(room))
+            };
             if !batch.is_empty() {
                 handle(batch);
             }

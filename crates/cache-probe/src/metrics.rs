@@ -217,13 +217,16 @@ impl Metrics {
     }
 
     pub fn pipeline(&self, peer: &Arc<Peer>, depth: usize) {
-        let histogram = self
-            .lock()
+        observe_depth(&self.pipeline_series(peer), depth);
+    }
+
+    /// `peer`'s pipeline depth histogram, for the caller to keep.
+    pub fn pipeline_series(&self, peer: &Arc<Peer>) -> Arc<Histogram> {
+        self.lock()
             .depth
             .entry(peer.clone())
             .or_insert_with(|| Arc::new(Histogram::new(&DEPTH_BUCKETS)))
-            .clone();
-        histogram.observe(Duration::from_secs(depth as u64));
+            .clone()
     }
 
     pub fn connection(&self, peer: &Arc<Peer>, change: i64) {
@@ -409,6 +412,12 @@ impl Metrics {
         );
         out.finish()
     }
+}
+
+/// Records one burst of `depth` commands (the histogram counts seconds:
+/// a depth is given as that many).
+pub fn observe_depth(histogram: &Histogram, depth: usize) {
+    histogram.observe(Duration::from_secs(depth as u64));
 }
 
 fn refs<'a>(labels: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {

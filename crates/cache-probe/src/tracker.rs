@@ -27,6 +27,7 @@ use crate::ebpf::{
 };
 use crate::metrics::{CommandSeries, Metrics, Peer};
 use crate::spans::Spans;
+use prometheus_text::Histogram;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
@@ -49,9 +50,14 @@ struct Socket {
     series: SeriesCache,
 }
 
-/// A connection's command series, by command name, one per status: looked
-/// up by name without allocating or taking the metrics' lock.
-type SeriesCache = HashMap<String, [Option<Arc<CommandSeries>>; 4]>;
+/// A connection's series, kept so that counting takes no lock: its commands
+/// by name, one per status (looked up without allocating), and its
+/// pipeline depths.
+#[derive(Default)]
+struct SeriesCache {
+    commands: HashMap<String, [Option<Arc<CommandSeries>>; 4]>,
+    depth: Option<Arc<Histogram>>,
+}
 
 /// How much of one syscall's bytes its records have brought so far. A
 /// syscall that moved more than one record holds comes as several records,
@@ -282,7 +288,7 @@ impl Tracker {
             counts,
             connection: Connection::default(),
             progress: Default::default(),
-            series: HashMap::new(),
+            series: SeriesCache::default(),
         })
     }
 
@@ -314,9 +320,9 @@ fn record(
             // Redis counts a command it does not know nowhere but in its
             // error statistics: not a command of `INFO commandstats`.
             if done.rejected != Some(commands::Rejection::Unknown) {
-                let statuses = match series.get_mut(name.as_str()) {
+                let statuses = match series.commands.get_mut(name.as_str()) {
                     Some(statuses) => statuses,
-                    None => series.entry(name.clone()).or_default(),
+                    None => series.commands.entry(name.clone()).or_default(),
                 };
                 statuses[done.status as usize]
                     .get_or_insert_with(|| metrics.command_series(peer, name, done.status.as_str()))
@@ -332,7 +338,12 @@ fn record(
                 spans.command(peer, server, &done);
             }
         }
-        Observation::Pipeline(depth) => metrics.pipeline(peer, depth),
+        Observation::Pipeline(depth) => {
+            let histogram = series
+                .depth
+                .get_or_insert_with(|| metrics.pipeline_series(peer));
+            crate::metrics::observe_depth(histogram, depth);
+        }
         Observation::Delivered { channel } => metrics.pubsub(peer, &channel, "receive"),
         Observation::Published { channel } => metrics.pubsub(peer, &channel, "publish"),
         Observation::Resync => {

@@ -323,6 +323,17 @@ static __always_inline void capture(__u64 buf, __u32 iovcnt, __u32 direction, lo
 	h->length = c->length;
 	h->ends = *ends;
 	process_name(h->comm);
+	if (iovcnt == 0 && c->total <= MAX_CAPTURE) {
+		/* The common case, one record from one buffer: no loop. The
+		 * size is between 1 and MAX_CAPTURE (the mask changes nothing). */
+		__u64 size = c->total - 1;
+		barrier_var(size);
+		size = (size & (MAX_CAPTURE - 1)) + 1;
+		bpf_probe_read_user(out->data, size, (const void *)buf);
+		c->filled = size;
+		emit(out);
+		return;
+	}
 	bpf_loop(COPY_STEPS, copy_step, NULL, 0);
 	/* Fewer bytes than moved could be read (an iovec array shorter than
 	 * the syscall said): what was read ends the syscall's records. */
