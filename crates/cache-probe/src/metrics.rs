@@ -42,7 +42,7 @@ type Key<T> = (Arc<Peer>, T);
 struct Series {
     commands: BTreeMap<Key<(Arc<str>, &'static str)>, Arc<CommandSeries>>,
     durations: BTreeMap<Key<Arc<str>>, Arc<Histogram>>,
-    lookups: BTreeMap<Key<(Arc<str>, &'static str)>, u64>,
+    lookups: BTreeMap<Key<Arc<str>>, Arc<LookupSeries>>,
     rejected: BTreeMap<Key<(Arc<str>, &'static str)>, u64>,
     pubsub: BTreeMap<Key<(Arc<str>, &'static str)>, u64>,
     depth: BTreeMap<Arc<Peer>, Arc<Histogram>>,
@@ -66,6 +66,24 @@ impl CommandSeries {
     pub fn observe(&self, took: Duration) {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.duration.observe(took);
+    }
+}
+
+/// One command's key lookups: hits, misses, unknown.
+#[derive(Default)]
+pub struct LookupSeries([AtomicU64; 3]);
+
+impl LookupSeries {
+    pub fn add(&self, lookups: crate::commands::Lookups) {
+        for (counter, n) in self
+            .0
+            .iter()
+            .zip([lookups.hits, lookups.misses, lookups.unknown])
+        {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -169,19 +187,17 @@ impl Metrics {
     }
 
     pub fn lookups(&self, peer: &Arc<Peer>, command: &str, lookups: crate::commands::Lookups) {
+        self.lookup_series(peer, command).add(lookups);
+    }
+
+    /// `peer`'s key lookups by `command`, for the caller to keep.
+    pub fn lookup_series(&self, peer: &Arc<Peer>, command: &str) -> Arc<LookupSeries> {
         let mut s = self.lock();
         let command = bounded(&mut s.commands_seen, MAX_COMMANDS, command, command_label);
-        for (result, n) in [
-            ("hit", lookups.hits),
-            ("miss", lookups.misses),
-            ("unknown", lookups.unknown),
-        ] {
-            if n > 0 {
-                *s.lookups
-                    .entry((peer.clone(), (command.clone(), result)))
-                    .or_default() += n;
-            }
-        }
+        s.lookups
+            .entry((peer.clone(), command))
+            .or_default()
+            .clone()
     }
 
     /// A command Redis refused without running it.
@@ -306,11 +322,16 @@ impl Metrics {
             "counter",
             "Key lookups Redis counts in keyspace_hits and keyspace_misses, by result (hit, miss, or unknown when the reply does not tell: HGET nil, an empty SINTER).",
         );
-        for ((peer, (command, result)), n) in &s.lookups {
-            let mut l = labels(peer);
-            l.push(("command", command.to_string()));
-            l.push(("result", (*result).to_owned()));
-            out.sample("obi_redis_key_lookups_total", &refs(&l), *n as f64);
+        for ((peer, command), series) in &s.lookups {
+            for (result, counter) in ["hit", "miss", "unknown"].into_iter().zip(&series.0) {
+                let n = counter.load(Ordering::Relaxed);
+                if n > 0 {
+                    let mut l = labels(peer);
+                    l.push(("command", command.to_string()));
+                    l.push(("result", result.to_owned()));
+                    out.sample("obi_redis_key_lookups_total", &refs(&l), n as f64);
+                }
+            }
         }
         out.family(
             "obi_redis_pubsub_messages_total",

@@ -25,7 +25,7 @@ use crate::discover::{self, Owners};
 use crate::ebpf::{
     DIR_RECV, DIR_SEND, EVENT_CLIENT, EVENT_CLOSED, EVENT_DATA, EVENT_DISCOVERED, Event,
 };
-use crate::metrics::{CommandSeries, Metrics, Peer};
+use crate::metrics::{CommandSeries, LookupSeries, Metrics, Peer};
 use crate::spans::Spans;
 use prometheus_text::Histogram;
 
@@ -55,9 +55,50 @@ struct Socket {
 /// pipeline depths.
 #[derive(Default)]
 struct SeriesCache {
-    commands: HashMap<String, [Option<Arc<CommandSeries>>; 4]>,
+    commands: HashMap<String, CommandCache, FastHash>,
     depth: Option<Arc<Histogram>>,
 }
+
+#[derive(Default)]
+struct CommandCache {
+    statuses: [Option<Arc<CommandSeries>>; 4],
+    lookups: Option<Arc<LookupSeries>>,
+}
+
+/// The hasher of the probe's hot maps (sockets by cookie, series by
+/// command name): FNV-1a, a few instructions per byte where the standard
+/// SipHash, built to resist chosen keys, costs tens of nanoseconds. Keys are
+/// socket cookies and command names, neither chosen by a peer in a way that
+/// could degrade a map beyond its few hundred entries.
+#[derive(Default, Clone, Copy)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // A cookie: spread its bits (they count up from a boot-time value).
+        self.0 = (self.0 ^ n)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+}
+
+type FastHash = std::hash::BuildHasherDefault<Fnv>;
 
 /// How much of one syscall's bytes its records have brought so far. A
 /// syscall that moved more than one record holds comes as several records,
@@ -118,7 +159,7 @@ pub struct Tracker {
     ports: Vec<u16>,
     /// Replaces process names in `service_name`.
     service_name: Option<String>,
-    sockets: HashMap<u64, Socket>,
+    sockets: HashMap<u64, Socket, FastHash>,
     /// Ports of this host's followed Redis servers.
     followed_listeners: HashSet<u16>,
     owners: Owners,
@@ -140,7 +181,7 @@ impl Tracker {
         Tracker {
             ports,
             service_name,
-            sockets: HashMap::new(),
+            sockets: HashMap::default(),
             followed_listeners,
             owners: Owners::default(),
             client_names: HashMap::new(),
@@ -305,6 +346,15 @@ fn is_local(server: IpAddr, client: IpAddr) -> bool {
     server.is_loopback() || server == client
 }
 
+fn command_cache<'a>(series: &'a mut SeriesCache, name: &str) -> &'a mut CommandCache {
+    if !series.commands.contains_key(name) {
+        series
+            .commands
+            .insert(name.to_owned(), CommandCache::default());
+    }
+    series.commands.get_mut(name).expect("inserted above")
+}
+
 fn record(
     metrics: &Metrics,
     spans: Option<&Spans>,
@@ -320,11 +370,8 @@ fn record(
             // Redis counts a command it does not know nowhere but in its
             // error statistics: not a command of `INFO commandstats`.
             if done.rejected != Some(commands::Rejection::Unknown) {
-                let statuses = match series.commands.get_mut(name.as_str()) {
-                    Some(statuses) => statuses,
-                    None => series.commands.entry(name.clone()).or_default(),
-                };
-                statuses[done.status as usize]
+                let cache = command_cache(series, name);
+                cache.statuses[done.status as usize]
                     .get_or_insert_with(|| metrics.command_series(peer, name, done.status.as_str()))
                     .observe(took);
             }
@@ -332,7 +379,10 @@ fn record(
                 metrics.rejected(peer, name, rejection);
             }
             if done.lookups.total() > 0 {
-                metrics.lookups(peer, name, done.lookups);
+                command_cache(series, name)
+                    .lookups
+                    .get_or_insert_with(|| metrics.lookup_series(peer, name))
+                    .add(done.lookups);
             }
             if let Some(spans) = spans {
                 spans.command(peer, server, &done);
