@@ -232,10 +232,6 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    pub fn pipeline(&self, peer: &Arc<Peer>, depth: usize) {
-        observe_depth(&self.pipeline_series(peer), depth);
-    }
-
     /// `peer`'s pipeline depth histogram, for the caller to keep.
     pub fn pipeline_series(&self, peer: &Arc<Peer>) -> Arc<Histogram> {
         self.lock()
