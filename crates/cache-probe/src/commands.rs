@@ -389,7 +389,7 @@ pub fn rejection(command: &Command, message: &str) -> Option<Rejection> {
 
 /// The lookup rule of `name`, with `rest` its arguments after the name (and
 /// subcommand), and how many keys it looks up.
-fn lookup_rule(name: &str, rest: &[&[u8]]) -> Option<(Lookup, usize)> {
+fn lookup_rule(name: &str, rest: &[Vec<u8>]) -> Option<(Lookup, usize)> {
     let int = |i: usize| -> Option<i64> { std::str::from_utf8(rest.get(i)?).ok()?.parse().ok() };
     let is = |i: usize, word: &str| {
         rest.get(i)
@@ -497,51 +497,61 @@ fn lookup_rule(name: &str, rest: &[&[u8]]) -> Option<(Lookup, usize)> {
 }
 
 impl Command {
-    /// The command of a request array; `None` when it is not one.
-    pub fn parse(request: &Value) -> Option<Command> {
+    /// The command of a request array; `None` when it is not one. Takes
+    /// the request, so that the name and key are its own bytes, not copies.
+    pub fn from_request(request: Value) -> Option<Command> {
         let Value::Array(words) = request else {
             return None;
         };
-        let mut words = words.iter().filter_map(Value::as_bytes);
-        let first = words.next()?;
+        let mut words: Vec<Vec<u8>> = words
+            .into_iter()
+            .filter_map(|word| match word {
+                Value::Bulk(bytes) | Value::Simple(bytes) => Some(bytes),
+                _ => None,
+            })
+            .collect();
+        let first = words.first()?;
         if first.is_empty() || first.len() > 32 || !first.iter().all(|b| b.is_ascii_graphic()) {
             return None;
         }
-        let mut name = String::from_utf8_lossy(first).to_ascii_lowercase();
-        let words: Vec<&[u8]> = words.collect();
-        let mut rest = &words[..];
+        let argc = words.len();
+        let mut first = std::mem::take(&mut words[0]);
+        first.make_ascii_lowercase();
+        // ASCII, checked above.
+        let mut name = String::from_utf8(first).unwrap_or_default();
+        let mut rest = &mut words[1..];
         if CONTAINERS.contains(&name.as_str())
             && let Some(sub) = rest.first()
             && !sub.is_empty()
             && sub.len() <= 32
         {
-            name = format!(
-                "{name}|{}",
-                String::from_utf8_lossy(sub).to_ascii_lowercase()
-            );
-            rest = &rest[1..];
+            name.push('|');
+            name.push_str(&String::from_utf8_lossy(sub).to_ascii_lowercase());
+            rest = &mut rest[1..];
         }
-        let keyed = !KEYLESS.contains(&name.as_str()) && !name.contains('|');
-        let key = keyed
-            .then(|| rest.first().map(|key| key.to_vec()))
-            .flatten();
         let (lookup, keys) = match lookup_rule(&name, rest) {
             Some((rule, keys)) => (Some(rule), keys),
             None => (None, 0),
         };
         // Only channels are kept: other arguments (values, and the
         // credentials of AUTH, HELLO, ACL SETUSER, CONFIG SET, MIGRATE) are
-        // never copied.
+        // never kept.
         let args = match name.as_str() {
             // The channel, not the message.
-            "publish" | "spublish" => rest.iter().take(1).map(|arg| arg.to_vec()).collect(),
-            name if PUB_SUB.contains(&name) => rest.iter().map(|arg| arg.to_vec()).collect(),
+            "publish" | "spublish" => rest.iter_mut().take(1).map(std::mem::take).collect(),
+            name if PUB_SUB.contains(&name) => rest.iter_mut().map(std::mem::take).collect(),
             _ => Vec::new(),
+        };
+        let keyed = !KEYLESS.contains(&name.as_str()) && !name.contains('|');
+        let key = if keyed {
+            rest.first_mut().map(std::mem::take)
+        } else {
+            None
         };
         Some(Command {
             name,
             key,
-            argc: 1 + words.len(),
+            argc,
             lookup,
             keys,
             args,
@@ -577,7 +587,7 @@ mod tests {
                 .map(|w| Value::Bulk(w.as_bytes().to_vec()))
                 .collect(),
         );
-        Command::parse(&array).unwrap()
+        Command::from_request(array).unwrap()
     }
 
     #[test]
@@ -597,7 +607,7 @@ mod tests {
             "one key, two fields"
         );
         assert_eq!(command(&["CLIENT", "SETINFO", "lib-name", "x"]).argc, 4);
-        assert!(Command::parse(&Value::Integer(1)).is_none());
+        assert!(Command::from_request(Value::Integer(1)).is_none());
     }
 
     #[test]

@@ -154,7 +154,7 @@ impl Connection {
                 Next::Incomplete => break,
                 Next::Resync => out.push(Observation::Resync),
                 Next::Value(value) => {
-                    if let Some(command) = Command::parse(&value) {
+                    if let Some(command) = Command::from_request(value) {
                         self.burst += 1;
                         self.sent(command, at_ns);
                     }

@@ -1,8 +1,8 @@
 //! # cache-probe
 //!
 //! Zero-code observation of Redis traffic with eBPF: what any process sends
-//! to and receives from Redis, read off its syscalls, parsed as RESP, and
-//! exported as Prometheus metrics and OTLP spans.
+//! to and receives from Redis, read off its socket sends and receives,
+//! parsed as RESP, and exported as Prometheus metrics and OTLP spans.
 //!
 //! ## Layout
 //!
@@ -17,9 +17,9 @@
 //!
 //! ## Life of a command
 //!
-//! A client writes `GET k` to a socket on a Redis port. The kernel programs
-//! copy the bytes at the end of the syscall into the ring buffer; the probe
-//! drains it every 10 ms. The [`tracker::Tracker`] finds (or opens) the
+//! A client writes `GET k` to a socket on a Redis port. The kernel program
+//! on the socket layer's send tracepoint copies the bytes, once sent, into
+//! the ring buffer; the probe drains it every 10 ms. The [`tracker::Tracker`] finds (or opens) the
 //! socket's [`connection::Connection`], which parses the bytes into a
 //! command and queues it; when the reply arrives on the same socket, the
 //! command is completed (a nil reply: a miss) and counted, timed, and, with
