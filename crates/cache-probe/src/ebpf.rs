@@ -290,12 +290,13 @@ impl Probe {
     }
 
     /// Drains the ring buffer every `every`, without the kernel ever waking
-    /// us per event, handing each event to `handle`; returns when `handle`
-    /// or `keep_going` says to stop.
+    /// us per event, handing each batch of events to `handle` (which may
+    /// take their payloads; the vector is kept for the next batch); returns
+    /// when `keep_going` says to stop.
     pub fn drain(
         &self,
         every: Duration,
-        mut handle: impl FnMut(Vec<Event>),
+        mut handle: impl FnMut(&mut [Event]),
         mut keep_going: impl FnMut(&Self) -> bool,
     ) -> anyhow::Result<()> {
         // Filled by the callback during `consume`, emptied after it.
@@ -313,16 +314,14 @@ impl Probe {
         let ring = builder.build().context("cannot read the ring buffer")?;
         loop {
             ring.consume().context("cannot read the ring buffer")?;
-            // The next batch starts with room for one as large as this
-            // one: growing the vector while draining cost a copy of every
-            // event, several times over.
-            let batch = {
-                let mut events = events.borrow_mut();
-                let room = events.len().max(1024);
-                std::mem::replace(&mut *events, Vec::with_capacity(room))
-            };
-            if !batch.is_empty() {
-                handle(batch);
+            // One vector for every batch: a new one each time cost fresh
+            // pages and, while growing, a copy of every event.
+            {
+                let mut batch = events.borrow_mut();
+                if !batch.is_empty() {
+                    handle(&mut batch);
+                    batch.clear();
+                }
             }
             if !keep_going(self) {
                 return Ok(());

@@ -191,9 +191,9 @@ impl Tracker {
         }
     }
 
-    /// One drained batch, in order.
-    pub fn handle_batch(&mut self, events: Vec<Event>) {
-        for event in &events {
+    /// One drained batch, in order; the events' payloads are taken.
+    pub fn handle_batch(&mut self, events: &mut [Event]) {
+        for event in events.iter() {
             if matches!(event.kind, EVENT_DATA | EVENT_CLIENT)
                 && self.ports.contains(&event.remote.port())
             {
@@ -207,7 +207,7 @@ impl Tracker {
         }
     }
 
-    fn handle(&mut self, event: Event) {
+    fn handle(&mut self, event: &mut Event) {
         match event.kind {
             EVENT_DISCOVERED if event.direction == DIR_RECV => {
                 // A followed process started listening on a watched port.
@@ -230,9 +230,9 @@ impl Tracker {
         }
     }
 
-    fn data(&mut self, event: Event) {
+    fn data(&mut self, event: &mut Event) {
         if !self.sockets.contains_key(&event.cookie) {
-            let Some(socket) = self.open(&event) else {
+            let Some(socket) = self.open(event) else {
                 return;
             };
             if socket.counts {
@@ -269,14 +269,16 @@ impl Tracker {
             if part.missed_before > 0 {
                 connection.request_part(Vec::new(), part.missed_before, false, at, out);
             }
-            connection.request_part(event.data, part.missed_after, part.last, at, out);
+            let data = std::mem::take(&mut event.data);
+            connection.request_part(data, part.missed_after, part.last, at, out);
         } else {
             for missed in [part.previous_missed, part.missed_before] {
                 if missed > 0 {
                     connection.reply_part(Vec::new(), missed, at, out);
                 }
             }
-            connection.reply_part(event.data, part.missed_after, at, out);
+            let data = std::mem::take(&mut event.data);
+            connection.reply_part(data, part.missed_after, at, out);
         }
         let (peer, server) = (&socket.peer, socket.server);
         for observation in self.observations.drain(..) {
