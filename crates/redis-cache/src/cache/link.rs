@@ -343,8 +343,14 @@ impl RedisLink {
     }
 
     async fn open(&self) -> Result<MultiplexedConnection, RedisError> {
-        let config =
-            AsyncConnectionConfig::new().set_connection_timeout(Some(self.inner.connect_timeout));
+        // No response timeout of redis-rs's own (500 ms by default): every
+        // command is bounded by `REDIS_TIMEOUT` in `execute`, which leaves the
+        // connection up. redis-rs's would cut a slow reply short, whatever
+        // `REDIS_TIMEOUT` says, with an I/O error that marks the connection
+        // broken, failing every command in flight on it.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.inner.connect_timeout))
+            .set_response_timeout(None);
         self.inner
             .client
             .get_multiplexed_async_connection_with_config(&config)

@@ -216,6 +216,33 @@ async fn frozen_redis_means_bypass_then_hits_again(backend: Backend) {
     .await;
 }
 
+/// A slow Redis is waited for as long as `REDIS_TIMEOUT` says, on the same
+/// connection. redis-rs's own default response timeout (500 ms) used to cut
+/// such a reply short and drop the connection with every command in flight
+/// on it: under load, lease waiters then gave up and read the source of truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_reply_slower_than_half_a_second_but_within_the_timeout_is_a_hit() {
+    let app = TestApp::builder(Backend::Sqlite)
+        .without_l1()
+        .config(|c| c.redis.timeout = Duration::from_secs(10))
+        .spawn()
+        .await;
+    app.get_item("1").await;
+    app.redis.pause();
+    let lookups: Vec<_> = (0..10).map(|_| app.spawn_get("1")).collect();
+    // Not a wait for an event: this is the slow reply under test. Lookups
+    // that reach Redis late only see a shorter stall, never a false failure.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    app.redis.resume();
+    for lookup in futures::future::join_all(lookups).await {
+        let (status, cache, item) = lookup.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(cache, "HIT", "answered by Redis, slow as it was");
+        assert_eq!(item["name"], "Laptop Pro");
+    }
+    assert_eq!(app.stats().await["bypassed"], 0);
+}
+
 async fn network_cut_defers_invalidations_until_redis_is_reachable(backend: Backend) {
     let redis_side = TestApp::spawn(backend).await;
     let proxy = TcpProxy::start(redis_side.redis.port()).await;
