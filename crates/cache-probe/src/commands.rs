@@ -79,13 +79,9 @@ const KEYLESS: [&str; 32] = [
 
 /// How a read's answer tells a hit from a miss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Read {
+enum Read {
     /// One key: nil (or an empty aggregate) is a miss.
     Single,
-    /// One answer per key, in an array: each nil is a miss.
-    PerKey,
-    /// `EXISTS`: the count of keys found.
-    Counted,
     /// A size: 0 is a miss (Redis never keeps an empty list, set or hash).
     Size,
     /// `TTL` and friends: -2 is a miss.
@@ -108,12 +104,10 @@ pub fn found(name: &str, reply: &Value) -> Option<bool> {
 }
 
 /// Reads whose answer says whether the key was there.
-pub fn read_kind(name: &str) -> Option<Read> {
+fn read_kind(name: &str) -> Option<Read> {
     match name {
         "get" | "getex" | "getdel" | "hget" | "hgetall" | "lrange" | "smembers" | "zrange"
         | "lindex" | "zscore" | "hkeys" | "hvals" | "getrange" | "substr" => Some(Read::Single),
-        "mget" | "hmget" => Some(Read::PerKey),
-        "exists" => Some(Read::Counted),
         "llen" | "scard" | "zcard" | "hlen" => Some(Read::Size),
         "ttl" | "pttl" | "expiretime" | "pexpiretime" => Some(Read::Ttl),
         "type" => Some(Read::Type),

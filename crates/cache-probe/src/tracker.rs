@@ -371,20 +371,26 @@ fn record(
             let name = &done.command.name;
             // Redis counts a command it does not know nowhere but in its
             // error statistics: not a command of `INFO commandstats`.
-            if done.rejected != Some(commands::Rejection::Unknown) {
+            let counted = done.rejected != Some(commands::Rejection::Unknown);
+            let looked_up = done.lookups.total() > 0;
+            if counted || looked_up {
                 let cache = command_cache(series, name);
-                cache.statuses[done.status as usize]
-                    .get_or_insert_with(|| metrics.command_series(peer, name, done.status.as_str()))
-                    .observe(took);
+                if counted {
+                    cache.statuses[done.status as usize]
+                        .get_or_insert_with(|| {
+                            metrics.command_series(peer, name, done.status.as_str())
+                        })
+                        .observe(took);
+                }
+                if looked_up {
+                    cache
+                        .lookups
+                        .get_or_insert_with(|| metrics.lookup_series(peer, name))
+                        .add(done.lookups);
+                }
             }
             if let Some(rejection) = done.rejected {
                 metrics.rejected(peer, name, rejection);
-            }
-            if done.lookups.total() > 0 {
-                command_cache(series, name)
-                    .lookups
-                    .get_or_insert_with(|| metrics.lookup_series(peer, name))
-                    .add(done.lookups);
             }
             if let Some(spans) = spans {
                 spans.command(peer, server, &done);
