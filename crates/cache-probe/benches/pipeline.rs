@@ -17,6 +17,10 @@ use cache_probe::metrics::Metrics;
 use cache_probe::tracker::Tracker;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
+/// The probe's allocator (see its `main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SERVER: &str = "127.0.0.1:6379";
 const CLIENT: &str = "127.0.0.1:40000";
 

@@ -383,16 +383,21 @@ pub fn rejection(command: &Command, message: &str) -> Option<Rejection> {
 
 /// The lookup rule of `name`, with `rest` its arguments after the name (and
 /// subcommand), and how many keys it looks up.
-fn lookup_rule(name: &str, rest: &[Vec<u8>]) -> Option<(Lookup, usize)> {
-    let int = |i: usize| -> Option<i64> { std::str::from_utf8(rest.get(i)?).ok()?.parse().ok() };
+fn lookup_rule<W: AsRef<[u8]>>(name: &str, rest: &[W]) -> Option<(Lookup, usize)> {
+    let int = |i: usize| -> Option<i64> {
+        std::str::from_utf8(rest.get(i)?.as_ref())
+            .ok()?
+            .parse()
+            .ok()
+    };
     let is = |i: usize, word: &str| {
         rest.get(i)
-            .is_some_and(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+            .is_some_and(|w| w.as_ref().eq_ignore_ascii_case(word.as_bytes()))
     };
     let has = |word: &str| {
         rest.iter()
             .skip(1)
-            .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+            .any(|w| w.as_ref().eq_ignore_ascii_case(word.as_bytes()))
     };
     // A window any existing key fills: from the first element to the last,
     // or to a non-negative index.
@@ -413,7 +418,14 @@ fn lookup_rule(name: &str, rest: &[Vec<u8>]) -> Option<(Lookup, usize)> {
     let rule = match name {
         "get" | "getdel" | "getex" | "getset" | "dump" | "object|encoding" | "object|freq"
         | "object|idletime" | "object|refcount" => Lookup::Nil,
-        "set" if rest.iter().skip(2).any(|w| w.eq_ignore_ascii_case(b"GET")) => Lookup::Nil,
+        "set"
+            if rest
+                .iter()
+                .skip(2)
+                .any(|w| w.as_ref().eq_ignore_ascii_case(b"GET")) =>
+        {
+            Lookup::Nil
+        }
         "hrandfield" | "srandmember" | "zrandmember" => match rest.len() {
             1 => Lookup::Nil,
             _ if int(1) == Some(0) => Lookup::Found,
@@ -491,57 +503,62 @@ fn lookup_rule(name: &str, rest: &[Vec<u8>]) -> Option<(Lookup, usize)> {
 }
 
 impl Command {
-    /// The command of a request array; `None` when it is not one. Takes
-    /// the request, so that the name and key are its own bytes, not copies.
+    /// The command of a request array; `None` when it is not one.
     pub fn from_request(request: Value) -> Option<Command> {
         let Value::Array(words) = request else {
             return None;
         };
-        let mut words: Vec<Vec<u8>> = words
+        let words: Vec<Vec<u8>> = words
             .into_iter()
             .filter_map(|word| match word {
                 Value::Bulk(bytes) | Value::Simple(bytes) => Some(bytes),
                 _ => None,
             })
             .collect();
-        let first = words.first()?;
+        Command::from_words(&words)
+    }
+
+    /// The command of a request's words (bulk strings, the name first);
+    /// `None` when they are not one. Only the name, the first key and
+    /// channels are copied, each cut to [`crate::resp::KEEP`] bytes.
+    pub fn from_words<W: AsRef<[u8]>>(words: &[W]) -> Option<Command> {
+        let first = words.first()?.as_ref();
         if first.is_empty() || first.len() > 32 || !first.iter().all(|b| b.is_ascii_graphic()) {
             return None;
         }
         let argc = words.len();
-        let mut first = std::mem::take(&mut words[0]);
-        first.make_ascii_lowercase();
+        let mut name = String::with_capacity(first.len());
         // ASCII, checked above.
-        let mut name = String::from_utf8(first).unwrap_or_default();
-        let mut rest = &mut words[1..];
+        name.extend(first.iter().map(|b| char::from(b.to_ascii_lowercase())));
+        let mut rest = &words[1..];
         if CONTAINERS.contains(&name.as_str())
-            && let Some(sub) = rest.first()
+            && let Some(sub) = rest.first().map(AsRef::as_ref)
             && !sub.is_empty()
             && sub.len() <= 32
         {
             name.push('|');
             name.push_str(&String::from_utf8_lossy(sub).to_ascii_lowercase());
-            rest = &mut rest[1..];
+            rest = &rest[1..];
         }
         let (lookup, keys) = match lookup_rule(&name, rest) {
             Some((rule, keys)) => (Some(rule), keys),
             None => (None, 0),
+        };
+        let kept = |word: &W| {
+            let word = word.as_ref();
+            word[..word.len().min(crate::resp::KEEP)].to_vec()
         };
         // Only channels are kept: other arguments (values, and the
         // credentials of AUTH, HELLO, ACL SETUSER, CONFIG SET, MIGRATE) are
         // never kept.
         let args = match name.as_str() {
             // The channel, not the message.
-            "publish" | "spublish" => rest.iter_mut().take(1).map(std::mem::take).collect(),
-            name if PUB_SUB.contains(&name) => rest.iter_mut().map(std::mem::take).collect(),
+            "publish" | "spublish" => rest.iter().take(1).map(kept).collect(),
+            name if PUB_SUB.contains(&name) => rest.iter().map(kept).collect(),
             _ => Vec::new(),
         };
         let keyed = !KEYLESS.contains(&name.as_str()) && !name.contains('|');
-        let key = if keyed {
-            rest.first_mut().map(std::mem::take)
-        } else {
-            None
-        };
+        let key = if keyed { rest.first().map(kept) } else { None };
         Some(Command {
             name,
             key,

@@ -150,6 +150,14 @@ impl Connection {
         let length = captured.len() + missed;
         self.requests.push_owned(captured, length);
         loop {
+            // The common shape first, read in place; the rest as values.
+            if let Some(command) = self.requests.next_words(|words| Command::from_words(words)) {
+                if let Some(command) = command {
+                    self.burst += 1;
+                    self.sent(command, at_ns);
+                }
+                continue;
+            }
             match self.requests.next_value() {
                 Next::Incomplete => break,
                 Next::Resync => out.push(Observation::Resync),

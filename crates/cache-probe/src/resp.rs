@@ -15,6 +15,9 @@ use std::collections::VecDeque;
 pub const KEEP: usize = 256;
 /// Deepest nesting parsed (arrays of arrays of …); deeper is a framing error.
 const MAX_DEPTH: usize = 8;
+/// Most words of a request read by [`Stream::next_words`]; longer ones go
+/// through the general parser.
+const FAST_WORDS: usize = 16;
 /// Most elements of one aggregate; more is taken for a framing error.
 const MAX_ELEMENTS: i64 = 1 << 24;
 
@@ -132,15 +135,7 @@ impl Stream {
             }
             self.lost = false;
         }
-        let mut cursor = Cursor {
-            segments: &self.segments,
-            index: 0,
-            offset: self.segments.front().map_or(0, |s| match s {
-                Segment::Data(_, start) => *start,
-                Segment::Hole(_) => 0,
-            }),
-            skipped: 0,
-        };
+        let mut cursor = Cursor::new(&self.segments);
         match parse(&mut cursor, 0) {
             Ok(value) => {
                 let (index, offset) = (cursor.index, cursor.offset);
@@ -163,6 +158,50 @@ impl Stream {
                 Next::Resync
             }
         }
+    }
+
+    /// The next request when it lies whole in the data at the front,
+    /// framed as clients send commands (an array of at most [`FAST_WORDS`]
+    /// bulk strings): its words go to `take`, borrowed, without a
+    /// [`Value`] being built, and are consumed. `None` when it is not that;
+    /// [`Stream::next_value`] then tells what it is (incomplete, another
+    /// shape, a framing error).
+    pub fn next_words<R>(&mut self, take: impl FnOnce(&[&[u8]]) -> R) -> Option<R> {
+        if self.lost {
+            return None;
+        }
+        let Some(Segment::Data(data, start)) = self.segments.front_mut() else {
+            return None;
+        };
+        let bytes = &data[*start..];
+        if bytes.first() != Some(&b'*') {
+            return None;
+        }
+        let (count, used) = number_in(&bytes[1..])?;
+        let count = usize::try_from(count)
+            .ok()
+            .filter(|n| (1..=FAST_WORDS).contains(n))?;
+        let mut at = 1 + used;
+        let mut words: [&[u8]; FAST_WORDS] = [&[]; FAST_WORDS];
+        for word in &mut words[..count] {
+            if bytes.get(at) != Some(&b'$') {
+                return None;
+            }
+            let (len, used) = number_in(&bytes[at + 1..])?;
+            let begin = at + 1 + used;
+            let end = begin.checked_add(usize::try_from(len).ok()?)?;
+            if bytes.get(end..end + 2) != Some(b"\r\n") {
+                return None;
+            }
+            *word = &bytes[begin..end];
+            at = end + 2;
+        }
+        let taken = take(&words[..count]);
+        *start += at;
+        if *start >= data.len() {
+            self.segments.pop_front();
+        }
+        Some(taken)
     }
 
     fn requests_can_start(&self) -> bool {
@@ -251,17 +290,55 @@ enum Fault {
     Framing,
 }
 
-/// A read position over the segments, never consuming them.
+/// A read position over the segments, never consuming them. The data
+/// segment being read is kept at hand (`current`): most values lie whole in
+/// one, and reading them then takes no look into the queue per byte.
 struct Cursor<'a> {
     segments: &'a VecDeque<Segment>,
     index: usize,
     offset: usize,
+    /// The bytes of segment `index` when it is a data segment, else empty.
+    current: &'a [u8],
     /// Hole bytes passed inside bulk payloads.
     skipped: u64,
 }
 
-impl Cursor<'_> {
+impl<'a> Cursor<'a> {
+    fn new(segments: &'a VecDeque<Segment>) -> Self {
+        let mut cursor = Cursor {
+            segments,
+            index: 0,
+            offset: 0,
+            current: &[],
+            skipped: 0,
+        };
+        cursor.at(0);
+        if let Some(Segment::Data(_, start)) = segments.front() {
+            cursor.offset = *start;
+        }
+        cursor
+    }
+
+    /// Moves to the start of segment `index`.
+    fn at(&mut self, index: usize) {
+        self.index = index;
+        self.offset = 0;
+        self.current = match self.segments.get(index) {
+            Some(Segment::Data(data, _)) => data,
+            _ => &[],
+        };
+    }
+
+    /// The bytes left in the data segment being read (empty in a hole).
+    fn rest(&self) -> &'a [u8] {
+        self.current.get(self.offset..).unwrap_or_default()
+    }
+
     fn byte(&mut self) -> Result<u8, Fault> {
+        if let Some(&b) = self.current.get(self.offset) {
+            self.offset += 1;
+            return Ok(b);
+        }
         loop {
             match self.segments.get(self.index) {
                 None => return Err(Fault::Incomplete),
@@ -271,8 +348,7 @@ impl Cursor<'_> {
                         self.offset += 1;
                         return Ok(b);
                     }
-                    self.index += 1;
-                    self.offset = 0;
+                    self.at(self.index + 1);
                 }
             }
         }
@@ -280,6 +356,14 @@ impl Cursor<'_> {
 
     /// A line up to `\r\n` (excluded); framing error past 64 KiB.
     fn line(&mut self) -> Result<Vec<u8>, Fault> {
+        // Whole in this segment: one search and one copy.
+        let rest = self.rest();
+        if let Some(end) = rest.iter().take(65_536).position(|&b| b == b'\r')
+            && rest.get(end + 1) == Some(&b'\n')
+        {
+            self.offset += end + 2;
+            return Ok(rest[..end].to_vec());
+        }
         let mut line = Vec::new();
         loop {
             match self.byte()? {
@@ -302,6 +386,10 @@ impl Cursor<'_> {
     /// A decimal line (`-1`, `42`), read without allocating: every length
     /// header of every request goes through here.
     fn number(&mut self) -> Result<i64, Fault> {
+        if let Some((value, used)) = number_in(self.rest()) {
+            self.offset += used;
+            return Ok(value);
+        }
         let mut value: i64 = 0;
         let mut negative = false;
         let mut digits = 0;
@@ -328,14 +416,17 @@ impl Cursor<'_> {
 
     /// The `\r\n` after a bulk payload; it may fall in the same hole.
     fn crlf(&mut self) -> Result<(), Fault> {
+        if self.rest().starts_with(b"\r\n") {
+            self.offset += 2;
+            return Ok(());
+        }
         for expected in [b'\r', b'\n'] {
             // Past the end of a data segment, look at the next one.
             while let Some(Segment::Data(data, _)) = self.segments.get(self.index) {
                 if self.offset < data.len() {
                     break;
                 }
-                self.index += 1;
-                self.offset = 0;
+                self.at(self.index + 1);
             }
             match self.segments.get(self.index) {
                 Some(Segment::Hole(_)) => {
@@ -353,6 +444,11 @@ impl Cursor<'_> {
 
     /// `n` bytes, keeping the first [`KEEP`], through holes.
     fn bulk(&mut self, mut n: usize) -> Result<Vec<u8>, Fault> {
+        let rest = self.rest();
+        if rest.len() >= n {
+            self.offset += n;
+            return Ok(rest[..n.min(KEEP)].to_vec());
+        }
         let mut kept = Vec::with_capacity(n.min(KEEP));
         while n > 0 {
             match self.segments.get(self.index) {
@@ -364,15 +460,13 @@ impl Cursor<'_> {
                     self.offset += take;
                     self.skipped += take as u64;
                     if self.offset == *len {
-                        self.index += 1;
-                        self.offset = 0;
+                        self.at(self.index + 1);
                     }
                 }
                 Some(Segment::Data(data, _)) => {
                     let available = data.len() - self.offset;
                     if available == 0 {
-                        self.index += 1;
-                        self.offset = 0;
+                        self.at(self.index + 1);
                         continue;
                     }
                     let take = available.min(n);
@@ -385,6 +479,28 @@ impl Cursor<'_> {
         }
         Ok(kept)
     }
+}
+
+/// A decimal line whole at the start of `bytes`: its value and the bytes it
+/// took, `\r\n` included; `None` when it is not whole there or not a
+/// number (the byte-wise reader then decides which).
+fn number_in(bytes: &[u8]) -> Option<(i64, usize)> {
+    let (negative, digits) = match bytes.first()? {
+        b'-' => (true, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    let mut value: i64 = 0;
+    for (i, &b) in digits.iter().enumerate().take(18) {
+        match b {
+            b'0'..=b'9' => value = value * 10 + i64::from(b - b'0'),
+            b'\r' if i > 0 && digits.get(i + 1) == Some(&b'\n') => {
+                let used = i + 2 + usize::from(negative);
+                return Some((if negative { -value } else { value }, used));
+            }
+            _ => return None,
+        }
+    }
+    None
 }
 
 fn parse(cursor: &mut Cursor<'_>, depth: usize) -> Result<Value, Fault> {
