@@ -55,7 +55,10 @@ struct Socket {
 /// pipeline depths.
 #[derive(Default)]
 struct SeriesCache {
-    commands: HashMap<String, CommandCache, FastHash>,
+    /// Where each command's entry is in `entries`: one hash lookup finds
+    /// it (a map of the entries themselves took a second to insert).
+    commands: HashMap<String, usize, FastHash>,
+    entries: Vec<CommandCache>,
     depth: Option<Arc<Histogram>>,
 }
 
@@ -349,12 +352,16 @@ fn is_local(server: IpAddr, client: IpAddr) -> bool {
 }
 
 fn command_cache<'a>(series: &'a mut SeriesCache, name: &str) -> &'a mut CommandCache {
-    if !series.commands.contains_key(name) {
-        series
-            .commands
-            .insert(name.to_owned(), CommandCache::default());
-    }
-    series.commands.get_mut(name).expect("inserted above")
+    let index = match series.commands.get(name) {
+        Some(&index) => index,
+        None => {
+            series.entries.push(CommandCache::default());
+            let index = series.entries.len() - 1;
+            series.commands.insert(name.to_owned(), index);
+            index
+        }
+    };
+    &mut series.entries[index]
 }
 
 fn record(
