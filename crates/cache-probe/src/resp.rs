@@ -8,6 +8,10 @@
 //! requests, drops bytes up to the next plausible start of a command array.
 //! Values are kept small: bulk strings longer than [`KEEP`] bytes are cut
 //! (the probe needs command names, keys and channel names, never values).
+//!
+//! Requests in the shape clients send them (an array of bulk strings) that
+//! lie whole in one record are read in place by [`Stream::next_words`],
+//! with no value built: that is nearly every command of a busy server.
 
 use std::collections::VecDeque;
 

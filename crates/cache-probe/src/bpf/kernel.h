@@ -45,9 +45,11 @@ struct pt_regs {
 	unsigned long dx;
 	unsigned long orig_ax;
 } __attribute__((preserve_access_index));
-#define SYSCALL_NR(regs) ((long)BPF_CORE_READ(regs, orig_ax))
-#define SYSCALL_ARG2(regs) ((__u64)BPF_CORE_READ(regs, si))
-#define SYSCALL_ARG3(regs) ((__u64)BPF_CORE_READ(regs, dx))
+/* Direct loads: bpf_task_pt_regs gives a BTF pointer, which the verifier
+ * lets a program read without a helper call. */
+#define SYSCALL_NR(regs) ((long)(regs)->orig_ax)
+#define SYSCALL_ARG2(regs) ((__u64)(regs)->si)
+#define SYSCALL_ARG3(regs) ((__u64)(regs)->dx)
 #define SYS_read 0
 #define SYS_write 1
 #define SYS_readv 19
@@ -61,9 +63,9 @@ struct pt_regs {
 	__u64 regs[31];
 	__s32 syscallno;
 } __attribute__((preserve_access_index));
-#define SYSCALL_NR(regs) ((long)BPF_CORE_READ(regs, syscallno))
-#define SYSCALL_ARG2(regs) ((__u64)BPF_CORE_READ(regs, regs[1]))
-#define SYSCALL_ARG3(regs) ((__u64)BPF_CORE_READ(regs, regs[2]))
+#define SYSCALL_NR(regs) ((long)(regs)->syscallno)
+#define SYSCALL_ARG2(regs) ((__u64)(regs)->regs[1])
+#define SYSCALL_ARG3(regs) ((__u64)(regs)->regs[2])
 #define SYS_read 63
 #define SYS_write 64
 #define SYS_readv 65

@@ -120,9 +120,9 @@ struct {
  * calling thread's (a Tokio worker is named "tokio-runtime-w"). */
 static __always_inline void process_name(char *comm)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
-	bpf_core_read(comm, 16, &leader->comm);
+	/* A BTF pointer: group_leader is a direct load, the name one copy. */
+	struct task_struct *task = bpf_get_current_task_btf();
+	bpf_probe_read_kernel(comm, 16, task->group_leader->comm);
 }
 
 static __always_inline void count(__u32 which, __u64 n)
@@ -152,16 +152,18 @@ static __always_inline int watched_port(struct settings *s, __u16 port)
 /* The ends of `sk`, IPv4 mapped into IPv6. */
 static __always_inline void read_ends(struct sock *sk, struct endpoints *ends)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	ends->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	/* `sk` is a tracepoint's BTF argument: its fields are direct loads,
+	 * not a helper call each (every data event reads them). */
+	__u16 family = sk->__sk_common.skc_family;
+	ends->local_port = sk->__sk_common.skc_num;
 	/* Closing, the socket has given its port back (skc_num is 0 by the
 	 * time inet_sock_set_state reports TCP_CLOSE); inet_sport keeps it. */
 	if (!ends->local_port)
 		ends->local_port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	ends->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	ends->remote_port = bpf_ntohs(sk->__sk_common.skc_dport);
 	if (family == AF_INET) {
-		__u32 local = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-		__u32 remote = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__u32 local = sk->__sk_common.skc_rcv_saddr;
+		__u32 remote = sk->__sk_common.skc_daddr;
 		ends->local_addr[10] = 0xff;
 		ends->local_addr[11] = 0xff;
 		ends->remote_addr[10] = 0xff;
