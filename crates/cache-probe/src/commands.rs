@@ -602,6 +602,19 @@ mod tests {
     }
 
     #[test]
+    fn words_read_in_place_keep_only_a_cut_key_and_channels() {
+        let key = vec![b'k'; 1000];
+        let get = Command::from_words(&[&b"GeT"[..], &key]).unwrap();
+        assert_eq!((get.name.as_str(), get.argc), ("get", 2));
+        assert_eq!(get.key.as_deref(), Some(&key[..crate::resp::KEEP]));
+        let publish = Command::from_words(&[&b"PUBLISH"[..], b"ch", b"secret"]).unwrap();
+        assert_eq!(publish.channels(), [b"ch".to_vec()]);
+        let auth = Command::from_words(&[&b"AUTH"[..], b"user", b"password"]).unwrap();
+        assert!(auth.key.is_none() && auth.args.is_empty(), "{auth:?}");
+        assert!(Command::from_words(&[&b"G\x00T"[..]]).is_none());
+    }
+
+    #[test]
     fn names_keys_and_subcommands() {
         let get = command(&["GET", "item:1"]);
         assert_eq!(

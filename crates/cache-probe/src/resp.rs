@@ -710,6 +710,71 @@ mod tests {
     }
 
     #[test]
+    fn requests_read_in_place_are_the_values_the_parser_reads() {
+        let long_key = "k".repeat(1000);
+        let words: Vec<Vec<&str>> = vec![
+            vec!["GET", "a"],
+            vec!["SET", &long_key, "v", "EX", "10"],
+            vec!["PING"],
+            vec!["SET", "", ""],
+        ];
+        let mut bytes = Vec::new();
+        for command in &words {
+            bytes.extend(format!("*{}\r\n", command.len()).bytes());
+            for w in command {
+                bytes.extend(format!("${}\r\n{w}\r\n", w.len()).bytes());
+            }
+        }
+        let (mut fast, mut general) = (Stream::requests(), Stream::requests());
+        fast.push(&bytes, bytes.len());
+        general.push(&bytes, bytes.len());
+        for command in &words {
+            let read: Vec<Vec<u8>> = fast
+                .next_words(|w| w.iter().map(|w| w.to_vec()).collect())
+                .expect("the common shape is read in place");
+            assert_eq!(
+                read,
+                command
+                    .iter()
+                    .map(|w| w.as_bytes().to_vec())
+                    .collect::<Vec<_>>()
+            );
+            let Next::Value(Value::Array(parsed)) = general.next_value() else {
+                panic!("the parser reads the same command");
+            };
+            assert_eq!(parsed.len(), read.len());
+            for (parsed, read) in parsed.iter().zip(&read) {
+                let parsed = parsed.as_bytes().unwrap();
+                assert_eq!(parsed, &read[..read.len().min(KEEP)]);
+            }
+        }
+        assert!(fast.is_empty() && general.is_empty());
+    }
+
+    #[test]
+    fn other_shapes_are_left_to_the_parser() {
+        let seventeen = format!("*17\r\n{}", "$1\r\nx\r\n".repeat(17));
+        for bytes in [
+            &b"*2\r\n$3\r\nGET\r\n:1\r\n"[..],
+            b"PING\r\n",
+            b"*2\r\n$3\r\nGET\r\n$1\r\n",
+            b"*2\r\n$3\r\nGET\r\n$-1\r\n",
+            seventeen.as_bytes(),
+        ] {
+            let mut s = Stream::requests();
+            s.push(bytes, bytes.len());
+            assert!(
+                s.next_words(|_| ()).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+            // Nothing was consumed: the parser sees the request whole.
+            let whole = matches!(s.next_value(), Next::Value(_));
+            assert_eq!(whole, bytes != b"*2\r\n$3\r\nGET\r\n$1\r\n");
+        }
+    }
+
+    #[test]
     fn garbage_never_panics() {
         let mut s = Stream::replies();
         for chunk in [
