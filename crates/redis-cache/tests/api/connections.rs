@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::binary::{limit, listening, service_command};
-use crate::helpers::{Backend, TestApp, TestDatabase, TestRedis, eventually};
+use crate::helpers::{Backend, FillGate, TestApp, TestDatabase, TestRedis, eventually};
 
 async fn connect(port: u16) -> TcpStream {
     TcpStream::connect(("127.0.0.1", port)).await.unwrap()
@@ -286,14 +286,18 @@ async fn with_every_connection_busy_probes_are_answered_and_the_rest_gets_503() 
         .config(|c| {
             c.http.limits.max_connections = 8;
             c.http.limits.idle_timeout = Duration::from_millis(300);
-            c.cache.source_delay = Duration::from_secs(3);
-            c.cache.source_timeout = Duration::from_secs(4);
-            c.cache.lease_ttl = Duration::from_secs(10);
         })
         .spawn()
         .await;
-    // Seven slow misses, each on its own connection: every normal slot (the
-    // cap less one kept for overload) is busy.
+    // Seven slow misses, each on its own connection and held at the gate
+    // until the end (not for a fixed delay, which a loaded machine can
+    // outlast): every normal slot (the cap less one kept for overload) is
+    // busy.
+    let slow_ids: Vec<String> = (0..7).map(|n| format!("slow-{n}")).collect();
+    let gate = FillGate::install_for(
+        &app.catalog,
+        &slow_ids.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     let slow: Vec<_> = (0..7)
         .map(|n| {
             let port = app.port();
@@ -343,6 +347,7 @@ async fn with_every_connection_busy_probes_are_answered_and_the_rest_gets_503() 
         let response = read_response(&mut stream).await.unwrap();
         assert_eq!(status_of(&response), 200, "{probe}: {response}");
     }
+    gate.remove();
     for connection in slow {
         assert_eq!(connection.await.unwrap(), 404);
     }
