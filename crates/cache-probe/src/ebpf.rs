@@ -6,6 +6,7 @@
 
 use std::mem::MaybeUninit;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -34,7 +35,9 @@ pub const EVENT_CLIENT: u32 = 4;
 pub const DIR_SEND: u32 = 1;
 pub const DIR_RECV: u32 = 2;
 pub const RECORD_LAST: u32 = 1;
-const COUNTERS: u32 = 4;
+const COUNTER_LOST: u32 = 0;
+const COUNTER_TRUNCATED: u32 = 1;
+const COUNTERS: u32 = 2;
 const MAX_PORTS: usize = 16;
 
 /// One event from the kernel, copied out of the ring buffer.
@@ -70,7 +73,9 @@ impl Comm {
     }
 }
 
-/// Counters kept by the kernel side, summed over CPUs.
+/// The capture's counters: records and bytes as read from the ring
+/// buffer, losses and truncations as counted by the kernel side (summed
+/// over CPUs).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct KernelCounters {
     pub events: u64,
@@ -170,6 +175,9 @@ fn ensure_tracefs() -> anyhow::Result<()> {
 /// The loaded, attached programs.
 pub struct Probe {
     skel: ProbeSkel<'static>,
+    /// Data records read from the ring buffer, and their payload bytes.
+    records: AtomicU64,
+    record_bytes: AtomicU64,
 }
 
 impl Probe {
@@ -196,7 +204,11 @@ impl Probe {
                  and BPF_PROG_TYPE_TRACING (Linux 5.17 or newer)"
             )
         })?;
-        let mut probe = Probe { skel };
+        let mut probe = Probe {
+            skel,
+            records: AtomicU64::new(0),
+            record_bytes: AtomicU64::new(0),
+        };
         probe.configure(selection)?;
         probe
             .skel
@@ -282,10 +294,10 @@ impl Probe {
             }
         }
         KernelCounters {
-            events: totals[0],
-            bytes: totals[1],
-            lost: totals[2],
-            truncated: totals[3],
+            events: self.records.load(Ordering::Relaxed),
+            bytes: self.record_bytes.load(Ordering::Relaxed),
+            lost: totals[COUNTER_LOST as usize],
+            truncated: totals[COUNTER_TRUNCATED as usize],
         }
     }
 
@@ -319,6 +331,11 @@ impl Probe {
             {
                 let mut batch = events.borrow_mut();
                 if !batch.is_empty() {
+                    let data = batch.iter().filter(|e| e.kind == EVENT_DATA);
+                    let (records, bytes) =
+                        data.fold((0, 0), |(n, b), e| (n + 1, b + e.data.len() as u64));
+                    self.records.fetch_add(records, Ordering::Relaxed);
+                    self.record_bytes.fetch_add(bytes, Ordering::Relaxed);
                     handle(&mut batch);
                     batch.clear();
                 }

@@ -132,9 +132,8 @@ static __always_inline void count(__u32 which, __u64 n)
 		*value += n;
 }
 
-static __always_inline int selected(void)
+static __always_inline int selected(__u32 tgid)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	return bpf_map_lookup_elem(&pids, &tgid) != NULL;
 }
 
@@ -236,8 +235,6 @@ static __always_inline int emit(struct scratch *out)
 		c->stopped = 1;
 		return 1;
 	}
-	count(COUNTER_EVENTS, 1);
-	count(COUNTER_BYTES, c->filled);
 	c->sent = done;
 	c->filled = 0;
 	return done >= c->total;
@@ -296,11 +293,60 @@ static long copy_step(__u64 index, void *data)
 /* Steps enough for MAX_RECORDS records over MAX_IOVECS iovec entries. */
 #define COPY_STEPS (2 * MAX_IOVECS + 2 * MAX_RECORDS)
 
+/* The common case, one buffer of at most SMALL_CAPTURE bytes: written
+ * straight into a record reserved in the ring buffer (no scratch copy, no
+ * second copy into the ring). The record has room for SMALL_CAPTURE bytes
+ * whatever the call moved; the reader takes `captured` of them. */
+#define SMALL_CAPTURE 256
+
+struct small_record {
+	struct event_header header;
+	unsigned char data[SMALL_CAPTURE];
+};
+
+static __always_inline void capture_small(__u64 buf, __u32 direction, __u32 moved,
+					  struct endpoints *ends, __u64 cookie, __u32 tgid,
+					  int client_end)
+{
+	struct small_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		count(COUNTER_LOST, 1);
+		return;
+	}
+	struct event_header *h = &r->header;
+	h->timestamp_ns = bpf_ktime_get_ns();
+	h->socket_cookie = cookie;
+	h->tgid = tgid;
+	h->kind = EVENT_DATA;
+	h->direction = direction;
+	h->length = moved;
+	h->captured = moved;
+	h->offset = 0;
+	h->flags = RECORD_LAST;
+	h->ends = *ends;
+	if (client_end)
+		process_name(h->comm);
+	else
+		__builtin_memset(h->comm, 0, sizeof(h->comm));
+	/* Between 1 and SMALL_CAPTURE (the mask changes nothing). */
+	__u32 size = moved - 1;
+	barrier_var(size);
+	size = (size & (SMALL_CAPTURE - 1)) + 1;
+	/* Bytes that cannot be read are zeros (the helper clears them). */
+	bpf_probe_read_user(r->data, size, (const void *)buf);
+	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+}
+
 /* Copies what the syscall moved (`moved` bytes, from `buf`, or the iovec
  * array `buf` of `iovcnt` entries) into records, and hands them over. */
 static __always_inline void capture(__u64 buf, __u32 iovcnt, __u32 direction, long moved,
-				    struct endpoints *ends, __u64 cookie)
+				    struct endpoints *ends, __u64 cookie, __u32 tgid,
+				    int client_end)
 {
+	if (iovcnt == 0 && moved <= SMALL_CAPTURE) {
+		capture_small(buf, direction, moved, ends, cookie, tgid, client_end);
+		return;
+	}
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct scratch *out = bpf_map_lookup_elem(&scratch, &cpu);
 	if (!out)
@@ -319,12 +365,15 @@ static __always_inline void capture(__u64 buf, __u32 iovcnt, __u32 direction, lo
 	struct event_header *h = &out->header;
 	h->timestamp_ns = bpf_ktime_get_ns();
 	h->socket_cookie = cookie;
-	h->tgid = bpf_get_current_pid_tgid() >> 32;
+	h->tgid = tgid;
 	h->kind = EVENT_DATA;
 	h->direction = direction;
 	h->length = c->length;
 	h->ends = *ends;
-	process_name(h->comm);
+	if (client_end)
+		process_name(h->comm);
+	else
+		__builtin_memset(h->comm, 0, sizeof(h->comm));
 	if (iovcnt == 0 && c->total <= MAX_CAPTURE) {
 		/* The common case, one record from one buffer: no loop. The
 		 * size is between 1 and MAX_CAPTURE (the mask changes nothing). */
@@ -354,7 +403,10 @@ static __always_inline void capture(__u64 buf, __u32 iovcnt, __u32 direction, lo
  * other process (and the followed ones' file and pipe I/O) cost nothing. */
 static __always_inline void on_socket(struct sock *sk, int moved, int flags, __u32 direction)
 {
-	if (moved <= 0 || !selected())
+	if (moved <= 0)
+		return;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!selected(tgid))
 		return;
 	/* A peek leaves the bytes for the read that follows. */
 	if (direction == DIR_RECV && (flags & MSG_PEEK))
@@ -365,10 +417,14 @@ static __always_inline void on_socket(struct sock *sk, int moved, int flags, __u
 		return;
 	struct endpoints ends = {};
 	read_ends(sk, &ends);
-	if (!watched_port(s, ends.remote_port) && !watched_port(s, ends.local_port))
+	/* The client end of a connection: its remote port is watched. Only
+	 * there can the server be a followed one of this host, and only there
+	 * is the process's name read (the reader names a server end's client
+	 * otherwise). */
+	int client_end = watched_port(s, ends.remote_port);
+	if (!client_end && !watched_port(s, ends.local_port))
 		return;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (server_side_seen(&ends)) {
+	if (client_end && server_side_seen(&ends)) {
 		name_client(sk, &ends, tgid);
 		return;
 	}
@@ -388,7 +444,7 @@ static __always_inline void on_socket(struct sock *sk, int moved, int flags, __u
 		/* sendfile, splice, io_uring, sendmmsg…: not followed. */
 		return;
 	}
-	capture(buf, iovcnt, direction, moved, &ends, bpf_get_socket_cookie(sk));
+	capture(buf, iovcnt, direction, moved, &ends, bpf_get_socket_cookie(sk), tgid, client_end);
 }
 
 /* The signature is (struct sock *sk, int ret, int flags): the tracefs
@@ -477,7 +533,7 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 	struct event_header h = {};
 	process_name(h.comm);
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	int already = selected();
+	int already = selected(tgid);
 	if (!already && (!s->discover || tgid == s->ignore_tgid ||
 			 (s->comm[0] && !same_name(h.comm, s->comm))))
 		return 0;

@@ -64,16 +64,18 @@ struct event_header {
 	unsigned int offset;    /* where they start in the syscall's bytes */
 	unsigned int flags;     /* enum record_flags */
 	struct endpoints ends;
+	/* The process's name, on a connection's client end only (zeros on
+	 * a server end: the reader names a server end's client otherwise). */
 	char comm[16];
 };
 
-/* Counters kept per CPU, summed by the Rust side. */
+/* Counters kept per CPU, summed by the Rust side. Records and their bytes
+ * are counted where they are read: two map updates per record cost as much
+ * as the rest of a small capture. */
 enum counter {
-	COUNTER_EVENTS = 0,   /* data events submitted */
-	COUNTER_BYTES = 1,    /* payload bytes captured */
-	COUNTER_LOST = 2,     /* events dropped: ring buffer full */
-	COUNTER_TRUNCATED = 3, /* syscalls that moved more than MAX_SYSCALL_CAPTURE */
-	COUNTERS = 4,
+	COUNTER_LOST = 0,      /* events dropped: ring buffer full */
+	COUNTER_TRUNCATED = 1, /* syscalls that moved more than MAX_SYSCALL_CAPTURE */
+	COUNTERS = 2,
 };
 
 /* Probe-wide settings, written once before the programs are attached. */
