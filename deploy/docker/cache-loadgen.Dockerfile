@@ -11,7 +11,7 @@ COPY crates/redis-cache/Cargo.toml crates/redis-cache/
 COPY crates/prometheus-text/Cargo.toml crates/prometheus-text/
 COPY crates/cache-loadgen/Cargo.toml crates/cache-loadgen/
 COPY crates/cache-probe/Cargo.toml crates/cache-probe/
-COPY crates/test-redis/Cargo.toml crates/test-redis/
+COPY crates/test-support/Cargo.toml crates/test-support/
 COPY deploy/docker/placeholders.sh deploy/docker/
 RUN sh deploy/docker/placeholders.sh \
     && cargo build --release --locked -p cache-loadgen \

@@ -6,46 +6,14 @@ use std::process::Command;
 use std::time::Duration;
 
 use cache_loadgen::Report;
-use clap::Parser;
-use redis_cache::{Application, Cli, Config};
-use test_redis::{Redis, free_port};
+use test_support::{Redis, Service, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-/// The service, serving until dropped.
-struct Service {
-    port: u16,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    _redis: Redis,
-    _dir: tempfile::TempDir,
-}
-
-async fn service() -> Service {
+/// The service on a Redis of its own, serving until dropped.
+async fn service() -> (Service, Redis) {
     let redis = Redis::start();
-    let dir = tempfile::tempdir().unwrap();
-    let database = format!("sqlite:{}", dir.path().join("items.db").display());
-    let cli = Cli::try_parse_from([
-        "redis-cache",
-        "--server-port=0",
-        "--bind-addr=127.0.0.1",
-        &format!("--redis-url={}", redis.url()),
-        &format!("--database-url={database}"),
-    ])
-    .unwrap();
-    let app = Application::build(Config::from_cli(cli).unwrap())
-        .await
-        .unwrap();
-    let port = app.port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
-    Service {
-        port,
-        _stop: stop,
-        _redis: redis,
-        _dir: dir,
-    }
+    (Service::start(&redis.url(), &[]).await, redis)
 }
 
 /// Runs the binary (off the runtime: it blocks); its report, stderr and
@@ -74,8 +42,8 @@ fn args(list: &[&str]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mixed_run_meets_its_rate_and_sees_the_cache() {
-    let service = service().await;
-    let target = format!("http://127.0.0.1:{}", service.port);
+    let (service, _redis) = service().await;
+    let target = format!("http://127.0.0.1:{}", service.port());
     let (report, stderr, code) = loadgen(args(&[
         "--target",
         &target,
@@ -194,9 +162,9 @@ async fn pipe(
 /// and reported a p99 near the normal one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_service_shows_in_every_request_due_meanwhile() {
-    let service = service().await;
+    let (service, _redis) = service().await;
     let (pause, paused) = watch::channel(false);
-    let port = relay(service.port, paused).await;
+    let port = relay(service.port(), paused).await;
     let target = format!("http://127.0.0.1:{port}");
     let run = tokio::spawn(loadgen(args(&[
         "--target",

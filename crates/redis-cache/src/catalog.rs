@@ -43,6 +43,7 @@ use crate::store::{Store, StoreError};
 use crate::telemetry::metrics::{DbSystem, Metrics, RedisInfo};
 use failsafe::Failsafe;
 use flight::Flights;
+#[cfg(feature = "test-hooks")]
 pub use hooks::FillHook;
 use hooks::Hooks;
 use load::LoadFor;
@@ -231,7 +232,8 @@ impl Catalog {
             id: instance.into(),
             started: cache::now_ms(),
         };
-        let (publisher, outbox) = crate::invalidation::publisher_channel(sender.clone());
+        let (publisher, outbox) =
+            crate::invalidation::publisher_channel(sender.clone(), cache.heartbeat);
         // A SQLite file cannot be "down": its errors are contention or the
         // disk, which a breaker would only turn into refusals.
         let breaker_failures = match store {
@@ -365,13 +367,13 @@ impl Catalog {
     }
 
     /// Test hook: runs before each fill, after the source-of-truth read.
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn set_before_fill_hook(&self, hook: Option<FillHook>) {
         self.hooks.set_before_fill(hook);
     }
 
     /// Test hook: runs before a lookup keeps what it read in the near cache.
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn set_before_l1_fill_hook(&self, hook: Option<FillHook>) {
         self.hooks.set_before_l1_fill(hook);
     }

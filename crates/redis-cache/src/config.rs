@@ -133,6 +133,13 @@ pub struct Cli {
     #[arg(long, env = "FAILSAFE_THROTTLE", default_value = "2s", value_parser = parse_duration)]
     pub failsafe_throttle: Duration,
 
+    /// Longest an instance stays quiet on the invalidation channel: with
+    /// nothing to publish it sends a heartbeat. Another instance not heard
+    /// from for three heartbeats and 500 ms is taken for lost (near cache
+    /// flushed). Set the same on every instance.
+    #[arg(long, env = "INVALIDATION_HEARTBEAT", default_value = "1s", value_parser = parse_duration)]
+    pub invalidation_heartbeat: Duration,
+
     /// Consecutive Redis timeouts or connection failures that open the circuit
     /// breaker (Redis is then skipped for a cool-down); 0 turns it off.
     #[arg(long, env = "REDIS_BREAKER_FAILURES", default_value_t = 5)]
@@ -348,6 +355,8 @@ pub struct CacheConfig {
     pub coalescing: bool,
     pub source_timeout: Duration,
     pub failsafe_throttle: Duration,
+    /// Longest silence of this instance on the invalidation channel.
+    pub heartbeat: Duration,
     pub l1: L1Config,
 }
 
@@ -432,6 +441,12 @@ impl Config {
             cli.failsafe_throttle,
             ms(0),
             ms(3_600_000),
+        )?;
+        let heartbeat = in_range(
+            "INVALIDATION_HEARTBEAT",
+            cli.invalidation_heartbeat,
+            ms(50),
+            ms(60_000),
         )?;
         let breaker_cooldown = in_range(
             "REDIS_BREAKER_COOLDOWN",
@@ -552,6 +567,7 @@ impl Config {
                 coalescing: cli.cache_coalescing,
                 source_timeout,
                 failsafe_throttle,
+                heartbeat,
                 l1,
             },
             instance_id,
@@ -782,6 +798,16 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_heartbeat_is_a_bounded_setting() {
+        assert_eq!(parse(&[]).unwrap().cache.heartbeat, Duration::from_secs(1));
+        let fast = parse(&["--invalidation-heartbeat", "200ms"]).unwrap();
+        assert_eq!(fast.cache.heartbeat, Duration::from_millis(200));
+        for refused in ["10ms", "2m"] {
+            let err = parse(&["--invalidation-heartbeat", refused]).unwrap_err();
+            assert_eq!(err.variable, "INVALIDATION_HEARTBEAT");
+        }
+    }
     #[test]
     fn redis_url_wins_over_the_original_variables() {
         let config = parse(&[

@@ -11,7 +11,7 @@ mod subscriber;
 
 pub use lag::{LagHistogram, LagSnapshot};
 pub use message::{InvalidationMessage, MessageError, Sender};
-pub use publisher::{HEARTBEAT, Outbox, PublishError, Publisher, channel as publisher_channel};
+pub use publisher::{Outbox, PublishError, Publisher, channel as publisher_channel, silence};
 pub use sequence::{Continuity, Kind, Sequences};
 pub use subscriber::{Subscriber, SubscriberState};
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::helpers::RedisExt as _;
-use crate::helpers::{Probe, Redis, assert_commands_match, eventually};
+use crate::helpers::{Probe, Redis, assert_commands_match, eventually_blocking};
 
 /// Commands whose key lookups Redis counts and the probe reports, plus
 /// writes (which Redis does not count as lookups).
@@ -14,7 +14,7 @@ const TESTS: &str = "ping,set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd
 #[test]
 fn benchmark_counts_equal_redis_commandstats() {
     let redis = Redis::start();
-    let probe = Probe::start(&["--redis-port", &redis.port.to_string()]);
+    let probe = Probe::start(&["--redis-port", &redis.port().to_string()]);
     for pipeline in ["1", "16"] {
         redis.benchmark(&[
             "-t", TESTS, "-n", "3000", "-c", "8", "-r", "500", "-P", pipeline, "-q",
@@ -53,17 +53,17 @@ fn benchmark_counts_equal_redis_commandstats() {
     }
     assert_commands_match(&probe, &redis, || redis.commandstats());
     // At least what was asked for (pipelines round the count up).
-    let commands = probe.commands(redis.port);
+    let commands = probe.commands(redis.port());
     assert!(
         commands["GET"] >= 6000 && commands["MGET"] >= 4000,
         "{commands:?}"
     );
 
-    eventually(
+    eventually_blocking(
         "key lookups to equal keyspace hits and misses",
         Duration::from_secs(10),
         || {
-            let (seen, counted) = (probe.key_lookups(redis.port), redis.keyspace());
+            let (seen, counted) = (probe.key_lookups(redis.port()), redis.keyspace());
             if seen == counted {
                 Ok(())
             } else {
@@ -71,7 +71,7 @@ fn benchmark_counts_equal_redis_commandstats() {
             }
         },
     );
-    let (hits, misses) = probe.key_lookups(redis.port);
+    let (hits, misses) = probe.key_lookups(redis.port());
     assert!(
         hits > 1000 && misses > 4000,
         "both kinds: {hits} hits, {misses} misses"

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::{Probe, Redis, eventually};
+use crate::helpers::{Probe, Redis, eventually_blocking};
 
 /// This test's own commands: its raw `INFO` polls (no client library, so
 /// nothing else).
@@ -62,7 +62,7 @@ fn workload(redis: &Redis, client: &str, protocol: &str) -> Child {
         }
     };
     command
-        .env("REDIS_PORT", redis.port.to_string())
+        .env("REDIS_PORT", redis.port().to_string())
         .env("KEY_PREFIX", format!("{client}:{protocol}:"))
         .env("RESP_PROTOCOL", protocol)
         .stdout(Stdio::piped())
@@ -84,7 +84,7 @@ fn finish(child: Child, what: &str) {
 /// A reply of Redis to one command sent on a fresh raw connection: no
 /// client library, so nothing but the command itself reaches Redis.
 fn raw(redis: &Redis, words: &[&str]) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    let mut stream = TcpStream::connect(("127.0.0.1", redis.port())).unwrap();
     let mut request = format!("*{}\r\n", words.len());
     for word in words {
         request.push_str(&format!("${}\r\n{word}\r\n", word.len()));
@@ -201,7 +201,7 @@ fn probe_counted(probe: &Probe, port: u16) -> (Counted, u64) {
 #[test]
 fn third_party_clients_count_exactly_as_redis_counts() {
     let redis = Redis::start();
-    let probe = Probe::start(&["--redis-port", &redis.port.to_string()]);
+    let probe = Probe::start(&["--redis-port", &redis.port().to_string()]);
     // From zero on both sides: what the harness sent before the probe
     // started is forgotten by Redis too.
     assert_eq!(raw(&redis, &["CONFIG", "RESETSTAT"]), "+OK\r\n");
@@ -213,11 +213,11 @@ fn third_party_clients_count_exactly_as_redis_counts() {
     }
 
     let mut last = None;
-    eventually(
+    eventually_blocking(
         "the probe's counts to equal Redis' own",
         Duration::from_secs(30),
         || {
-            let (mut seen, unknown) = probe_counted(&probe, redis.port);
+            let (mut seen, unknown) = probe_counted(&probe, redis.port());
             let wanted = redis_counted(&redis);
             last = Some((seen.keyspace, unknown, wanted.keyspace));
             // Every lookup Redis counted is one the probe saw; those it
@@ -237,7 +237,7 @@ fn third_party_clients_count_exactly_as_redis_counts() {
             }
         },
     );
-    let (seen, _) = probe_counted(&probe, redis.port);
+    let (seen, _) = probe_counted(&probe, redis.port());
     // The traffic was what it claims: big pipelines and transactions,
     // refused and failed commands, the clients' own handshakes.
     assert!(seen.commands["SET"].0 > 5_000, "{:?}", seen.commands["SET"]);
@@ -254,7 +254,7 @@ fn third_party_clients_count_exactly_as_redis_counts() {
         ) >= 8.0,
         "the clients' CLIENT SETINFO, unknown to Redis 7.0"
     );
-    let (hits, misses, unknown) = probe.all_key_lookups(redis.port);
+    let (hits, misses, unknown) = probe.all_key_lookups(redis.port());
     let undecided: Vec<(String, f64)> = probe
         .samples()
         .into_iter()

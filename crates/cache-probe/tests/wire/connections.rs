@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::helpers::RedisExt as _;
-use crate::helpers::{Probe, Redis, eventually};
+use crate::helpers::{Probe, Redis, eventually_blocking};
 
 /// `connected_clients` from `INFO clients` on `conn`.
 fn connected_clients(conn: &mut redis::Connection) -> f64 {
@@ -33,14 +33,14 @@ fn raw_client(port: u16) -> TcpStream {
 #[test]
 fn the_connection_gauge_agrees_with_redis_after_short_lived_clients() {
     let redis = Redis::start();
-    let probe = Probe::start(&["--redis-port", &redis.port.to_string()]);
+    let probe = Probe::start(&["--redis-port", &redis.port().to_string()]);
     let mut conn = redis.connection();
     let agree = |conn: &mut redis::Connection, what: &str| {
-        eventually(what, Duration::from_secs(10), || {
+        eventually_blocking(what, Duration::from_secs(10), || {
             let redis_says = connected_clients(conn);
             let probe_says = probe.sum(
                 "obi_redis_connections_active",
-                &[("server_port", &redis.port.to_string())],
+                &[("server_port", &redis.port().to_string())],
             );
             if probe_says == redis_says {
                 Ok(())
@@ -56,7 +56,7 @@ fn the_connection_gauge_agrees_with_redis_after_short_lived_clients() {
     agree(&mut conn, "after 11 short redis-cli runs");
 
     // A reset: SO_LINGER 0, then close.
-    let reset = raw_client(redis.port);
+    let reset = raw_client(redis.port());
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
@@ -77,7 +77,7 @@ fn the_connection_gauge_agrees_with_redis_after_short_lived_clients() {
 
     // A client process killed with its connection open.
     let mut dying = Command::new("redis-cli")
-        .args(["-p", &redis.port.to_string()])
+        .args(["-p", &redis.port().to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -96,12 +96,12 @@ fn the_connection_gauge_agrees_with_redis_after_short_lived_clients() {
     agree(&mut conn, "after the redis-cli was killed");
 
     // The server closes: CLIENT KILL of an idle connection.
-    let idle = raw_client(redis.port);
+    let idle = raw_client(redis.port());
     agree(&mut conn, "with an idle client");
     let killed: i64 = redis::cmd("CLIENT")
         .arg("KILL")
         .arg("LADDR")
-        .arg(format!("127.0.0.1:{}", redis.port))
+        .arg(format!("127.0.0.1:{}", redis.port()))
         .arg("SKIPME")
         .arg("yes")
         .query(&mut conn)

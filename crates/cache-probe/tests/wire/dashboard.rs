@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::helpers::RedisExt as _;
-use crate::helpers::{Probe, Redis, eventually, free_port};
+use crate::helpers::{Probe, Redis};
+use test_support::{Prometheus, Service, eventually_within};
 
 fn dashboard() -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -45,7 +46,14 @@ impl Drop for Running {
 
 fn looping(redis: &Redis, args: &[&str]) -> Child {
     Command::new("redis-benchmark")
-        .args(["-h", "127.0.0.1", "-p", &redis.port.to_string(), "-l", "-q"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &redis.port().to_string(),
+            "-l",
+            "-q",
+        ])
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -53,8 +61,8 @@ fn looping(redis: &Redis, args: &[&str]) -> Child {
         .unwrap()
 }
 
-#[test]
-fn the_wire_row_of_the_dashboard_queries_real_series() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wire_row_of_the_dashboard_queries_real_series() {
     let queries = wire_queries();
     let titles: Vec<&str> = queries.iter().map(|(t, _)| t.as_str()).collect();
     for title in [
@@ -71,7 +79,7 @@ fn the_wire_row_of_the_dashboard_queries_real_series() {
     }
 
     let redis = Redis::start();
-    let probe = Probe::start(&["--redis-port", &redis.port.to_string()]);
+    let probe = Probe::start(&["--redis-port", &redis.port().to_string()]);
     redis.cli(&[], "SET word abc\n");
     // Steady traffic while Prometheus watches: pipelined reads and writes,
     // a command that always fails, and pub/sub with a subscriber.
@@ -80,7 +88,7 @@ fn the_wire_row_of_the_dashboard_queries_real_series() {
             "-h",
             "127.0.0.1",
             "-p",
-            &redis.port.to_string(),
+            &redis.port().to_string(),
             "subscribe",
             "news",
         ])
@@ -102,14 +110,14 @@ fn the_wire_row_of_the_dashboard_queries_real_series() {
         ),
     ]);
 
-    let (_prometheus, port) = prometheus(probe.metrics_port);
+    let prometheus = prometheus(probe.metrics_port);
 
     for (title, expr) in queries {
         let concrete = expr
             .replace("$probe_job", "cache-probe")
             .replace("$client", ".*")
             .replace("$__rate_interval", "10s");
-        shows_data(port, &title, &concrete);
+        shows_data(&prometheus, &title, &concrete).await;
     }
 }
 
@@ -165,17 +173,17 @@ async fn the_original_examples_dashboard_shows_data_in_every_panel() {
     let redis = Redis::start();
     let probe = Probe::start(&[
         "--redis-port",
-        &redis.port.to_string(),
+        &redis.port().to_string(),
         "--poll-info",
         "--poll-interval",
         "1s",
     ]);
     // Without the near cache, so that every read is a GET on the wire.
-    let service = crate::service::start(&redis, &["--l1-capacity=0"]).await;
+    let service = Service::start(&redis.url(), &["--l1-capacity=0"]).await;
     // The original walkthrough's traffic, over and over: hits, misses (an
     // unknown id, and reads after updates), and invalidations published.
     let traffic = tokio::spawn({
-        let (http, base) = (service.http.clone(), service.base.clone());
+        let (http, base) = (service.http(), service.url(""));
         async move {
             for round in 0u64.. {
                 for id in ["1", "2", "3", "nosuch"] {
@@ -191,92 +199,28 @@ async fn the_original_examples_dashboard_shows_data_in_every_panel() {
             }
         }
     });
-    let (_prometheus, port) = prometheus(probe.metrics_port);
-    tokio::task::spawn_blocking(move || {
-        for (title, expr) in ORIGINAL_PANELS {
-            shows_data(port, title, expr);
-        }
-    })
-    .await
-    .unwrap();
+    let prometheus = prometheus(probe.metrics_port);
+    for (title, expr) in ORIGINAL_PANELS {
+        shows_data(&prometheus, title, expr).await;
+    }
     traffic.abort();
     service.stop().await;
 }
-/// A Prometheus scraping the probe on `probe_port` every second, and the
-/// port of its API.
-fn prometheus(probe_port: u16) -> ((Running, tempfile::TempDir), u16) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "global: {{scrape_interval: 1s}}\n\
-         scrape_configs:\n  - job_name: cache-probe\n    static_configs: [{{targets: [\"127.0.0.1:{probe_port}\"]}}]\n"
-    );
-    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-    let port = free_port();
-    let running = Running(vec![
-        Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (Debian package prometheus; scripts/test installs it)"),
-    ]);
-    ((running, dir), port)
+/// A Prometheus scraping the probe on `probe_port` every second.
+fn prometheus(probe_port: u16) -> Prometheus {
+    Prometheus::start("cache-probe", &[probe_port], &[])
 }
 
 /// Waits until `expr` returns a finite value.
-fn shows_data(port: u16, title: &str, expr: &str) {
-    eventually(&format!("{title}: {expr}"), Duration::from_secs(60), || {
-        let values = query(port, expr)?;
+async fn shows_data(prometheus: &Prometheus, title: &str, expr: &str) {
+    let what = format!("{title}: {expr}");
+    eventually_within(&what, Duration::from_secs(60), || async {
+        let values = prometheus.values(expr).await?;
         if values.iter().any(|v| v.is_finite()) {
             Ok(())
         } else {
             Err(format!("no finite value: {values:?}"))
         }
-    });
-}
-
-/// The values of an instant query's series.
-fn query(port: u16, expr: &str) -> Result<Vec<f64>, String> {
-    let url = format!("/api/v1/query?query={}", encode(expr));
-    let mut stream =
-        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    use std::io::{Read, Write};
-    write!(stream, "GET {url} HTTP/1.0\r\nHost: prometheus\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| e.to_string())?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    let answer: Value = serde_json::from_str(body).map_err(|e| format!("{e}: {body}"))?;
-    if answer["status"] != "success" {
-        return Err(format!("{answer}"));
-    }
-    Ok(answer["data"]["result"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|series| series["value"][1].as_str()?.parse().ok())
-        .collect())
-}
-
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    })
+    .await;
 }

@@ -13,30 +13,10 @@ use std::time::{Duration, Instant};
 /// both sides of every comparison.
 pub const OWN_COMMANDS: [&str; 2] = ["INFO", "CLIENT|SETINFO"];
 
-/// Waits for `done` (checked every 20 ms) for up to `limit`; panics with
-/// `what` and the last state `done` reported otherwise.
-pub fn eventually<T: std::fmt::Debug>(
-    what: &str,
-    limit: Duration,
-    mut check: impl FnMut() -> Result<(), T>,
-) {
-    let started = Instant::now();
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(state) if started.elapsed() > limit => {
-                panic!("timed out waiting for {what}; last state: {state:#?}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-}
+pub use test_support::{Redis, eventually_blocking, free_port};
 
-pub use test_redis::{Redis, free_port};
-
-/// What the wire tests ask of their Redis.
+/// What the wire tests ask of their Redis, beyond what every test does.
 pub trait RedisExt {
-    fn connection(&self) -> redis::Connection;
     fn commandstats(&self) -> BTreeMap<String, u64>;
     fn keyspace(&self) -> (u64, u64);
     fn benchmark(&self, args: &[&str]) -> String;
@@ -44,34 +24,17 @@ pub trait RedisExt {
 }
 
 impl RedisExt for Redis {
-    fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_connection()
-            .unwrap()
-    }
-
     /// `INFO commandstats`: calls (and calls refused) per command, as Redis
     /// counts them, without the tests' own polling ([`OWN_COMMANDS`]);
     /// named in capitals, as the probe labels them.
     fn commandstats(&self) -> BTreeMap<String, u64> {
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query(&mut self.connection())
-            .unwrap();
-        info.lines()
-            .filter_map(|line| {
-                let (name, fields) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-                let field = |key: &str| -> u64 {
-                    fields
-                        .split(',')
-                        .find_map(|f| f.strip_prefix(key)?.parse().ok())
-                        .unwrap_or(0)
-                };
-                Some((
+        self.command_stats()
+            .into_iter()
+            .map(|(name, stats)| {
+                (
                     name.to_ascii_uppercase(),
-                    field("calls=") + field("rejected_calls="),
-                ))
+                    stats.calls + stats.rejected_calls,
+                )
             })
             .filter(|(name, _)| !OWN_COMMANDS.contains(&name.as_str()))
             .collect()
@@ -79,10 +42,7 @@ impl RedisExt for Redis {
 
     /// `keyspace_hits` and `keyspace_misses`.
     fn keyspace(&self) -> (u64, u64) {
-        let info: String = redis::cmd("INFO")
-            .arg("stats")
-            .query(&mut self.connection())
-            .unwrap();
+        let info = self.info("stats");
         let field = |name: &str| {
             info.lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
@@ -93,7 +53,7 @@ impl RedisExt for Redis {
 
     /// `redis-benchmark` against this server, quiet; panics if it fails.
     fn benchmark(&self, args: &[&str]) -> String {
-        let port = self.port.to_string();
+        let port = self.port().to_string();
         let output = Command::new("redis-benchmark")
             .args(["-h", "127.0.0.1", "-p", &port])
             .args(args)
@@ -106,7 +66,7 @@ impl RedisExt for Redis {
 
     /// A scripted `redis-cli` session: one command per line on its input.
     fn cli(&self, extra: &[&str], script: &str) -> String {
-        let port = self.port.to_string();
+        let port = self.port().to_string();
         let mut child = Command::new("redis-cli")
             .args(["-h", "127.0.0.1", "-p", &port])
             .args(extra)
@@ -305,11 +265,11 @@ pub fn assert_commands_match(
     redis: &Redis,
     expected: impl Fn() -> BTreeMap<String, u64>,
 ) {
-    eventually(
+    eventually_blocking(
         "the probe's counts to equal INFO commandstats",
         Duration::from_secs(20),
         || {
-            let (seen, wanted) = (probe.commands(redis.port), expected());
+            let (seen, wanted) = (probe.commands(redis.port()), expected());
             if seen == wanted {
                 Ok(())
             } else {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::helpers::RedisExt as _;
-use crate::helpers::{Probe, Redis, eventually};
+use crate::helpers::{Probe, Redis, eventually_blocking};
 
 /// How far the probe's median may be from `redis-benchmark`'s: the probe
 /// times from the end of the client's `write` to the end of its `read`,
@@ -17,7 +17,7 @@ fn the_median_get_latency_agrees_with_the_clients_own() {
     let redis = Redis::start();
     let probe = Probe::start(&[
         "--redis-port",
-        &redis.port.to_string(),
+        &redis.port().to_string(),
         "--comm",
         "redis-benchmark",
     ]);
@@ -38,7 +38,7 @@ fn the_median_get_latency_agrees_with_the_clients_own() {
     let client_p50 = fields[3] / 1000.0;
 
     let labels = [("command", "GET"), ("service_name", "redis-benchmark")];
-    eventually("every GET timed", Duration::from_secs(10), || {
+    eventually_blocking("every GET timed", Duration::from_secs(10), || {
         match probe.sum("obi_redis_command_duration_seconds_count", &labels) as u64 {
             20000 => Ok(()),
             seen => Err(seen),

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::{Probe, eventually};
+use crate::helpers::{Probe, eventually_blocking};
 
 /// A `redis-cli` repeating `GET` over one connection to a Redis of its own
 /// network namespace, connected before the probe starts in this process's
@@ -26,7 +26,7 @@ fn a_connection_in_another_network_namespace_opened_before_the_probe_is_counted(
         "redis-cli",
         &["-p", &port, "-r", "-1", "-i", "0.01", "GET", "key"],
     );
-    eventually(
+    eventually_blocking(
         "the client's first GET, before the probe starts",
         Duration::from_secs(10),
         || {
@@ -41,7 +41,7 @@ fn a_connection_in_another_network_namespace_opened_before_the_probe_is_counted(
 
     let probe = Probe::start(&["--redis-port", &port]);
 
-    eventually(
+    eventually_blocking(
         "the old connection's GETs, named after its client",
         Duration::from_secs(20),
         || {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{Probe, Redis, eventually};
+use crate::helpers::{Probe, Redis, eventually_blocking};
 
 /// A field of `INFO` on `conn`.
 fn info_field(conn: &mut redis::Connection, name: &str) -> u64 {
@@ -25,7 +25,7 @@ fn polling_keeps_one_connection_and_is_not_counted_as_traffic() {
         .unwrap();
     let probe = Probe::start(&[
         "--redis-port",
-        &redis.port.to_string(),
+        &redis.port().to_string(),
         "--poll-info",
         "--poll-interval",
         "50ms",
@@ -40,7 +40,7 @@ fn polling_keeps_one_connection_and_is_not_counted_as_traffic() {
         }
     };
     let keys_seen = |expected: f64| {
-        eventually(
+        eventually_blocking(
             &format!("{expected} keys polled"),
             Duration::from_secs(10),
             || {

@@ -13,7 +13,7 @@ use crate::helpers::{OWN_COMMANDS, Probe, Redis, assert_commands_match, own_name
 #[test]
 fn a_client_followed_alone_counts_exactly() {
     let redis = Redis::start();
-    let port = redis.port.to_string();
+    let port = redis.port().to_string();
     let probe = Probe::start(&["--redis-port", &port, "--comm", "redis-benchmark"]);
     // Traffic from another client, which must not be counted.
     redis.cli(&[], "SET other 1\nGET other\n");
@@ -61,7 +61,7 @@ fn connections_opened_before_the_probe_are_counted() {
         .arg("1")
         .exec(&mut old)
         .unwrap();
-    let port = redis.port.to_string();
+    let port = redis.port().to_string();
     let pid = std::process::id().to_string();
     for args in [
         vec!["--redis-port", &port],
@@ -72,7 +72,7 @@ fn connections_opened_before_the_probe_are_counted() {
             let _: Option<String> = redis::cmd("GET").arg("early").query(&mut old).unwrap();
             let _: Option<String> = redis::cmd("GET").arg("never").query(&mut old).unwrap();
         }
-        crate::helpers::eventually(
+        crate::helpers::eventually_blocking(
             "the old connection's GETs",
             std::time::Duration::from_secs(10),
             || {
@@ -100,13 +100,13 @@ fn connections_opened_before_the_probe_are_counted() {
 /// both servers counted.
 #[test]
 fn a_redis_restarted_mid_run_is_followed() {
-    let mut redis = Redis::start();
-    let probe = Probe::start(&["--redis-port", &redis.port.to_string()]);
+    let redis = Redis::start();
+    let probe = Probe::start(&["--redis-port", &redis.port().to_string()]);
     redis.benchmark(&["-t", "set,get,lpush", "-n", "2000", "-c", "4", "-q"]);
     assert_commands_match(&probe, &redis, || redis.commandstats());
-    let first = probe.commands(redis.port);
+    let first = probe.commands(redis.port());
     let old_pid = redis.pid();
-    redis.crash_and_restart();
+    redis.restart();
     assert_ne!(redis.pid(), old_pid);
     redis.benchmark(&[
         "-t",

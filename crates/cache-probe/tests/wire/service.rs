@@ -6,64 +6,17 @@
 
 use std::time::Duration;
 
-use clap::Parser;
-use redis_cache::{Application, Cli, Config};
 use serde_json::{Value, json};
+use test_support::Service;
 
-use crate::helpers::{Probe, Redis, eventually, own_name};
-
-/// The service in this process, on `redis` and a SQLite file of its own,
-/// with `args` on top of the defaults.
-pub struct Service {
-    pub http: reqwest::Client,
-    pub base: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
-}
-
-pub async fn start(redis: &Redis, args: &[&str]) -> Service {
-    let dir = tempfile::tempdir().unwrap();
-    let database = format!("sqlite:{}", dir.path().join("items.db").display());
-    let mut argv = vec![
-        "redis-cache".to_owned(),
-        "--server-port=0".into(),
-        "--bind-addr=127.0.0.1".into(),
-        format!("--redis-url={}", redis.url()),
-        format!("--database-url={database}"),
-    ];
-    argv.extend(args.iter().map(|a| a.to_string()));
-    let cli = Cli::try_parse_from(argv).unwrap();
-    let app = Application::build(Config::from_cli(cli).unwrap())
-        .await
-        .unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
-    Service {
-        http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        base,
-        stop,
-        server,
-        _dir: dir,
-    }
-}
-
-impl Service {
-    pub async fn stop(self) {
-        let _ = self.stop.send(());
-        self.server.await.unwrap().unwrap();
-    }
-}
+use crate::helpers::{Probe, Redis, eventually_blocking, own_name};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gets_seen_on_the_wire_equal_the_services_own_hits_and_misses() {
     let redis = Redis::start();
-    let probe = Probe::start(&["--redis-port", &redis.port.to_string()]);
-    let service = start(
-        &redis,
+    let probe = Probe::start(&["--redis-port", &redis.port().to_string()]);
+    let service = Service::start(
+        &redis.url(),
         &[
             "--l1-capacity=0",
             "--cache-leases=false",
@@ -82,7 +35,7 @@ async fn gets_seen_on_the_wire_equal_the_services_own_hits_and_misses() {
         ) as u64
     };
     let permission_check = (0, 3);
-    eventually(
+    eventually_blocking(
         "the permission check on the wire",
         Duration::from_secs(10),
         || {
@@ -94,7 +47,7 @@ async fn gets_seen_on_the_wire_equal_the_services_own_hits_and_misses() {
             }
         },
     );
-    let (http, base) = (service.http.clone(), service.base.clone());
+    let (http, base) = (service.http(), service.url(""));
 
     // The original walkthrough.
     let get = |id: String| {
@@ -168,7 +121,7 @@ async fn gets_seen_on_the_wire_equal_the_services_own_hits_and_misses() {
         stats["misses"].as_u64().unwrap(),
     );
     assert!(counted.0 > 300 && counted.1 > 10, "{stats}");
-    eventually(
+    eventually_blocking(
         "the wire to agree with /stats",
         Duration::from_secs(10),
         || {

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::helpers::RedisExt as _;
-use crate::helpers::{Probe, Redis, assert_commands_match, eventually};
+use crate::helpers::{Probe, Redis, assert_commands_match, eventually_blocking};
 
 const SESSION: &str = "\
 SET k1 v1
@@ -50,7 +50,7 @@ DEL k1
 #[test]
 fn cli_sessions_and_transactions_count_as_redis_counts() {
     let redis = Redis::start();
-    let probe = Probe::start(&["--redis-port", &redis.port.to_string()]);
+    let probe = Probe::start(&["--redis-port", &redis.port().to_string()]);
     redis.cli(&[], SESSION);
     // The same over RESP3 (redis-cli sends HELLO 3 first): maps, sets and
     // attributes instead of arrays.
@@ -105,7 +105,7 @@ fn cli_sessions_and_transactions_count_as_redis_counts() {
 /// A subscriber started with `redis-cli` (RESP2, or RESP3 with `-3`),
 /// returned once it has confirmed its `confirmations` subscriptions.
 fn subscriber(redis: &Redis, args: &[&str], confirmations: usize) -> Child {
-    let port = redis.port.to_string();
+    let port = redis.port().to_string();
     let mut child = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port])
         .args(args)
@@ -128,7 +128,7 @@ fn subscriber(redis: &Redis, args: &[&str], confirmations: usize) -> Child {
 #[test]
 fn pub_sub_messages_are_counted_as_published_and_delivered() {
     let redis = Redis::start();
-    let probe = Probe::start(&["--redis-port", &redis.port.to_string()]);
+    let probe = Probe::start(&["--redis-port", &redis.port().to_string()]);
     let mut subscribers = vec![
         subscriber(&redis, &["subscribe", "news", "sports"], 2),
         subscriber(&redis, &["psubscribe", "n*"], 1),
@@ -154,7 +154,7 @@ fn pub_sub_messages_are_counted_as_published_and_delivered() {
         40 * (3 + 1),
         "news: three subscribers, sports: one"
     );
-    eventually("every message counted", Duration::from_secs(10), || {
+    eventually_blocking("every message counted", Duration::from_secs(10), || {
         let seen = (
             probe.sum(
                 "obi_redis_pubsub_messages_total",

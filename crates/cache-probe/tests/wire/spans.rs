@@ -3,89 +3,22 @@
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::helpers::RedisExt as _;
-use crate::helpers::{Probe, Redis, eventually};
-
-/// Spans received, flattened out of their resource and scope.
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<Value>>>);
-
-impl Received {
-    fn spans(&self) -> Vec<Value> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-/// An OTLP/HTTP traces endpoint on a free port, in its own thread.
-fn collector() -> (String, Received) {
-    let received = Received::default();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let sink = received.clone();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let app = axum::Router::new().route(
-                "/v1/traces",
-                axum::routing::post(move |body: axum::body::Bytes| {
-                    let sink = sink.clone();
-                    async move {
-                        let request: Value = serde_json::from_slice(&body).unwrap_or_default();
-                        let mut spans = sink.0.lock().unwrap();
-                        for resource in request["resourceSpans"].as_array().into_iter().flatten() {
-                            for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
-                                spans.extend(
-                                    scope["spans"].as_array().into_iter().flatten().cloned(),
-                                );
-                            }
-                        }
-                        "{}"
-                    }
-                }),
-            );
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    (endpoint, received)
-}
-
-fn attribute(span: &Value, key: &str) -> Option<String> {
-    span["attributes"]
-        .as_array()?
-        .iter()
-        .find(|a| a["key"] == key)
-        .map(|a| {
-            let value = &a["value"];
-            value["stringValue"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| {
-                    value["intValue"]
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_default()
-                })
-        })
-}
+use crate::helpers::{Probe, Redis, eventually_blocking};
+use test_support::otlp::{attribute, receiver};
 
 #[test]
 fn every_command_is_a_client_span() {
     let redis = Redis::start();
-    let (endpoint, received) = collector();
+    let (endpoint, received) = receiver();
     let probe = Probe::start_with_env(
         &[
             "--redis-port",
-            &redis.port.to_string(),
+            &redis.port().to_string(),
             "--comm",
             "redis-cli",
         ],
@@ -100,7 +33,7 @@ fn every_command_is_a_client_span() {
         "SET user:1 secret-value\nGET user:1\nGET nosuch\nHGET user:1 f\nAUTH admin hunter2\n",
     );
     // Commands: COMMAND DOCS (sent by redis-cli), SET, GET, GET, HGET, AUTH.
-    eventually("six spans", Duration::from_secs(15), || {
+    eventually_blocking("six spans", Duration::from_secs(15), || {
         match received.spans().len() {
             6 => Ok(()),
             n => Err(n),
@@ -119,7 +52,10 @@ fn every_command_is_a_client_span() {
             attribute(get, "server.address").as_deref(),
             Some("127.0.0.1")
         );
-        assert_eq!(attribute(get, "server.port"), Some(redis.port.to_string()));
+        assert_eq!(
+            attribute(get, "server.port"),
+            Some(redis.port().to_string())
+        );
         let (start, end) = (&get["startTimeUnixNano"], &get["endTimeUnixNano"]);
         let nanos = |v: &Value| {
             v.as_str()

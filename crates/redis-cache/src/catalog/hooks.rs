@@ -1,25 +1,33 @@
 //! Test hooks: a way for tests to hold a load at a chosen point, so that an
-//! interleaving that is otherwise a matter of luck happens every time. Unset
-//! (the normal case) they cost one uncontended read lock.
+//! interleaving that is otherwise a matter of luck happens every time. They
+//! exist only with the `test-hooks` feature (this crate's own tests turn it
+//! on); without it every hook is an empty function the compiler removes.
+//! With it, an unset hook costs one uncontended read lock.
 
+#[cfg(feature = "test-hooks")]
 use std::sync::{Arc, RwLock};
 
+#[cfg(feature = "test-hooks")]
 use futures::future::BoxFuture;
 
 use crate::domain::ItemId;
 
 /// Called with the ids of a load after its source-of-truth read and before
 /// its fill; the fill waits for the returned future.
+#[cfg(feature = "test-hooks")]
 pub type FillHook = Arc<dyn Fn(Vec<ItemId>) -> BoxFuture<'static, ()> + Send + Sync>;
 
 #[derive(Default)]
 pub struct Hooks {
+    #[cfg(feature = "test-hooks")]
     before_fill: RwLock<Option<FillHook>>,
     /// Called with the id of a lookup that is about to keep what it read
     /// (from Redis, or from a load) in the near cache.
+    #[cfg(feature = "test-hooks")]
     before_l1_fill: RwLock<Option<FillHook>>,
 }
 
+#[cfg(feature = "test-hooks")]
 impl Hooks {
     pub fn set_before_fill(&self, hook: Option<FillHook>) {
         *self.before_fill.write().unwrap_or_else(|e| e.into_inner()) = hook;
@@ -53,4 +61,13 @@ impl Hooks {
             hook(ids.to_vec()).await;
         }
     }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+impl Hooks {
+    #[inline(always)]
+    pub async fn before_l1_fill(&self, _id: &ItemId) {}
+
+    #[inline(always)]
+    pub async fn before_fill(&self, _ids: &[ItemId]) {}
 }

@@ -12,11 +12,7 @@ use tracing::Instrument;
 
 use super::Catalog;
 use crate::cache::{self, CacheStats};
-use crate::invalidation::{Continuity, HEARTBEAT, InvalidationMessage, Kind};
-
-/// Silence after which a sender that did not say goodbye is taken for lost:
-/// three missed heartbeats.
-const SILENCE: Duration = Duration::from_millis(3 * HEARTBEAT.as_millis() as u64 + 500);
+use crate::invalidation::{Continuity, InvalidationMessage, Kind, silence};
 
 impl Catalog {
     /// Handles a message from the invalidation channel. Our peers have
@@ -99,7 +95,7 @@ impl Catalog {
     /// without saying goodbye (crashed, or cut off from Redis) may have lost
     /// invalidations that no later message will reveal.
     pub fn check_senders(&self) {
-        let silent = self.sequences.fallen_silent(SILENCE);
+        let silent = self.sequences.fallen_silent(silence(self.policy.heartbeat));
         if !silent.is_empty() {
             self.lost_invalidations();
             tracing::warn!(senders = ?silent, "instances fell silent; near cache flushed");

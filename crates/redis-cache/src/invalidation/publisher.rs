@@ -20,8 +20,13 @@ use tracing::Instrument;
 use super::message::{InvalidationMessage, Sender};
 use crate::cache::{CacheKey, KeyPattern, RedisCache, RedisFailure};
 
-/// Longest silence between two messages of one sender.
-pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Silence after which a sender that did not say goodbye is taken for lost,
+/// when senders beat every `heartbeat`: three missed heartbeats, and room
+/// for a slow hop through Redis.
+pub fn silence(heartbeat: Duration) -> Duration {
+    heartbeat * 3 + Duration::from_millis(500)
+}
+
 /// Most messages sent in one pipeline.
 const BATCH: usize = 256;
 
@@ -35,6 +40,8 @@ pub struct Publisher {
 pub struct Outbox {
     rx: mpsc::UnboundedReceiver<Request>,
     sender: Sender,
+    /// Longest silence between two messages.
+    heartbeat: Duration,
     /// The last number used, sent or not.
     last_seq: u64,
 }
@@ -56,13 +63,14 @@ pub enum PublishError {
 }
 
 /// A publisher and the outbox that serves it.
-pub fn channel(sender: Sender) -> (Publisher, Outbox) {
+pub fn channel(sender: Sender, heartbeat: Duration) -> (Publisher, Outbox) {
     let (tx, rx) = mpsc::unbounded_channel();
     (
         Publisher { tx },
         Outbox {
             rx,
             sender,
+            heartbeat,
             last_seq: 0,
         },
     )
@@ -92,7 +100,7 @@ impl Outbox {
     /// Sends what is published, in order, until `cancel` fires; then says
     /// goodbye.
     pub async fn run(mut self, l2: RedisCache, channel: &'static str, cancel: CancellationToken) {
-        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let mut heartbeat = tokio::time::interval(self.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_sent = Instant::now();
         loop {
@@ -111,7 +119,7 @@ impl Outbox {
                     last_sent = Instant::now();
                 }
                 _ = heartbeat.tick() => {
-                    if last_sent.elapsed() >= HEARTBEAT {
+                    if last_sent.elapsed() >= self.heartbeat {
                         self.beat(&l2, channel, false).await;
                         last_sent = Instant::now();
                     }

@@ -66,7 +66,7 @@ async fn batch_costs_one_lookup_one_lease_pipeline_one_query_and_one_fill(backen
     let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
 
     let fetches_before = app.stats().await["upstream_fetches"].as_u64().unwrap();
-    let commands_before = app.redis.command_calls().await;
+    let commands_before = app.redis.command_calls();
     let trips_before = app.catalog.l2().round_trips();
 
     let response = app.batch(&wanted).await;
@@ -75,7 +75,7 @@ async fn batch_costs_one_lookup_one_lease_pipeline_one_query_and_one_fill(backen
     assert_eq!(ids_of(&body(response).await), wanted);
 
     let trips = app.catalog.l2().round_trips() - trips_before;
-    let commands_after = app.redis.command_calls().await;
+    let commands_after = app.redis.command_calls();
     let fetches = app.stats().await["upstream_fetches"].as_u64().unwrap() - fetches_before;
     let calls = |name: &str| {
         commands_after.get(name).copied().unwrap_or(0)

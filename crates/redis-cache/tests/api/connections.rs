@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::binary::{limit, listening, service_command};
-use crate::helpers::{Backend, FillGate, TestApp, TestDatabase, TestRedis, eventually};
+use crate::helpers::{Backend, FillGate, Redis, TestApp, TestDatabase, eventually};
 
 async fn connect(port: u16) -> TcpStream {
     TcpStream::connect(("127.0.0.1", port)).await.unwrap()
@@ -238,7 +238,7 @@ async fn a_body_sent_whole_past_the_limit_is_answered_413_not_reset() {
 /// has no part in it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_idle_connections_under_a_low_descriptor_limit_starves_no_one() {
-    let redis = TestRedis::start();
+    let redis = Redis::start();
     let database = TestDatabase::new(Backend::Sqlite).await;
     let dir = tempfile::tempdir().unwrap();
     let mut command = service_command(

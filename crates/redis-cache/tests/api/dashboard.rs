@@ -7,13 +7,13 @@
 //! `promtool test rules`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use redis_cache::Config;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, eventually, free_port, kill_with_parent, postgres};
+use crate::helpers::{Backend, Prometheus, TestApp, eventually, postgres};
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
@@ -303,85 +303,6 @@ fn promtool_checks_and_unit_tests_the_rules() {
     }
 }
 
-struct Prometheus {
-    base: String,
-    http: reqwest::Client,
-    _child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(targets: &[u16]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let targets: Vec<String> = targets
-            .iter()
-            .map(|p| format!("\"127.0.0.1:{p}\""))
-            .collect();
-        let config = format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-             rule_files: [\"{}\"]\n\
-             scrape_configs:\n  - job_name: redis-cache\n    static_configs: [{{targets: [{}]}}]\n",
-            deploy().join("prometheus/rules.yml").display(),
-            targets.join(", ")
-        );
-        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-        let port = free_port();
-        let mut command = Command::new("prometheus");
-        command
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        kill_with_parent(&mut command, libc::SIGKILL);
-        let child = command
-            .spawn()
-            .expect("prometheus (Debian package prometheus; scripts/test installs it)");
-        Prometheus {
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
-            _child: child,
-            _dir: dir,
-        }
-    }
-
-    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Option<Value> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .query(query)
-            .send()
-            .await
-            .ok()?;
-        response.json().await.ok()
-    }
-
-    /// The result of an instant query, or why there is none.
-    async fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
-        let answer = self
-            .get("/api/v1/query", &[("query", expr)])
-            .await
-            .ok_or("no answer")?;
-        if answer["status"] != "success" {
-            return Err(format!("{}: {}", answer["errorType"], answer["error"]));
-        }
-        let result = answer["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if result.is_empty() {
-            return Err("no series".into());
-        }
-        Ok(result)
-    }
-}
-
 /// Values that age in seconds, so that hot keys are refreshed early and an
 /// outage of the source of truth serves some of them stale; a short breaker
 /// cool-down and fail-safe throttle, so that the faults below end quickly.
@@ -430,7 +351,8 @@ async fn every_dashboard_and_rule_expression_returns_real_series() {
         .spawn()
         .await;
     let b = a.peer().config(short_lived).spawn().await;
-    let prometheus = Prometheus::start(&[a.port(), b.port()]);
+    let rule_file = deploy().join("prometheus/rules.yml");
+    let prometheus = Prometheus::start("redis-cache", &[a.port(), b.port()], &[&rule_file]);
     eventually("prometheus scrapes both instances", || async {
         prometheus
             .query(r#"count(up{job="redis-cache"} == 1) == 2"#)

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::both_backends;
 use crate::helpers::binary::{exit_code, limit, listening, service_command, signal};
-use crate::helpers::{Backend, TestApp, TestDatabase, TestRedis, body, header, sum_of};
+use crate::helpers::{Backend, Redis, TestApp, TestDatabase, body, header, sum_of};
 
 /// What the database must hold for an id, going by the answers the client got.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +74,7 @@ const DISK_BYTES: u64 = 512 * 1024;
 /// logged once with its cause and counted in `/metrics`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_full_disk_no_acknowledged_write_is_lost_and_no_refused_one_leaves_a_trace() {
-    let redis = Arc::new(TestRedis::start());
+    let redis = Arc::new(Redis::start());
     let database = Arc::new(TestDatabase::new(Backend::Sqlite).await);
     let dir = tempfile::tempdir().unwrap();
     let mut command = service_command(
@@ -215,7 +215,7 @@ async fn on_a_full_disk_no_acknowledged_write_is_lost_and_no_refused_one_leaves_
 /// serving from a database it cannot migrate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_on_a_full_disk_fails_with_the_cause() {
-    let redis = TestRedis::start();
+    let redis = Redis::start();
     let database = TestDatabase::new(Backend::Sqlite).await;
     let dir = tempfile::tempdir().unwrap();
     let mut command = service_command(

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use redis_cache::cache::glob_matches;
 
-use crate::helpers::TestRedis;
+use crate::helpers::Redis;
 
 /// A tiny deterministic generator (xorshift), so failures reproduce.
 struct Rng(u64);
@@ -29,7 +29,7 @@ impl Rng {
 
 #[tokio::test]
 async fn matches_exactly_what_redis_scan_matches() {
-    let redis = TestRedis::start();
+    let redis = Redis::start();
     let mut conn = redis.conn().await;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let key_alphabet = b"ab-]^\\\\*?[";

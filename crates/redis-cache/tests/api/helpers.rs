@@ -3,24 +3,13 @@
 
 pub mod binary;
 pub mod gate;
-pub mod otlp;
-pub mod postgres;
 pub mod proxy;
-pub mod redis_server;
 
-use std::future::Future;
-use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use redis_cache::Application;
-use redis_cache::cache::{KeyPrefix, L1Config};
 use redis_cache::catalog::Catalog;
-use redis_cache::config::{
-    CacheConfig, Config, DatabaseConfig, HttpConfig, LogFormat, RedisConfig, RedisTarget,
-};
-use redis_cache::http::server::ServerLimits;
-use redis_cache::store::DatabaseUrl;
+use redis_cache::config::{Config, LogFormat};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -28,7 +17,9 @@ use tokio::task::JoinHandle;
 
 pub use gate::FillGate;
 pub use proxy::TcpProxy;
-pub use redis_server::TestRedis;
+pub use test_support::{
+    Prometheus, Redis, RedisOptions, eventually, free_port, kill_with_parent, postgres,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -117,7 +108,7 @@ impl UnreachablePostgres {
 
 pub struct TestApp {
     pub address: String,
-    pub redis: Arc<TestRedis>,
+    pub redis: Arc<Redis>,
     pub database: Arc<TestDatabase>,
     pub catalog: Catalog,
     pub http: reqwest::Client,
@@ -130,7 +121,7 @@ type ConfigTweak = Box<dyn FnOnce(&mut Config) + Send>;
 
 pub struct TestAppBuilder {
     backend: Backend,
-    redis: Option<Arc<TestRedis>>,
+    redis: Option<Arc<Redis>>,
     redis_url: Option<String>,
     database: Option<Arc<TestDatabase>>,
     tweaks: Vec<ConfigTweak>,
@@ -151,14 +142,14 @@ impl TestAppBuilder {
     }
 
     /// Uses `redis` (started with special options) instead of a default one.
-    pub fn with_redis(mut self, redis: TestRedis) -> Self {
+    pub fn with_redis(mut self, redis: Redis) -> Self {
         self.redis = Some(Arc::new(redis));
         self
     }
 
     /// Uses an existing Redis and database (another process's, say) instead
     /// of fresh ones.
-    pub fn on(mut self, redis: Arc<TestRedis>, database: Arc<TestDatabase>) -> Self {
+    pub fn on(mut self, redis: Arc<Redis>, database: Arc<TestDatabase>) -> Self {
         self.redis = Some(redis);
         self.database = Some(database);
         self
@@ -180,65 +171,32 @@ impl TestAppBuilder {
         if std::env::var_os("TEST_LOG").is_some() {
             std::mem::forget(redis_cache::telemetry::init(LogFormat::Pretty));
         }
-        let redis = self.redis.unwrap_or_else(|| Arc::new(TestRedis::start()));
+        let redis = self.redis.unwrap_or_else(|| Arc::new(Redis::start()));
         let database = match self.database {
             Some(db) => db,
             None => Arc::new(TestDatabase::new(self.backend).await),
         };
         let redis_url = self.redis_url.unwrap_or_else(|| redis.url());
-        let mut config = Config {
-            http: HttpConfig {
-                bind: "127.0.0.1:0".parse().unwrap(),
-                limits: ServerLimits {
-                    header_timeout: Duration::from_secs(10),
-                    body_timeout: Duration::from_secs(30),
-                    idle_timeout: Duration::from_secs(75),
-                    max_connections: 10_000,
-                },
-                shutdown_delay: Duration::ZERO,
-                shutdown_grace: Duration::from_secs(10),
-                batch_max_ids: 1000,
-                admin_token: None,
-            },
-            redis: RedisConfig {
-                target: RedisTarget::from_url(&redis_url).unwrap(),
-                // Generous: tests run in parallel on small machines, and a
-                // spurious timeout changes the path a lookup takes. Tests of
-                // timeouts set their own.
-                timeout: Duration::from_secs(1),
-                breaker_failures: 5,
-                breaker_cooldown: Duration::from_secs(5),
-                tls: None,
-            },
-            database: DatabaseConfig {
-                url: DatabaseUrl::parse(&database.url).unwrap(),
-                max_connections: 5,
-                demo_data: true,
-            },
-            cache: CacheConfig {
-                ttl: Duration::from_secs(300),
-                prefix: KeyPrefix::parse("item:").unwrap(),
-                source_delay: Duration::ZERO,
-                warm_on_start: 0,
-                negative_ttl: Duration::from_secs(30),
-                ttl_jitter: 0.1,
-                early_refresh: 0.1,
-                stale_if_error: Duration::from_secs(600),
-                lease_ttl: Duration::from_secs(2),
-                leases: true,
-                coalescing: true,
-                source_timeout: Duration::from_secs(2),
-                failsafe_throttle: Duration::from_secs(2),
-                l1: L1Config {
-                    capacity: 10_000,
-                    max_bytes: 64 << 20,
-                    ttl: Duration::from_secs(30),
-                },
-            },
-            instance_id: format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
-            log_format: LogFormat::Pretty,
-            redis_info_interval: Duration::from_secs(1),
-        };
+        let instance = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let mut config = test_support::service::config(&[
+            "--bind-addr=127.0.0.1".to_owned(),
+            "--server-port=0".to_owned(),
+            format!("--redis-url={redis_url}"),
+            format!("--database-url={}", database.url),
+            format!("--instance-id={instance}"),
+            // Generous: tests run in parallel on small machines, and a
+            // spurious timeout changes the path a lookup takes. Tests of
+            // timeouts set their own. A lease outlives the longest load
+            // these allow (source timeout + 2 × Redis timeout), as the
+            // service requires.
+            "--redis-timeout=1s".to_owned(),
+            "--source-timeout=2s".to_owned(),
+            "--lease-ttl=4s".to_owned(),
+            // Many tests share one PostgreSQL cluster.
+            "--database-max-connections=5".to_owned(),
+            // Tests of the polled gauges need not wait 15 s for a look.
+            "--redis-info-interval=1s".to_owned(),
+        ]);
         for tweak in self.tweaks {
             tweak(&mut config);
         }
@@ -457,22 +415,6 @@ impl Drop for TestApp {
     }
 }
 
-/// Polls `check` every 10 ms until it holds, failing the test after 10 s.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// The sum of every sample of `name` in a Prometheus exposition whose
 /// labels include all of `labels` (as printed: `error_type="storage"`).
 pub fn sum_of(exposition: &str, name: &str, labels: &[&str]) -> f64 {
@@ -493,21 +435,4 @@ pub async fn body(response: reqwest::Response) -> Value {
 
 pub fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     response.headers().get(name).and_then(|v| v.to_str().ok())
-}
-
-pub use test_redis::free_port;
-
-/// Makes the spawned process receive `signal` when the spawning thread ends,
-/// so no test server outlives a crashed or interrupted test run.
-pub fn kill_with_parent(command: &mut Command, signal: libc::c_int) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe and touches only the child's state.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }

@@ -51,7 +51,7 @@ fn sum(samples: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_agree_with_stats_and_with_redis() {
     let app = TestApp::spawn(Backend::Postgres).await;
-    let calls_before = app.redis.command_calls().await;
+    let calls_before = app.redis.command_calls();
     app.get_item("1").await; // miss
     app.get_item("1").await; // L1 hit
     app.get_item("ghost").await; // miss, 404 (cached absence)
@@ -116,7 +116,7 @@ async fn metrics_agree_with_stats_and_with_redis() {
     );
 
     // Redis commands as the service saw them, against Redis' own count.
-    let calls_after = app.redis.command_calls().await;
+    let calls_after = app.redis.command_calls();
     let redis_calls = |name: &str| {
         calls_after.get(name).copied().unwrap_or(0) - calls_before.get(name).copied().unwrap_or(0)
     };

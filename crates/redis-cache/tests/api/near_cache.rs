@@ -6,10 +6,15 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use redis_cache::invalidation::silence;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, FillGate, TcpProxy, TestApp, body, eventually, header};
+
+/// The heartbeat of the tests of silent senders: short, so that silence is
+/// noticed in about a second rather than the default's 3.5 s.
+const HEARTBEAT: Duration = Duration::from_millis(200);
 
 /// Three instances on one Redis and one PostgreSQL database.
 async fn three() -> [TestApp; 3] {
@@ -388,7 +393,10 @@ async fn instances_sharing_a_sqlite_file_write_safely() {
 /// A goodbye keeps a clean stop from flushing anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_reveal_lost_messages_and_silent_senders() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .config(|c| c.cache.heartbeat = HEARTBEAT)
+        .spawn()
+        .await;
     let warm = || async {
         tier(&app, "1").await;
         assert_eq!(tier(&app, "1").await.1.as_deref(), Some("L1"));
@@ -419,9 +427,9 @@ async fn heartbeats_reveal_lost_messages_and_silent_senders() {
     assert_eq!(tier(&app, "1").await.1.as_deref(), Some("L2"), "flushed");
     warm().await;
     let gaps = app.stat("invalidation_gaps").await;
-    // Silence is noticed after 3.5 s; wait that long once more: peer-b said
+    // Wait as long as silence takes to be noticed, twice over: peer-b said
     // goodbye, so nothing happens.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(silence(HEARTBEAT) * 2).await;
     assert_eq!(app.stat("invalidation_gaps").await, gaps);
     assert_eq!(tier(&app, "1").await.1.as_deref(), Some("L1"));
 }
@@ -533,7 +541,10 @@ async fn a_hot_near_cache_entry_starts_one_refresh() {
 /// whatever it could not send is covered by a flush.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_restarted_under_the_same_id_still_falls_silent() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .config(|c| c.cache.heartbeat = HEARTBEAT)
+        .spawn()
+        .await;
     tier(&app, "1").await;
     let old = redis_cache::cache::now_ms() - 60_000;
     let new = redis_cache::cache::now_ms();
@@ -555,7 +566,7 @@ async fn a_sender_restarted_under_the_same_id_still_falls_silent() {
                     .arg(beat.to_string())
                     .query_async(&mut conn)
                     .await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(HEARTBEAT).await;
             }
         }
     });
@@ -566,7 +577,7 @@ async fn a_sender_restarted_under_the_same_id_still_falls_silent() {
     tier(&app, "1").await;
     assert_eq!(tier(&app, "1").await.1.as_deref(), Some("L1"));
     // Long enough for a second, wrong, verdict on the live one.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(silence(HEARTBEAT) * 2).await;
     assert_eq!(
         app.stat("invalidation_gaps").await,
         1,

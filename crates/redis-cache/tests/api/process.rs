@@ -11,8 +11,7 @@ use crate::helpers::binary::{
     upstream_fetches,
 };
 use crate::helpers::{
-    Backend, TestApp, TestDatabase, TestRedis, UnreachablePostgres, body, eventually,
-    kill_with_parent,
+    Backend, Redis, TestApp, TestDatabase, UnreachablePostgres, body, eventually, kill_with_parent,
 };
 
 #[test]
@@ -104,7 +103,7 @@ fn help_lists_every_setting_without_secret_values() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_request_in_flight_finish_and_exits_zero() {
-    let redis = TestRedis::start();
+    let redis = Redis::start();
     let database = TestDatabase::new(Backend::Sqlite).await;
     let (child, port) = start(&[
         ("REDIS_URL", redis.url()),
@@ -188,7 +187,7 @@ async fn shutdown_waits_for_in_flight_requests_but_not_past_the_grace_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_database_is_a_sqlite_file_under_data_in_wal_mode() {
     use sqlx::Connection;
-    let redis = TestRedis::start();
+    let redis = Redis::start();
     let dir = tempfile::tempdir().unwrap();
     let (child, port) = start_in(dir.path(), &[("REDIS_URL", redis.url())]);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -217,7 +216,7 @@ async fn sigterm_during_start_up_is_a_clean_stop() {
     // PostgreSQL that is not reachable yet: start-up waits for it.
     let postgres = UnreachablePostgres::new().await;
     let (proxy, proxied) = (&postgres.proxy, postgres.url.clone());
-    let redis = TestRedis::start();
+    let redis = Redis::start();
     let mut command = binary();
     command
         .env("DATABASE_URL", proxied)
@@ -236,7 +235,7 @@ async fn sigterm_during_start_up_is_a_clean_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_stops_at_once() {
-    let redis = TestRedis::start();
+    let redis = Redis::start();
     let database = TestDatabase::new(Backend::Sqlite).await;
     let (child, port) = start(&[
         ("REDIS_URL", redis.url()),
@@ -272,7 +271,7 @@ async fn a_second_signal_stops_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_the_logs() {
-    let redis = TestRedis::start();
+    let redis = Redis::start();
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}", dir.path().join("items.db").display());
     // A wrong Redis password: every connection attempt fails and is logged.
@@ -407,7 +406,7 @@ async fn a_lease_holder_killed_mid_load_is_taken_over_by_one_instance() {
 /// same moment on a fresh one: migrations and demo data are applied once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_starting_together_on_a_fresh_sqlite_file_both_run() {
-    let redis = TestRedis::start();
+    let redis = Redis::start();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("shared.db").display());
     let env = [("REDIS_URL", redis.url()), ("DATABASE_URL", url)];

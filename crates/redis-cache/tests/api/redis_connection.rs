@@ -5,8 +5,8 @@ use reqwest::StatusCode;
 
 use redis_cache::config::{RedisTarget, RedisTls};
 
-use crate::helpers::redis_server::RedisOptions;
-use crate::helpers::{Backend, TestApp, TestRedis, header};
+use crate::helpers::RedisOptions;
+use crate::helpers::{Backend, Redis, TestApp, header};
 
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
@@ -14,7 +14,7 @@ fn args(list: &[&str]) -> Vec<String> {
 
 /// An app on its own SQLite database, pointed at `redis` with `configure`.
 async fn app_on(
-    redis: TestRedis,
+    redis: Redis,
     configure: impl FnOnce(&mut redis_cache::Config) + Send + 'static,
 ) -> TestApp {
     TestApp::builder(Backend::Sqlite)
@@ -32,7 +32,7 @@ async fn caches(app: &TestApp) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_user_from_the_url_is_used() {
-    let redis = TestRedis::start_with(RedisOptions {
+    let redis = Redis::start_with(RedisOptions {
         extra_args: args(&[
             "--user",
             "cache-svc",
@@ -61,7 +61,7 @@ async fn acl_user_from_the_url_is_used() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn original_redis_addr_and_password_are_honoured_and_never_leaked() {
-    let redis = TestRedis::start_with(RedisOptions {
+    let redis = Redis::start_with(RedisOptions {
         extra_args: args(&["--requirepass", "right-pass"]),
         password: Some("right-pass".into()),
         ..RedisOptions::default()
@@ -127,9 +127,9 @@ impl Pki {
     }
 }
 
-fn tls_redis(pki: &Pki) -> TestRedis {
+fn tls_redis(pki: &Pki) -> Redis {
     let path = |name: &str| pki.path(name).display().to_string();
-    TestRedis::start_with(RedisOptions {
+    Redis::start_with(RedisOptions {
         extra_args: vec![
             "--port".into(),
             "0".into(),

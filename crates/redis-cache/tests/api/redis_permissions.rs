@@ -6,8 +6,8 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::redis_server::RedisOptions;
-use crate::helpers::{Backend, TestApp, TestRedis, body, eventually, header};
+use crate::helpers::RedisOptions;
+use crate::helpers::{Backend, Redis, TestApp, body, eventually, header};
 
 /// The ACL documented in `docs/operations.md` (Redis permissions), for the
 /// default prefix and channel: the rules after `user cache on >password`.
@@ -22,17 +22,17 @@ fn minimal_acl() -> String {
 }
 
 /// A Redis with a user `cache` holding exactly `permissions`.
-fn redis_with_user(permissions: &str) -> TestRedis {
+fn redis_with_user(permissions: &str) -> Redis {
     let mut extra_args = vec!["--user".to_owned(), "cache".into(), "on".into()];
     extra_args.push(">cache-secret".into());
     extra_args.extend(permissions.split_whitespace().map(str::to_owned));
-    TestRedis::start_with(RedisOptions {
+    Redis::start_with(RedisOptions {
         extra_args,
         ..RedisOptions::default()
     })
 }
 
-fn as_cache_user(redis: &TestRedis) -> String {
+fn as_cache_user(redis: &Redis) -> String {
     format!("redis://cache:cache-secret@127.0.0.1:{}", redis.port())
 }
 

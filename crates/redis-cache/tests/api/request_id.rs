@@ -8,8 +8,8 @@ use reqwest::header::HeaderValue;
 use serde_json::Value;
 
 use crate::helpers::binary::{signal, start_logging};
-use crate::helpers::otlp::{attribute, receiver};
-use crate::helpers::{Backend, TestApp, TestDatabase, TestRedis, eventually};
+use crate::helpers::{Backend, Redis, TestApp, TestDatabase, eventually};
+use test_support::otlp::{attribute, receiver};
 
 fn is_generated(id: &str) -> bool {
     uuid::Uuid::parse_str(id).is_ok_and(|uuid| uuid.get_version_num() == 4)
@@ -92,8 +92,8 @@ async fn an_oversize_or_malformed_request_id_is_replaced_by_a_generated_one() {
 /// never the one refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_id_is_the_one_logged_and_traced() {
-    let (endpoint, received) = receiver().await;
-    let redis = TestRedis::start();
+    let (endpoint, received) = receiver();
+    let redis = Redis::start();
     let database = TestDatabase::new(Backend::Sqlite).await;
     let dir = tempfile::tempdir().unwrap();
     let (child, port, logs) = start_logging(

@@ -8,8 +8,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::binary::{signal, start, start_logging};
-use crate::helpers::otlp::{attribute, receiver};
-use crate::helpers::{Backend, TestDatabase, TestRedis, eventually};
+use crate::helpers::{Backend, Redis, TestDatabase, eventually};
+use test_support::otlp::{attribute, receiver};
 
 fn named<'a>(spans: &'a [Value], name: &str) -> Vec<&'a Value> {
     spans.iter().filter(|s| s["name"] == name).collect()
@@ -34,8 +34,8 @@ fn is_child(child: &Value, parent: &Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miss_and_a_write_are_traced_end_to_end() {
-    let (endpoint, received) = receiver().await;
-    let redis = TestRedis::start();
+    let (endpoint, received) = receiver();
+    let redis = Redis::start();
     let database = TestDatabase::new(Backend::Sqlite).await;
     let (child, port) = start(&[
         ("REDIS_URL", redis.url()),
@@ -172,7 +172,7 @@ async fn a_miss_and_a_write_are_traced_end_to_end() {
 /// the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_collector_is_logged_not_fatal() {
-    let redis = TestRedis::start();
+    let redis = Redis::start();
     let database = TestDatabase::new(Backend::Sqlite).await;
     let nothing_there = format!("http://127.0.0.1:{}", crate::helpers::free_port());
     let dir = tempfile::tempdir().unwrap();

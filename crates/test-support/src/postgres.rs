@@ -1,5 +1,6 @@
 //! One throwaway PostgreSQL cluster per test process (`initdb` into a temp
-//! dir, own port and socket), and a fresh database per test.
+//! dir, own port and socket, gone with the process), and a fresh database
+//! per test.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use std::sync::{OnceLock, mpsc};
 
 use sqlx::Connection;
 
-use super::{free_port, kill_with_parent};
+use crate::{free_port, kill_with_parent};
 
 struct Cluster {
     port: u16,
