@@ -34,13 +34,16 @@ use tracing::Instrument;
 use crate::breaker::{Breaker, CircuitState};
 use crate::cache::{
     self, CacheKey, CacheStats, CacheStatus, Entry, Freshness, KeyPrefix, LookupResult, NearCache,
-    PendingInvalidations, RedisCache, RedisFailure, StatsSnapshot, Ticket, Tier,
+    PendingInvalidations, RedisCache, RedisFailure, StatsSnapshot, Ticket, Tier, Totals,
 };
 use crate::config::CacheConfig;
 use crate::domain::{Item, ItemId};
-use crate::invalidation::{LagHistogram, Outbox, Publisher, Sender, Sequences};
+use crate::invalidation::{
+    LagCounts, LagHistogram, LagSnapshot, Outbox, Publisher, Sender, Sequences,
+};
 use crate::store::{Store, StoreError};
 use crate::telemetry::metrics::{DbSystem, Metrics, RedisInfo};
+use crate::telemetry::since_reset::{Counted, SinceReset};
 use failsafe::Failsafe;
 use flight::Flights;
 #[cfg(feature = "test-hooks")]
@@ -60,6 +63,34 @@ const SOURCE_BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
 const KEY_COUNT_DEADLINE: Duration = Duration::from_secs(5);
 /// Ids looked at per round of warming.
 const WARM_CHUNK: usize = 500;
+
+/// Everything this instance counts, as `/metrics` exports it (since
+/// start) and `/stats` shows it (since the last reset: see
+/// [`crate::telemetry::since_reset`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub cache: Totals,
+    pub l1_flushes: u64,
+    pub lag: LagCounts,
+}
+
+impl Counted for Counts {
+    fn minus(&self, earlier: &Self) -> Self {
+        Self {
+            cache: self.cache.minus(&earlier.cache),
+            l1_flushes: self.l1_flushes.minus(&earlier.l1_flushes),
+            lag: self.lag.minus(&earlier.lag),
+        }
+    }
+}
+
+/// The counted part of `/stats`: since the last reset.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub counters: StatsSnapshot,
+    pub l1_flushes: u64,
+    pub invalidation_lag: LagSnapshot,
+}
 
 /// Cheap to clone: every field is a handle.
 #[derive(Clone)]
@@ -92,14 +123,12 @@ pub struct Catalog {
     outbox: Arc<std::sync::Mutex<Option<Outbox>>>,
     /// Warned once about another process using our instance id.
     twin_warned: Arc<std::sync::atomic::AtomicBool>,
-    /// Near-cache flushes at the last `/stats/reset`.
-    l1_flushes_at_reset: Arc<std::sync::atomic::AtomicU64>,
+    /// What `/stats` shows is counted from: the last `/stats/reset`.
+    since_reset: Arc<SinceReset<Counts>>,
     /// The last sequence number heard from each other instance.
     sequences: Arc<Sequences>,
-    /// Publish-to-apply lag of the invalidations received: since the last
-    /// `/stats/reset`, and since start (for `/metrics`).
+    /// Publish-to-apply lag of the invalidations received.
     lag: Arc<LagHistogram>,
-    lag_total: Arc<LagHistogram>,
     /// Write paths in flight, spawned so they finish even if the request is
     /// dropped (see [`Catalog::detached`]).
     writes: TaskTracker,
@@ -263,10 +292,9 @@ impl Catalog {
             sender,
             outbox: Arc::new(std::sync::Mutex::new(Some(outbox))),
             twin_warned: Arc::default(),
-            l1_flushes_at_reset: Arc::default(),
+            since_reset: Arc::default(),
             sequences: Arc::default(),
             lag: Arc::default(),
-            lag_total: Arc::default(),
             writes: TaskTracker::new(),
             key_count: Arc::default(),
         }
@@ -332,38 +360,30 @@ impl Catalog {
         self.outbox.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    pub fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
+    /// Everything counted since start, for `/metrics`.
+    pub fn totals(&self) -> Counts {
+        Counts {
+            cache: self.stats.totals(),
+            l1_flushes: self.l1.flushes(),
+            lag: self.lag.counts(),
+        }
+    }
+
+    /// What `/stats` shows: everything counted since the last
+    /// `/stats/reset`.
+    pub fn stats(&self) -> Stats {
+        let (counts, since) = self.since_reset.since(&self.totals());
+        Stats {
+            counters: counts.cache.report(since),
+            l1_flushes: counts.l1_flushes,
+            invalidation_lag: counts.lag.report(self.lag.max()),
+        }
     }
 
     /// Starts `/stats` afresh (`/metrics` counters keep growing).
     pub fn reset_stats(&self) {
-        self.stats.reset();
-        self.lag.reset();
-        self.l1_flushes_at_reset
-            .store(self.l1.flushes(), std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Near-cache flushes since the last `/stats/reset`.
-    pub fn l1_flushes_since_reset(&self) -> u64 {
-        let base = self
-            .l1_flushes_at_reset
-            .load(std::sync::atomic::Ordering::Relaxed);
-        self.l1.flushes().saturating_sub(base)
-    }
-
-    /// Every counter since start, for `/metrics`.
-    pub fn totals(&self) -> cache::Totals {
-        self.stats.totals()
-    }
-
-    pub fn invalidation_lag(&self) -> crate::invalidation::LagSnapshot {
-        self.lag.snapshot()
-    }
-
-    /// The lag histogram since start.
-    pub fn invalidation_lag_total(&self) -> crate::invalidation::LagSnapshot {
-        self.lag_total.snapshot()
+        self.since_reset.reset(self.totals());
+        self.lag.restart_max();
     }
 
     /// Test hook: runs before each fill, after the source-of-truth read.

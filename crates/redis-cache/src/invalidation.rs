@@ -9,7 +9,7 @@ mod publisher;
 mod sequence;
 mod subscriber;
 
-pub use lag::{LagHistogram, LagSnapshot};
+pub use lag::{LagCounts, LagHistogram, LagSnapshot};
 pub use message::{InvalidationMessage, MessageError, Sender};
 pub use publisher::{Outbox, PublishError, Publisher, channel as publisher_channel, silence};
 pub use sequence::{Continuity, Kind, Sequences};

@@ -1,5 +1,5 @@
 //! Telemetry: structured logs, OpenTelemetry traces and Prometheus metrics
-//! ([`metrics`]).
+//! ([`metrics`]), and what "since `/stats/reset`" means ([`since_reset`]).
 //!
 //! Logs are `tracing` events, pretty for people or JSON for collectors,
 //! filtered by `RUST_LOG` (default `info`). Spans are `tracing` spans too; the
@@ -15,6 +15,7 @@
 //! collector costs requests nothing, and its failures are logged.
 
 pub mod metrics;
+pub mod since_reset;
 
 use std::io::IsTerminal;
 

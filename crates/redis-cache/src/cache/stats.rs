@@ -2,14 +2,14 @@
 //! of one id is counted exactly once, as a hit or a miss, whatever fails
 //! along the way.
 //!
-//! The counters only ever grow, as Prometheus counters must; `/stats/reset`
-//! records a baseline that `/stats` subtracts, so resetting the human view
-//! never makes a scraped counter go backwards.
+//! The counters only ever grow, as Prometheus counters must; `/stats` shows
+//! them since the last `/stats/reset` (see [`crate::telemetry::since_reset`]).
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use time::OffsetDateTime;
+
+use crate::telemetry::since_reset::Counted;
 
 /// Declares the counters once: the struct, its totals and its snapshot.
 macro_rules! counters {
@@ -18,9 +18,6 @@ macro_rules! counters {
         #[derive(Debug, Default)]
         pub struct CacheStats {
             $( $(#[$doc])* pub $name: AtomicU64, )+
-            /// Totals at the last `/stats/reset`, and when it happened.
-            baseline: Mutex<(Totals, Option<OffsetDateTime>)>,
-            started: Started,
         }
 
         /// The counters' values at one moment.
@@ -36,9 +33,9 @@ macro_rules! counters {
             }
         }
 
-        impl Totals {
-            fn since(&self, base: &Totals) -> Totals {
-                Totals { $( $name: self.$name.saturating_sub(base.$name), )+ }
+        impl Counted for Totals {
+            fn minus(&self, earlier: &Totals) -> Totals {
+                Totals { $( $name: self.$name.saturating_sub(earlier.$name), )+ }
             }
         }
     };
@@ -89,16 +86,7 @@ counters! {
     invalidation_gaps,
 }
 
-#[derive(Debug)]
-struct Started(OffsetDateTime);
-
-impl Default for Started {
-    fn default() -> Self {
-        Started(OffsetDateTime::now_utc())
-    }
-}
-
-/// A point-in-time copy of the counters since the last reset.
+/// The counters as `/stats` shows them: since the last reset.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct StatsSnapshot {
     pub hits: u64,
@@ -161,10 +149,12 @@ impl CacheStats {
         };
         Self::bump(counter);
     }
+}
 
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let (base, reset_at) = *self.baseline.lock().unwrap_or_else(|e| e.into_inner());
-        let t = self.totals().since(&base);
+impl Totals {
+    /// These counts as `/stats` shows them, counted from `since`.
+    pub fn report(&self, since: OffsetDateTime) -> StatsSnapshot {
+        let t = self;
         let hits = t.l1_hits + t.l2_hits;
         let answered = hits + t.misses;
         StatsSnapshot {
@@ -191,41 +181,38 @@ impl CacheStats {
             invalidations_published: t.invalidations_published,
             invalidations_received: t.invalidations_received,
             invalidation_gaps: t.invalidation_gaps,
-            since: reset_at.unwrap_or(self.started.0),
+            since,
         }
-    }
-
-    /// Starts `/stats` from zero again; `/metrics` is not affected.
-    pub fn reset(&self) {
-        *self.baseline.lock().unwrap_or_else(|e| e.into_inner()) =
-            (self.totals(), Some(OffsetDateTime::now_utc()));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::since_reset::SinceReset;
 
     #[test]
     fn hit_rate_is_zero_without_lookups_and_a_ratio_otherwise() {
         let stats = CacheStats::default();
-        assert_eq!(stats.snapshot().hit_rate, 0.0);
+        let now = OffsetDateTime::now_utc();
+        assert_eq!(stats.totals().report(now).hit_rate, 0.0);
         CacheStats::add(&stats.lookups, 4);
         CacheStats::add(&stats.l1_hits, 1);
         CacheStats::add(&stats.l2_hits, 2);
         CacheStats::bump(&stats.misses);
-        let snap = stats.snapshot();
+        let snap = stats.totals().report(now);
         assert_eq!((snap.lookups, snap.hit_rate), (4, 0.75));
     }
 
     #[test]
     fn a_reset_starts_stats_afresh_but_totals_keep_growing() {
         let stats = CacheStats::default();
+        let view = SinceReset::<Totals>::default();
         CacheStats::add(&stats.lookups, 4);
-        stats.reset();
-        assert_eq!(stats.snapshot().lookups, 0);
+        view.reset(stats.totals());
+        assert_eq!(view.since(&stats.totals()).0.lookups, 0);
         CacheStats::bump(&stats.lookups);
-        assert_eq!(stats.snapshot().lookups, 1);
+        assert_eq!(view.since(&stats.totals()).0.lookups, 1);
         assert_eq!(stats.totals().lookups, 5, "what /metrics reports");
     }
 }

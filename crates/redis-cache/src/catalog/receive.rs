@@ -85,7 +85,6 @@ impl Catalog {
         }
         if let Some(lag) = lag_since(&message.timestamp) {
             self.lag.record(lag);
-            self.lag_total.record(lag);
         }
         CacheStats::bump(&self.stats.invalidations_received);
         tracing::debug!(key = %message.key, pattern = %message.pattern, source = %message.source, "invalidation applied");

@@ -33,7 +33,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             .await
             .unwrap_or_default()
     };
-    let t = catalog.totals();
+    let totals = catalog.totals();
+    let t = totals.cache;
     let mut out = Exposition::default();
 
     out.family(
@@ -109,13 +110,14 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         (
             "redis_cache_l1_flushes_total",
             "Near cache flushes (lost subscription or connection, sequence gaps).",
-            catalog.l1().flushes(),
+            totals.l1_flushes,
         ),
     ] {
         out.counter(name, help, value);
     }
 
-    let lag = catalog.invalidation_lag_total();
+    // A histogram has no maximum.
+    let lag = totals.lag.report(std::time::Duration::ZERO);
     out.family(
         "redis_cache_invalidation_lag_seconds",
         "histogram",

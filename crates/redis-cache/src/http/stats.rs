@@ -47,7 +47,7 @@ pub(super) struct StatsBody {
 )]
 async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
     let catalog = &state.catalog;
-    let counters = catalog.stats();
+    let stats = catalog.stats();
     let total_keys = catalog.total_keys().await;
     // Counting settles moka's pending evictions under a lock: off the runtime.
     let l1_entries = {
@@ -57,7 +57,7 @@ async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
             .unwrap_or_default()
     };
     Json(StatsBody {
-        counters,
+        counters: stats.counters,
         total_keys,
         instance: catalog.instance().to_owned(),
         redis: match catalog.l2().link().state() {
@@ -69,8 +69,8 @@ async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
         redis_round_trips: catalog.l2().round_trips(),
         l1: l1_state(catalog.l1()),
         l1_entries,
-        l1_flushes: catalog.l1_flushes_since_reset(),
-        invalidation_lag: catalog.invalidation_lag(),
+        l1_flushes: stats.l1_flushes,
+        invalidation_lag: stats.invalidation_lag,
     })
 }
 

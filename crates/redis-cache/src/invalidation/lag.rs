@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::telemetry::since_reset::Counted;
+
 /// Upper bounds of the buckets, in milliseconds; one more bucket holds the rest.
 pub const BUCKETS_MS: [f64; 14] = [
     0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 5_000.0, 30_000.0,
@@ -17,7 +19,27 @@ pub const BUCKETS_MS: [f64; 14] = [
 pub struct LagHistogram {
     counts: [AtomicU64; BUCKETS_MS.len() + 1],
     sum_micros: AtomicU64,
+    /// The longest lag since the last `/stats/reset`. A maximum is no
+    /// count that a reset could subtract: it is the one figure a reset
+    /// starts afresh.
     max_micros: AtomicU64,
+}
+
+/// The histogram's counts at one moment: lags per bucket (not cumulative)
+/// and their sum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LagCounts {
+    counts: [u64; BUCKETS_MS.len() + 1],
+    sum_micros: u64,
+}
+
+impl Counted for LagCounts {
+    fn minus(&self, earlier: &Self) -> Self {
+        Self {
+            counts: std::array::from_fn(|i| self.counts[i].saturating_sub(earlier.counts[i])),
+            sum_micros: self.sum_micros.saturating_sub(earlier.sum_micros),
+        }
+    }
 }
 
 /// A copy for `/stats`: cumulative counts per upper bound, as Prometheus
@@ -48,20 +70,29 @@ impl LagHistogram {
         self.max_micros.fetch_max(micros, Ordering::Relaxed);
     }
 
-    pub fn reset(&self) {
-        for count in &self.counts {
-            count.store(0, Ordering::Relaxed);
-        }
-        self.sum_micros.store(0, Ordering::Relaxed);
+    /// Starts the maximum afresh (the counts are never reset).
+    pub fn restart_max(&self) {
         self.max_micros.store(0, Ordering::Relaxed);
     }
 
-    pub fn snapshot(&self) -> LagSnapshot {
-        let counts: Vec<u64> = self
-            .counts
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect();
+    pub fn counts(&self) -> LagCounts {
+        LagCounts {
+            counts: std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)),
+            sum_micros: self.sum_micros.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The longest lag recorded since the last [`LagHistogram::restart_max`].
+    pub fn max(&self) -> Duration {
+        Duration::from_micros(self.max_micros.load(Ordering::Relaxed))
+    }
+}
+
+impl LagCounts {
+    /// These counts for `/stats` and `/metrics`, with the longest lag of
+    /// the same period.
+    pub fn report(&self, max: Duration) -> LagSnapshot {
+        let counts = &self.counts;
         let count: u64 = counts.iter().sum();
         let mut cumulative = 0;
         let buckets: Vec<(Option<f64>, u64)> = counts
@@ -82,8 +113,8 @@ impl LagHistogram {
         };
         LagSnapshot {
             count,
-            sum_ms: self.sum_micros.load(Ordering::Relaxed) as f64 / 1_000.0,
-            max_ms: self.max_micros.load(Ordering::Relaxed) as f64 / 1_000.0,
+            sum_ms: self.sum_micros as f64 / 1_000.0,
+            max_ms: max.as_secs_f64() * 1_000.0,
             p50_ms: percentile(0.5),
             p99_ms: percentile(0.99),
             buckets,
@@ -98,13 +129,13 @@ mod tests {
     #[test]
     fn buckets_are_cumulative_and_percentiles_are_bucket_bounds() {
         let lag = LagHistogram::default();
-        assert_eq!(lag.snapshot().p50_ms, None);
+        assert_eq!(lag.counts().report(lag.max()).p50_ms, None);
         for _ in 0..98 {
             lag.record(Duration::from_micros(300));
         }
         lag.record(Duration::from_millis(40));
         lag.record(Duration::from_secs(60));
-        let snap = lag.snapshot();
+        let snap = lag.counts().report(lag.max());
         assert_eq!(snap.count, 100);
         assert_eq!(snap.p50_ms, Some(0.5));
         assert_eq!(snap.p99_ms, Some(50.0));
@@ -112,7 +143,11 @@ mod tests {
         assert_eq!(snap.buckets[0], (Some(0.25), 0));
         assert_eq!(snap.buckets[1], (Some(0.5), 98));
         assert_eq!(snap.buckets.last(), Some(&(None, 100)));
-        lag.reset();
-        assert_eq!(lag.snapshot().count, 0);
+        let before = lag.counts();
+        lag.restart_max();
+        lag.record(Duration::from_millis(3));
+        let since = lag.counts().minus(&before).report(lag.max());
+        assert_eq!((since.count, since.max_ms), (1, 3.0));
+        assert_eq!(since.buckets[4], (Some(5.0), 1));
     }
 }

@@ -231,16 +231,64 @@ async fn redis_memory_and_keys_are_polled() {
     .await;
 }
 
-/// Counters never go backwards, whatever `/stats/reset` does to `/stats`.
+/// `/stats/reset` starts every figure of `/stats` afresh (lookups,
+/// near-cache flushes, the invalidation lag and its maximum), and the
+/// counters of `/metrics` never go backwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stats_reset_leaves_the_counters_alone() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+async fn a_stats_reset_starts_stats_afresh_and_leaves_the_counters_alone() {
+    let writer = TestApp::spawn(Backend::Sqlite).await;
+    let app = writer.peer().spawn().await;
     app.get_item("1").await;
     app.get_item("1").await;
-    app.post("/stats/reset", &json!({})).await;
-    assert_eq!(app.stats().await["lookups"], 0);
+    let put = writer.put("1", json!({ "stock": 7 })).await;
+    assert_eq!(put.status(), StatusCode::OK);
+    eventually("the invalidation was applied here", || async {
+        app.stats().await["invalidation_lag"]["count"] == 1
+    })
+    .await;
+    // A gap in another sender's numbers flushes the near cache.
+    let started = redis_cache::cache::now_ms() - 60_000;
+    for seq in [1, 5] {
+        let message = json!({ "key": "item:99", "source": "peer", "seq": seq, "started": started });
+        redis::cmd("PUBLISH")
+            .arg("cache:invalidate")
+            .arg(message.to_string())
+            .query_async::<i64>(&mut app.redis.conn().await)
+            .await
+            .unwrap();
+    }
+    eventually("the gap flushed the near cache", || async {
+        app.stat("l1_flushes").await >= 1
+    })
+    .await;
+    let flushes = app.stat("l1_flushes").await;
+
+    let reset = app.post("/stats/reset", &json!({})).await;
+    assert_eq!(reset.status(), StatusCode::OK);
+    let stats = app.stats().await;
+    assert_eq!(stats["lookups"], 0);
+    assert_eq!(stats["l1_flushes"], 0);
+    assert_eq!(stats["invalidation_lag"]["count"], 0);
+    assert_eq!(stats["invalidation_lag"]["max_ms"], 0.0);
     let (_, samples) = scrape(&app).await;
     assert_eq!(sum(&samples, "redis_cache_lookups_total", &[]), 2.0);
+    assert_eq!(
+        sum(&samples, "redis_cache_l1_flushes_total", &[]),
+        flushes as f64
+    );
+    assert_eq!(
+        sum(&samples, "redis_cache_invalidation_lag_seconds_count", &[]),
+        1.0
+    );
+
+    // Counted again from the reset on.
+    let put = writer.put("1", json!({ "stock": 8 })).await;
+    assert_eq!(put.status(), StatusCode::OK);
+    eventually("the next invalidation counts from the reset", || async {
+        let lag = &app.stats().await["invalidation_lag"];
+        lag["count"] == 1 && lag["max_ms"].as_f64() > Some(0.0)
+    })
+    .await;
 }
 
 /// `promtool check metrics` finds nothing to say about the exposition (the
