@@ -44,6 +44,7 @@ use crate::invalidation::{
 use crate::store::{Store, StoreError};
 use crate::telemetry::metrics::{DbSystem, Metrics, RedisInfo};
 use crate::telemetry::since_reset::{Counted, SinceReset};
+use crate::telemetry::spans;
 use failsafe::Failsafe;
 use flight::Flights;
 #[cfg(feature = "test-hooks")]
@@ -837,22 +838,12 @@ async fn source_call<T, E>(
     kind: impl Fn(&E) -> Option<&'static str>,
     call: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
-    let span = tracing::info_span!(
-        "source of truth",
-        otel.name = format!("{operation} items"),
-        otel.kind = "client",
-        otel.status_code = tracing::field::Empty,
-        db.system.name = system.as_str(),
-        db.operation.name = operation,
-        db.collection.name = "items",
-        error.type = tracing::field::Empty,
-    );
+    let span = spans::source_of_truth(system, operation);
     let started = Instant::now();
     let result = call.instrument(span.clone()).await;
     let error = result.as_ref().err().and_then(&kind);
     if let Some(kind) = error {
-        span.record("error.type", kind);
-        span.record("otel.status_code", "ERROR");
+        spans::failed(&span, kind);
     }
     metrics.db_operation(system, operation, error, started.elapsed());
     result

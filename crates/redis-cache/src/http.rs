@@ -31,6 +31,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::catalog::Catalog;
 use crate::invalidation::SubscriberState;
 use crate::secret::Secret;
+use crate::telemetry::spans;
 pub use error::{ApiError, ErrorCause};
 pub use items::{X_CACHE_HITS, X_CACHE_MISSES, X_CACHE_STATUS};
 pub use json::BODY_LIMIT;
@@ -128,21 +129,11 @@ async fn log_request(State(state): State<AppState>, request: Request, next: Next
         .get::<request_id::RequestId>()
         .map(|id| id.as_str().to_owned())
         .unwrap_or_default();
-    let span = tracing::info_span!(
-        "HTTP request",
-        otel.name = %match &matched {
-            Some(route) => format!("{method} {route}"),
-            None => method.to_string(),
-        },
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = %method,
-        http.route = matched.as_deref(),
-        url.path = request.uri().path(),
-        url.scheme = "http",
-        http.response.status_code = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-        request_id = %request_id,
+    let span = spans::http_server(
+        &method,
+        matched.as_deref(),
+        request.uri().path(),
+        &request_id,
     );
     let _ = span.set_parent(trace::incoming_context(request.headers()));
     let trace_id = trace::trace_id(&span);
@@ -151,12 +142,7 @@ async fn log_request(State(state): State<AppState>, request: Request, next: Next
         None => next.run(request).instrument(span.clone()).await,
     };
     let status = response.status().as_u16();
-    span.record("http.response.status_code", status);
-    if status >= 500 {
-        // The conventions' `error.type` for a server error is its status code.
-        span.record("error.type", status.to_string());
-        span.record("otel.status_code", "ERROR");
-    }
+    spans::http_status(&span, status);
     state.catalog.metrics().http_request(
         method.as_str(),
         matched.as_deref(),

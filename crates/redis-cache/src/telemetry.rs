@@ -1,5 +1,6 @@
 //! Telemetry: structured logs, OpenTelemetry traces and Prometheus metrics
-//! ([`metrics`]), and what "since `/stats/reset`" means ([`since_reset`]).
+//! ([`metrics`]), the spans we emit ([`spans`]), and what "since
+//! `/stats/reset`" means ([`since_reset`]).
 //!
 //! Logs are `tracing` events, pretty for people or JSON for collectors,
 //! filtered by `RUST_LOG` (default `info`). Spans are `tracing` spans too; the
@@ -16,6 +17,7 @@
 
 pub mod metrics;
 pub mod since_reset;
+pub mod spans;
 
 use std::io::IsTerminal;
 

@@ -13,6 +13,7 @@ use redis::{Pipeline, RedisError, Script};
 use super::key::{CacheKey, KeyPattern};
 use super::link::{RedisFailure, RedisLink};
 use crate::telemetry::metrics::{DbSystem, Metrics};
+use crate::telemetry::spans;
 
 /// Keys asked for per `SCAN` call.
 const SCAN_BATCH: usize = 1000;
@@ -582,24 +583,9 @@ impl RedisCache {
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let span = if op.traced {
-            let server = self.link.server();
-            tracing::info_span!(
-                "redis",
-                // Named after the query summary when there is one (fixed
-                // text, never caller input), as the conventions ask.
-                otel.name = if op.summary.is_empty() { op.name } else { op.summary },
-                otel.kind = "client",
-                otel.status_code = tracing::field::Empty,
-                db.system.name = "redis",
-                db.operation.name = op.name,
-                db.operation.batch.size = op.batch_size(),
-                db.query.summary = tracing::field::Empty,
-                db.query.text = tracing::field::Empty,
-                db.namespace = server.database,
-                server.address = server.host,
-                server.port = server.port,
-                error.type = tracing::field::Empty,
-            )
+            // Named after the query summary when there is one, as the
+            // conventions ask.
+            spans::redis_client(op.name, op.summary, op.batch_size(), self.link.server())
         } else {
             tracing::Span::none()
         };
@@ -647,8 +633,7 @@ impl RedisCache {
         }
         let error = outcome.as_ref().err().map(RedisFailure::kind);
         if let Some(kind) = error {
-            span.record("error.type", kind);
-            span.record("otel.status_code", "ERROR");
+            spans::failed(&span, kind);
         }
         match &outcome {
             _ if !measured => {}

@@ -30,6 +30,7 @@ use crate::cache::{
 };
 use crate::domain::{Item, ItemId};
 use crate::store::StoreError;
+use crate::telemetry::spans;
 
 /// First and longest pause between two looks at a key whose lease another
 /// instance holds.
@@ -535,18 +536,8 @@ impl Catalog {
     async fn read_source_now(&self, ids: &[ItemId]) -> Result<HashMap<ItemId, Item>, SourceError> {
         CacheStats::bump(&self.stats.upstream_fetches);
         let system = self.store.system();
-        let span = tracing::info_span!(
-            "source of truth",
-            otel.name = "SELECT items",
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            db.system.name = system.as_str(),
-            db.operation.name = "SELECT",
-            db.collection.name = "items",
-            db.query.summary = "SELECT items",
-            ids = ids.len(),
-            error.type = tracing::field::Empty,
-        );
+        let span = spans::source_of_truth(system, "SELECT");
+        span.record("ids", ids.len());
         let read = async {
             if !self.policy.source_delay.is_zero() {
                 tokio::time::sleep(self.policy.source_delay).await;
@@ -570,8 +561,7 @@ impl Catalog {
             Err(_) => Some("timeout"),
         };
         if let Some(kind) = error {
-            span.record("error.type", kind);
-            span.record("otel.status_code", "ERROR");
+            spans::failed(&span, kind);
         }
         self.metrics
             .db_operation(system, "SELECT", error, started.elapsed());

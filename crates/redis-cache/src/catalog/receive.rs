@@ -70,12 +70,7 @@ impl Catalog {
             // subscriber's path (a pattern scans the whole database), then
             // evict again, as anything filled from Redis meanwhile may be old.
             let (this, key, pattern) = (self.clone(), targets.key.clone(), targets.pattern.clone());
-            let span = tracing::info_span!(
-                parent: None,
-                "announced invalidation",
-                otel.name = "cache:invalidate process",
-                otel.kind = "consumer",
-            );
+            let span = crate::telemetry::spans::invalidation_announced();
             let apply = async move {
                 this.apply_to_redis(key.as_ref(), pattern.as_ref()).await;
                 this.forget_loads(key.as_ref(), pattern.as_ref());

@@ -10,6 +10,7 @@ use crate::cache::{self, Applied, CacheKey, CacheStats, Fill, KeyPattern, LeaseT
 use crate::domain::{Item, ItemId, ItemPatch, NewItem, Version};
 use crate::invalidation::PublishError;
 use crate::store::{StoreError, WriteError};
+use crate::telemetry::spans;
 use tokio_util::sync::CancellationToken;
 
 impl Catalog {
@@ -262,16 +263,8 @@ impl Catalog {
         key: Option<&CacheKey>,
         pattern: Option<&KeyPattern>,
     ) -> bool {
-        let span = tracing::info_span!(
-            "invalidation publish",
-            otel.name = "cache:invalidate publish",
-            otel.kind = "producer",
-            messaging.system = "redis",
-            messaging.operation.type = "send",
-            messaging.destination.name = crate::invalidation::CHANNEL,
-            cache.key = key.map(CacheKey::as_str),
-            cache.pattern = pattern.map(KeyPattern::as_str),
-        );
+        let span =
+            spans::invalidation_publish(key.map(CacheKey::as_str), pattern.map(KeyPattern::as_str));
         let published = self.publisher.publish(key, pattern).instrument(span).await;
         match published {
             Ok(()) => {

@@ -1,0 +1,120 @@
+//! The spans this service emits, one constructor per kind, so that
+//! OpenTelemetry's attribute names are spelled in one place: the HTTP
+//! server span, the database client spans (the source of truth, Redis), and
+//! the invalidation channel's producer and consumer. Fields known only
+//! later are declared empty here and recorded by the caller.
+
+use axum::http::Method;
+use tracing::Span;
+use tracing::field::Empty;
+
+use crate::cache::RedisServer;
+use crate::invalidation::CHANNEL;
+use crate::telemetry::metrics::DbSystem;
+
+/// One HTTP request, named `METHOD route` (the method alone when no route
+/// matched). Its status is recorded with [`http_status`].
+pub fn http_server(method: &Method, route: Option<&str>, path: &str, request_id: &str) -> Span {
+    tracing::info_span!(
+        "HTTP request",
+        otel.name = %match route {
+            Some(route) => format!("{method} {route}"),
+            None => method.to_string(),
+        },
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = %method,
+        http.route = route,
+        url.path = path,
+        url.scheme = "http",
+        http.response.status_code = Empty,
+        error.type = Empty,
+        request_id = %request_id,
+    )
+}
+
+/// The answer's status; a server error (5xx) fails the span, its
+/// `error.type` being the status code, as the conventions have it.
+pub fn http_status(span: &Span, status: u16) {
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        failed(span, &status.to_string());
+    }
+}
+
+/// One operation on the source of truth's `items` table (`SELECT`,
+/// `INSERT`, …); a read records how many `ids` it asked for.
+pub fn source_of_truth(system: DbSystem, operation: &'static str) -> Span {
+    let summary = format!("{operation} items");
+    tracing::info_span!(
+        "source of truth",
+        otel.name = summary.as_str(),
+        otel.kind = "client",
+        otel.status_code = Empty,
+        db.system.name = system.as_str(),
+        db.operation.name = operation,
+        db.collection.name = "items",
+        db.query.summary = summary.as_str(),
+        ids = Empty,
+        error.type = Empty,
+    )
+}
+
+/// One Redis round trip: `name` the command (`GET`, `MGET`, `EVALSHA`),
+/// `summary` a fixed description of what it does (empty when the command
+/// says it all; never caller input), `batch_size` the commands in it when
+/// more than one. The caller records `db.query.text` and the summary.
+pub fn redis_client(
+    name: &'static str,
+    summary: &'static str,
+    batch_size: Option<u64>,
+    server: &RedisServer,
+) -> Span {
+    tracing::info_span!(
+        "redis",
+        otel.name = if summary.is_empty() { name } else { summary },
+        otel.kind = "client",
+        otel.status_code = Empty,
+        db.system.name = "redis",
+        db.operation.name = name,
+        db.operation.batch.size = batch_size,
+        db.query.summary = Empty,
+        db.query.text = Empty,
+        db.namespace = server.database.as_str(),
+        server.address = server.host.as_str(),
+        server.port = server.port,
+        error.type = Empty,
+    )
+}
+
+/// Publishing one invalidation of `key` and/or `pattern` on the channel.
+pub fn invalidation_publish(key: Option<&str>, pattern: Option<&str>) -> Span {
+    tracing::info_span!(
+        "invalidation publish",
+        otel.name = "cache:invalidate publish",
+        otel.kind = "producer",
+        messaging.system = "redis",
+        messaging.operation.type = "send",
+        messaging.destination.name = CHANNEL,
+        cache.key = key,
+        cache.pattern = pattern,
+    )
+}
+
+/// Applying an invalidation announced by another publisher (a plain
+/// `PUBLISH`, the original example): a root span, as the message carries no
+/// trace context.
+pub fn invalidation_announced() -> Span {
+    tracing::info_span!(
+        parent: None,
+        "announced invalidation",
+        otel.name = "cache:invalidate process",
+        otel.kind = "consumer",
+    )
+}
+
+/// Marks the span failed, with the conventions' `error.type`.
+pub fn failed(span: &Span, error_type: &str) {
+    span.record("error.type", error_type);
+    span.record("otel.status_code", "ERROR");
+}
