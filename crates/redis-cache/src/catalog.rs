@@ -22,6 +22,7 @@ mod load;
 mod policy;
 mod receive;
 mod refresh;
+mod status;
 mod write;
 
 use std::collections::{HashMap, HashSet};
@@ -54,6 +55,7 @@ use load::LoadFor;
 pub use load::{Loaded, SourceError, Via};
 pub use policy::Policy;
 use refresh::Refreshing;
+pub use status::{NearCacheState, Status};
 
 /// Consecutive failures to reach the database that open its breaker, and
 /// how long it then stays open before a request probes it.

@@ -127,7 +127,7 @@ async fn warm(
             json!({ "max": MAX_WARM }),
         ));
     }
-    if state.catalog.l2().link().state() != LinkState::Connected {
+    if state.catalog.status().redis != LinkState::Connected {
         return Err(ApiError::Unavailable {
             what: "redis",
             details: None,

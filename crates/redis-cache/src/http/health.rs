@@ -1,8 +1,6 @@
 //! Health endpoints: `/health` for people and dashboards, `/livez` and
 //! `/readyz` for orchestrators.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,21 +12,11 @@ use super::AppState;
 use super::openapi::{HealthBody, ProbeBody};
 use crate::invalidation::SubscriberState;
 
-/// Bound on the database check, so a hung database gives a quick answer.
-const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
-
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(health))
         .routes(routes!(livez))
         .routes(routes!(readyz))
-}
-
-async fn database_ok(state: &AppState) -> bool {
-    matches!(
-        tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.catalog.store().ping()).await,
-        Ok(Ok(()))
-    )
 }
 
 #[utoipa::path(
@@ -44,9 +32,11 @@ async fn database_ok(state: &AppState) -> bool {
 /// needs (`redis_refused`) — the service answers from the source of truth —
 /// and `unhealthy` (503) only when the source of truth is unreachable.
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let (database, redis) = tokio::join!(database_ok(&state), state.catalog.l2().ping());
+    let catalog = &state.catalog;
+    let (database, redis) = tokio::join!(catalog.database_answers(), catalog.redis_answers());
     let subscriber = *state.subscriber.borrow();
-    let refused = state.catalog.l2().link().refusals().list();
+    let engine = catalog.status();
+    let refused = &engine.refused;
     let (code, status) = if !database {
         (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
     } else if !redis
@@ -63,16 +53,16 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         Json(json!({
             "status": status,
             "redis": connected(redis),
-            "redis_circuit": state.catalog.l2().link().circuit().as_str(),
+            "redis_circuit": engine.redis_circuit.as_str(),
             "database": connected(database),
-            "database_circuit": state.catalog.source_circuit().as_str(),
+            "database_circuit": engine.database_circuit.as_str(),
             "subscriber": subscriber.as_str(),
             "redis_refused": refused
                 .iter()
                 .map(|r| (r.command.clone(), Value::from(r.reason.clone())))
                 .collect::<serde_json::Map<_, _>>(),
-            "l1": super::stats::l1_state(state.catalog.l1()),
-            "instance": state.catalog.instance(),
+            "l1": engine.near_cache.as_str(),
+            "instance": catalog.instance(),
         })),
     )
 }
@@ -104,7 +94,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             Json(json!({ "status": "shutting down" })),
         );
     }
-    if database_ok(&state).await {
+    if state.catalog.database_answers().await {
         (StatusCode::OK, Json(json!({ "status": "ready" })))
     } else {
         (

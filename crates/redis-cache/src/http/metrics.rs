@@ -10,6 +10,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use crate::cache::{CircuitState, LinkState};
+use crate::catalog::NearCacheState;
 use crate::invalidation::SubscriberState;
 use crate::telemetry::metrics::Exposition;
 
@@ -27,12 +28,8 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let catalog = &state.catalog;
     // Counting settles moka's pending evictions under a lock: off the runtime.
-    let l1_entries = {
-        let catalog = catalog.clone();
-        tokio::task::spawn_blocking(move || catalog.l1().entry_count())
-            .await
-            .unwrap_or_default()
-    };
+    let l1_entries = catalog.near_cache_entries().await;
+    let status = catalog.status();
     let totals = catalog.totals();
     let t = totals.cache;
     let mut out = Exposition::default();
@@ -143,14 +140,14 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     out.gauge(
         "redis_cache_l1_usable",
         "1 while the near cache is in use; 0 while it is bypassed (invalidations may be lost) or off.",
-        f64::from(u8::from(catalog.l1().is_usable())),
+        f64::from(u8::from(status.near_cache == NearCacheState::Active)),
     );
     out.family(
         "redis_cache_circuit_breaker_state",
         "gauge",
         "State of the circuit breaker in front of Redis: 1 for the current state.",
     );
-    let circuit = catalog.l2().link().circuit();
+    let circuit = status.redis_circuit;
     for candidate in [
         CircuitState::Closed,
         CircuitState::HalfOpen,
@@ -165,9 +162,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     out.gauge(
         "redis_cache_redis_up",
         "1 while the shared Redis connection is up.",
-        f64::from(u8::from(
-            catalog.l2().link().state() == LinkState::Connected,
-        )),
+        f64::from(u8::from(status.redis == LinkState::Connected)),
     );
     out.gauge(
         "redis_cache_subscriber_up",
@@ -181,7 +176,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "gauge",
         "1 for each command Redis refuses for good (NOPERM from the ACL, or a disabled command), until it is accepted again.",
     );
-    for refused in catalog.l2().link().refusals().list() {
+    for refused in &status.refused {
         out.sample(
             "redis_cache_redis_refused_command",
             &[("command", &refused.command)],
@@ -191,7 +186,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     out.gauge(
         "redis_cache_pending_invalidations",
         "Invalidations waiting for Redis (deferred by an outage).",
-        catalog.pending().len() as f64,
+        status.pending_invalidations as f64,
     );
     out.family("redis_cache_build_info", "gauge", "Version of this build.");
     out.sample(

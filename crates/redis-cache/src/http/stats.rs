@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::auth::AdminAuth;
 use super::openapi::{MessageBody, Unauthorized};
-use crate::cache::{LinkState, NearCache, StatsSnapshot};
+use crate::cache::{LinkState, StatsSnapshot};
 use crate::invalidation::LagSnapshot;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -49,39 +49,24 @@ async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
     let catalog = &state.catalog;
     let stats = catalog.stats();
     let total_keys = catalog.total_keys().await;
-    // Counting settles moka's pending evictions under a lock: off the runtime.
-    let l1_entries = {
-        let catalog = catalog.clone();
-        tokio::task::spawn_blocking(move || catalog.l1().entry_count())
-            .await
-            .unwrap_or_default()
-    };
+    let l1_entries = catalog.near_cache_entries().await;
+    let status = catalog.status();
     Json(StatsBody {
         counters: stats.counters,
         total_keys,
         instance: catalog.instance().to_owned(),
-        redis: match catalog.l2().link().state() {
+        redis: match status.redis {
             LinkState::Connected => "connected",
             LinkState::Disconnected => "disconnected",
         },
-        redis_circuit: catalog.l2().link().circuit().as_str(),
-        pending_invalidations: catalog.pending().len(),
-        redis_round_trips: catalog.l2().round_trips(),
-        l1: l1_state(catalog.l1()),
+        redis_circuit: status.redis_circuit.as_str(),
+        pending_invalidations: status.pending_invalidations,
+        redis_round_trips: status.redis_round_trips,
+        l1: status.near_cache.as_str(),
         l1_entries,
         l1_flushes: stats.l1_flushes,
         invalidation_lag: stats.invalidation_lag,
     })
-}
-
-pub fn l1_state(l1: &NearCache) -> &'static str {
-    if !l1.is_enabled() {
-        "off"
-    } else if l1.is_usable() {
-        "active"
-    } else {
-        "bypassed"
-    }
 }
 
 /// `POST /stats/reset`: zeroes this instance's counters.
