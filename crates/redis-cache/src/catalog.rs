@@ -40,7 +40,7 @@ use crate::cache::{
 use crate::config::CacheConfig;
 use crate::domain::{Item, ItemId};
 use crate::invalidation::{
-    LagCounts, LagHistogram, LagSnapshot, Outbox, Publisher, Sender, Sequences,
+    LagCounts, LagHistogram, LagSnapshot, Outbox, Publisher, SenderId, Sequences,
 };
 use crate::store::{Store, StoreError};
 use crate::telemetry::metrics::{DbSystem, Metrics, RedisInfo};
@@ -121,7 +121,7 @@ pub struct Catalog {
     /// This instance's voice on the invalidation channel.
     publisher: Publisher,
     /// How our messages name us (to tell them from others').
-    sender: Sender,
+    sender: SenderId,
     /// The publisher's task end, until `Application::build` starts it.
     outbox: Arc<std::sync::Mutex<Option<Outbox>>>,
     /// Warned once about another process using our instance id.
@@ -260,7 +260,7 @@ impl Catalog {
         metrics: Arc<Metrics>,
     ) -> Self {
         let policy = Policy::from_config(cache);
-        let sender = Sender {
+        let sender = SenderId {
             id: instance.into(),
             started: cache::now_ms(),
         };

@@ -10,7 +10,7 @@ mod sequence;
 mod subscriber;
 
 pub use lag::{LagCounts, LagHistogram, LagSnapshot};
-pub use message::{InvalidationMessage, MessageError, Sender};
+pub use message::{InvalidationMessage, MessageError, SenderId};
 pub use publisher::{Outbox, PublishError, Publisher, channel as publisher_channel, silence};
 pub use sequence::{Continuity, Kind, Sequences};
 pub use subscriber::{Subscriber, SubscriberState};

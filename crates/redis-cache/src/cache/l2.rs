@@ -364,7 +364,7 @@ impl RedisCache {
     async fn unlink_matching(&self, pattern: &KeyPattern) -> Result<u64, RedisFailure> {
         let (mut cursor, mut deleted) = (0, 0);
         loop {
-            let (next, keys) = self.scan_page(Path::Essential, pattern, cursor).await?;
+            let (next, keys) = self.scan_page(Purpose::Essential, pattern, cursor).await?;
             // A pattern such as `item:*` matches leases too: delete them, but
             // count only values.
             let (leases, values): (Vec<_>, Vec<_>) =
@@ -397,7 +397,7 @@ impl RedisCache {
     pub async fn count_matching(&self, pattern: &KeyPattern) -> Result<u64, RedisFailure> {
         let (mut cursor, mut count) = (0, 0);
         loop {
-            let (next, keys) = self.scan_page(Path::Monitoring, pattern, cursor).await?;
+            let (next, keys) = self.scan_page(Purpose::Monitoring, pattern, cursor).await?;
             count += keys.iter().filter(|k| !CacheKey::is_lease(k)).count() as u64;
             if next == 0 {
                 return Ok(count);
@@ -413,7 +413,7 @@ impl RedisCache {
         pipe.cmd("INFO").arg("memory").cmd("INFO").arg("keyspace");
         let (memory, keyspace): (String, String) = self
             .run_on(
-                Path::Monitoring,
+                Purpose::Monitoring,
                 Op::repeated("INFO", 2, &[]),
                 move |mut c| async move { pipe.query_async(&mut c.conn).await },
             )
@@ -471,7 +471,7 @@ impl RedisCache {
     /// One `SCAN cursor MATCH pattern COUNT 1000`: the next cursor and a page of keys.
     async fn scan_page(
         &self,
-        path: Path,
+        purpose: Purpose,
         pattern: &KeyPattern,
         cursor: u64,
     ) -> Result<(u64, Vec<Vec<u8>>), RedisFailure> {
@@ -483,7 +483,7 @@ impl RedisCache {
             .arg(SCAN_BATCH)
             .to_owned();
         let op = Op::new("SCAN", &[]).target(Target::Pattern(pattern.as_str()));
-        self.run_on(path, op, move |mut c| async move {
+        self.run_on(purpose, op, move |mut c| async move {
             cmd.query_async(&mut c.conn).await
         })
         .await
@@ -494,7 +494,7 @@ impl RedisCache {
         F: FnOnce(Sent) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        self.run_on(Path::Guarded, op, f).await
+        self.run_on(Purpose::Guarded, op, f).await
     }
 
     async fn run_essential<T, F, Fut>(&self, op: Op<'_>, f: F) -> Result<T, RedisFailure>
@@ -502,7 +502,7 @@ impl RedisCache {
         F: FnOnce(Sent) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
-        self.run_on(Path::Essential, op, f).await
+        self.run_on(Purpose::Essential, op, f).await
     }
 
     /// Tries, once, each command the cache sends on its main connection, on
@@ -542,7 +542,7 @@ impl RedisCache {
         for (name, cmd) in checks {
             let _ = self
                 .run_on(
-                    Path::Check,
+                    Purpose::Check,
                     Op::new(name, &[]).untraced(),
                     move |mut c| async move { cmd.query_async::<redis::Value>(&mut c.conn).await },
                 )
@@ -558,7 +558,7 @@ impl RedisCache {
         );
         let _ = self
             .run_on(
-                Path::Check,
+                Purpose::Check,
                 Op::new("EVALSHA", &[]).summary("release leases").untraced(),
                 move |c| invocation.invoke::<i64>(c),
             )
@@ -568,16 +568,18 @@ impl RedisCache {
     /// `PING`, outside the round trips of [`RedisCache::round_trips`]: whether
     /// Redis answers right now (and the circuit lets it be asked).
     pub async fn ping(&self) -> bool {
-        self.run_on(Path::Monitoring, Op::new("PING", &[]), |mut c| async move {
-            redis::cmd("PING").query_async::<String>(&mut c.conn).await
-        })
+        self.run_on(
+            Purpose::Monitoring,
+            Op::new("PING", &[]),
+            |mut c| async move { redis::cmd("PING").query_async::<String>(&mut c.conn).await },
+        )
         .await
         .is_ok()
     }
 
     /// Runs `f` on the link, in a client span named after the operation, and
     /// records its duration, outcome and the commands it sent.
-    async fn run_on<T, F, Fut>(&self, path: Path, op: Op<'_>, f: F) -> Result<T, RedisFailure>
+    async fn run_on<T, F, Fut>(&self, purpose: Purpose, op: Op<'_>, f: F) -> Result<T, RedisFailure>
     where
         F: FnOnce(Sent) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
@@ -597,9 +599,9 @@ impl RedisCache {
         }
         // Counted only when the operation is really sent: the link skips it
         // while disconnected or while the circuit is open.
-        let round_trips =
-            matches!(path, Path::Guarded | Path::Essential).then(|| self.round_trips.clone());
-        let measured = path != Path::Check;
+        let round_trips = matches!(purpose, Purpose::Guarded | Purpose::Essential)
+            .then(|| self.round_trips.clone());
+        let measured = purpose != Purpose::Check;
         let metrics = self.metrics.clone();
         let sends = op.sends.clone();
         let f = move |conn| {
@@ -614,9 +616,9 @@ impl RedisCache {
         };
         let started = Instant::now();
         let outcome = async {
-            match path {
-                Path::Guarded | Path::Monitoring | Path::Check => self.link.run(f).await,
-                Path::Essential => self.link.run_essential(f).await,
+            match purpose {
+                Purpose::Guarded | Purpose::Monitoring | Purpose::Check => self.link.run(f).await,
+                Purpose::Essential => self.link.run_essential(f).await,
             }
         }
         .instrument(span.clone())
@@ -817,10 +819,11 @@ fn batch_name(command: &'static str) -> &'static str {
     }
 }
 
-/// Whether an operation goes through the circuit breaker
-/// ([`RedisLink::run`]) or past it ([`RedisLink::run_essential`]).
+/// What an operation is for, which decides whether it goes through the
+/// circuit breaker ([`RedisLink::run`]) or past it
+/// ([`RedisLink::run_essential`]), and whether it is counted and measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Path {
+enum Purpose {
     Guarded,
     /// Invalidations: deletes and their `SCAN`s, and publishing.
     Essential,

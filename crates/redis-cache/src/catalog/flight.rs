@@ -79,7 +79,7 @@ fn lock(map: &Mutex<FlightMap>) -> std::sync::MutexGuard<'_, FlightMap> {
 }
 
 /// What [`Flights::join_or_lead`] handed out.
-pub struct Ticket {
+pub struct Assignment {
     /// One per id asked for, in the same order.
     pub outcomes: Vec<SharedOutcome>,
     pub leads: Vec<Lead>,
@@ -96,8 +96,8 @@ impl Flights {
         }
     }
 
-    pub fn join_or_lead(&self, ids: &[ItemId]) -> Ticket {
-        let mut ticket = Ticket {
+    pub fn join_or_lead(&self, ids: &[ItemId]) -> Assignment {
+        let mut assignment = Assignment {
             outcomes: Vec::with_capacity(ids.len()),
             leads: Vec::new(),
             joined: 0,
@@ -107,8 +107,8 @@ impl Flights {
             if self.enabled
                 && let Some(flight) = map.get(id)
             {
-                ticket.outcomes.push(flight.outcome.clone());
-                ticket.joined += 1;
+                assignment.outcomes.push(flight.outcome.clone());
+                assignment.joined += 1;
                 continue;
             }
             let (tx, rx) = oneshot::channel();
@@ -128,15 +128,15 @@ impl Flights {
                     },
                 );
             }
-            ticket.outcomes.push(outcome);
-            ticket.leads.push(Lead {
+            assignment.outcomes.push(outcome);
+            assignment.leads.push(Lead {
                 id: id.clone(),
                 generation,
                 tx: Some(tx),
                 map: self.map.clone(),
             });
         }
-        ticket
+        assignment
     }
 
     /// Called after a write: lookups from now on do not join a load that may
@@ -206,9 +206,9 @@ mod tests {
     #[tokio::test]
     async fn an_abandoned_lead_fails_its_waiters() {
         let flights = Flights::new(true);
-        let ticket = flights.join_or_lead(&ids(&["1"]));
-        drop(ticket.leads);
-        assert!(ticket.outcomes[0].clone().await.is_err());
+        let assignment = flights.join_or_lead(&ids(&["1"]));
+        drop(assignment.leads);
+        assert!(assignment.outcomes[0].clone().await.is_err());
         assert_eq!(
             flights.join_or_lead(&ids(&["1"])).leads.len(),
             1,

@@ -135,19 +135,19 @@ impl Catalog {
     /// Loads distinct `ids`, joining loads of the same ids already in
     /// progress in this process. Outcomes come in the order of `ids`.
     pub(super) async fn load(&self, ids: &[ItemId], purpose: LoadFor) -> Vec<Outcome> {
-        let ticket = self.flights.join_or_lead(ids);
+        let assignment = self.flights.join_or_lead(ids);
         if purpose == LoadFor::Lookup {
-            CacheStats::add(&self.stats.coalesced, ticket.joined as u64);
+            CacheStats::add(&self.stats.coalesced, assignment.joined as u64);
         }
-        if !ticket.leads.is_empty() {
+        if !assignment.leads.is_empty() {
             // Its own task: waiters that give up (clients hanging up) must not
             // cancel a load others are waiting for. Its span is a child of
             // the lookup that started it.
-            let span = tracing::info_span!("cache load", ids = ticket.leads.len());
+            let span = tracing::info_span!("cache load", ids = assignment.leads.len());
             let this = self.clone();
-            tokio::spawn(async move { this.lead(ticket.leads).await }.instrument(span));
+            tokio::spawn(async move { this.lead(assignment.leads).await }.instrument(span));
         }
-        futures::future::join_all(ticket.outcomes).await
+        futures::future::join_all(assignment.outcomes).await
     }
 
     async fn lead(&self, leads: Vec<Lead>) {

@@ -57,14 +57,14 @@ pub enum MessageError {
 
 /// Who publishes: this process, as its messages name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sender {
+pub struct SenderId {
     /// The instance id (`INSTANCE_ID`).
     pub id: std::sync::Arc<str>,
     /// When this process started, in ms since the Unix epoch.
     pub started: i64,
 }
 
-impl Sender {
+impl SenderId {
     /// Whether `message` is one of ours (rather than from another process,
     /// possibly one configured with the same instance id).
     pub fn sent(&self, message: &InvalidationMessage) -> bool {
@@ -91,7 +91,7 @@ impl InvalidationMessage {
     pub fn new(
         key: Option<&CacheKey>,
         pattern: Option<&KeyPattern>,
-        sender: &Sender,
+        sender: &SenderId,
         seq: u64,
     ) -> Self {
         Self {
@@ -107,7 +107,7 @@ impl InvalidationMessage {
     }
 
     /// A heartbeat carrying the sender's last sequence number.
-    pub fn heartbeat(sender: &Sender, last_seq: u64, bye: bool) -> Self {
+    pub fn heartbeat(sender: &SenderId, last_seq: u64, bye: bool) -> Self {
         Self {
             key: String::new(),
             pattern: String::new(),
@@ -179,7 +179,7 @@ mod tests {
     #[test]
     fn our_messages_round_trip_and_keep_the_original_fields() {
         let key = prefix().parse_key("item:7").unwrap();
-        let sender = Sender {
+        let sender = SenderId {
             id: "pod-a".into(),
             started: 1_700_000_000_000,
         };
@@ -199,7 +199,7 @@ mod tests {
         assert!(back.is_from_peer());
         assert_eq!(back, m);
         assert!(sender.sent(&back));
-        let twin = Sender {
+        let twin = SenderId {
             started: 1_700_000_000_001,
             ..sender.clone()
         };

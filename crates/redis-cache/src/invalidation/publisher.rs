@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::message::{InvalidationMessage, Sender};
+use super::message::{InvalidationMessage, SenderId};
 use crate::cache::{CacheKey, KeyPattern, RedisCache, RedisFailure};
 
 /// Silence after which a sender that did not say goodbye is taken for lost,
@@ -39,7 +39,7 @@ pub struct Publisher {
 /// The task end: run it with [`Outbox::run`].
 pub struct Outbox {
     rx: mpsc::UnboundedReceiver<Request>,
-    sender: Sender,
+    sender: SenderId,
     /// Longest silence between two messages.
     heartbeat: Duration,
     /// The last number used, sent or not.
@@ -63,7 +63,7 @@ pub enum PublishError {
 }
 
 /// A publisher and the outbox that serves it.
-pub fn channel(sender: Sender, heartbeat: Duration) -> (Publisher, Outbox) {
+pub fn channel(sender: SenderId, heartbeat: Duration) -> (Publisher, Outbox) {
     let (tx, rx) = mpsc::unbounded_channel();
     (
         Publisher { tx },
