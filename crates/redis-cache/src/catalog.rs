@@ -113,7 +113,7 @@ pub struct Catalog {
     policy: Arc<Policy>,
     pending: Arc<PendingInvalidations>,
     stats: Arc<CacheStats>,
-    flights: Arc<Flights>,
+    flights: Arc<Flights<load::Outcome>>,
     failsafe: Arc<Failsafe>,
     refreshing: Arc<Refreshing>,
     hooks: Arc<Hooks>,

@@ -15,40 +15,45 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use tokio::sync::oneshot;
 
-use super::load::{Outcome, SourceError};
 use crate::domain::ItemId;
 
-pub type SharedOutcome = Shared<BoxFuture<'static, Outcome>>;
+/// What a flight ends with: the load's outcome, shared by every waiter.
+pub trait FlightOutcome: Clone + Send + Sync + 'static {
+    /// What waiters get when the lead is dropped unfinished (a panic).
+    fn abandoned() -> Self;
+}
 
-pub struct Flights {
+pub type SharedOutcome<O> = Shared<BoxFuture<'static, O>>;
+
+pub struct Flights<O> {
     /// Off only to measure what coalescing buys: every caller then leads.
     enabled: bool,
     /// Flights in progress. Held only to look up, insert or remove; shared
     /// with the leads so that each removes its own flight when done.
-    map: Arc<Mutex<FlightMap>>,
+    map: Arc<Mutex<FlightMap<O>>>,
     next: AtomicU64,
 }
 
-type FlightMap = HashMap<ItemId, Flight>;
+type FlightMap<O> = HashMap<ItemId, Flight<O>>;
 
-struct Flight {
+struct Flight<O> {
     /// Tells this flight from a newer one for the same id.
     generation: u64,
-    outcome: SharedOutcome,
+    outcome: SharedOutcome<O>,
 }
 
 /// A load the caller must perform and then [`Lead::finish`]. Dropping it
 /// unfinished (a panic) fails its waiters and frees the id for a new flight.
-pub struct Lead {
+pub struct Lead<O> {
     pub id: ItemId,
     generation: u64,
-    tx: Option<oneshot::Sender<Outcome>>,
-    map: Arc<Mutex<FlightMap>>,
+    tx: Option<oneshot::Sender<O>>,
+    map: Arc<Mutex<FlightMap<O>>>,
 }
 
-impl Lead {
+impl<O> Lead<O> {
     /// Ends the flight: later lookups start afresh, current ones get `outcome`.
-    pub fn finish(mut self, outcome: Outcome) {
+    pub fn finish(mut self, outcome: O) {
         self.unregister();
         if let Some(tx) = self.tx.take() {
             let _ = tx.send(outcome);
@@ -66,7 +71,7 @@ impl Lead {
     }
 }
 
-impl Drop for Lead {
+impl<O> Drop for Lead<O> {
     fn drop(&mut self) {
         if self.tx.is_some() {
             self.unregister();
@@ -74,20 +79,20 @@ impl Drop for Lead {
     }
 }
 
-fn lock(map: &Mutex<FlightMap>) -> std::sync::MutexGuard<'_, FlightMap> {
+fn lock<O>(map: &Mutex<FlightMap<O>>) -> std::sync::MutexGuard<'_, FlightMap<O>> {
     map.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What [`Flights::join_or_lead`] handed out.
-pub struct Assignment {
+pub struct Assignment<O> {
     /// One per id asked for, in the same order.
-    pub outcomes: Vec<SharedOutcome>,
-    pub leads: Vec<Lead>,
+    pub outcomes: Vec<SharedOutcome<O>>,
+    pub leads: Vec<Lead<O>>,
     /// How many ids joined a flight already in progress.
     pub joined: usize,
 }
 
-impl Flights {
+impl<O: FlightOutcome> Flights<O> {
     pub fn new(enabled: bool) -> Self {
         Self {
             enabled,
@@ -96,7 +101,7 @@ impl Flights {
         }
     }
 
-    pub fn join_or_lead(&self, ids: &[ItemId]) -> Assignment {
+    pub fn join_or_lead(&self, ids: &[ItemId]) -> Assignment<O> {
         let mut assignment = Assignment {
             outcomes: Vec::with_capacity(ids.len()),
             leads: Vec::new(),
@@ -112,12 +117,10 @@ impl Flights {
                 continue;
             }
             let (tx, rx) = oneshot::channel();
-            let outcome: SharedOutcome = async move {
-                rx.await
-                    .unwrap_or_else(|_| Err(SourceError::failed("the load was abandoned")))
-            }
-            .boxed()
-            .shared();
+            let outcome: SharedOutcome<O> =
+                async move { rx.await.unwrap_or_else(|_| O::abandoned()) }
+                    .boxed()
+                    .shared();
             let generation = self.next.fetch_add(1, Ordering::Relaxed);
             if self.enabled {
                 map.insert(
@@ -156,25 +159,27 @@ impl Flights {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::load::{Loaded, Via};
+
+    /// A load's outcome, reduced to what flights care about.
+    type Outcome = Result<u32, &'static str>;
+
+    impl FlightOutcome for Outcome {
+        fn abandoned() -> Self {
+            Err("abandoned")
+        }
+    }
 
     fn ids(raw: &[&str]) -> Vec<ItemId> {
         raw.iter().map(|r| ItemId::parse(r).unwrap()).collect()
     }
 
     fn loaded() -> Outcome {
-        Ok(Loaded {
-            item: None,
-            via: Via::Source,
-            filled: false,
-            stored: None,
-            ticket: None,
-        })
+        Ok(1)
     }
 
     #[tokio::test]
     async fn later_callers_join_and_share_the_outcome() {
-        let flights = Flights::new(true);
+        let flights = Flights::<Outcome>::new(true);
         let first = flights.join_or_lead(&ids(&["1", "2"]));
         assert_eq!((first.leads.len(), first.joined), (2, 0));
         let second = flights.join_or_lead(&ids(&["2", "3"]));
@@ -191,7 +196,7 @@ mod tests {
 
     #[tokio::test]
     async fn forgetting_makes_the_next_caller_lead() {
-        let flights = Flights::new(true);
+        let flights = Flights::<Outcome>::new(true);
         let first = flights.join_or_lead(&ids(&["1"]));
         flights.forget(&ids(&["1"])[0]);
         let second = flights.join_or_lead(&ids(&["1"]));
@@ -205,7 +210,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_abandoned_lead_fails_its_waiters() {
-        let flights = Flights::new(true);
+        let flights = Flights::<Outcome>::new(true);
         let assignment = flights.join_or_lead(&ids(&["1"]));
         drop(assignment.leads);
         assert!(assignment.outcomes[0].clone().await.is_err());
@@ -218,7 +223,7 @@ mod tests {
 
     #[test]
     fn disabled_means_everyone_leads() {
-        let flights = Flights::new(false);
+        let flights = Flights::<Outcome>::new(false);
         flights.join_or_lead(&ids(&["1"]));
         assert_eq!(flights.join_or_lead(&ids(&["1"])).joined, 0);
     }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use super::Catalog;
-use super::flight::Lead;
+use super::flight::{FlightOutcome, Lead};
 use crate::cache::{
     self, CacheKey, CacheStats, Entry, Fill, Freshness, LeaseTry, Overwrite, Ticket,
 };
@@ -38,6 +38,12 @@ const PEER_POLL_FIRST: Duration = Duration::from_millis(5);
 const PEER_POLL_MAX: Duration = Duration::from_millis(50);
 
 pub type Outcome = Result<Loaded, SourceError>;
+
+impl FlightOutcome for Outcome {
+    fn abandoned() -> Self {
+        Err(SourceError::failed("the load was abandoned"))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -150,7 +156,7 @@ impl Catalog {
         futures::future::join_all(assignment.outcomes).await
     }
 
-    async fn lead(&self, leads: Vec<Lead>) {
+    async fn lead(&self, leads: Vec<Lead<Outcome>>) {
         let ids: Vec<ItemId> = leads.iter().map(|lead| lead.id.clone()).collect();
         let mut outcomes = Settle {
             tickets: ids
@@ -618,7 +624,7 @@ impl Loaded {
 /// not join a load whose answer is already decided, as that answer may predate
 /// a write made since (another id of the group can take much longer).
 struct Settle {
-    leads: HashMap<ItemId, Lead>,
+    leads: HashMap<ItemId, Lead<Outcome>>,
     /// Near-cache tickets taken when the load started, before it read
     /// anything: a lookup that joins later keeps the load's answer in L1 only
     /// if no invalidation came since then either.
