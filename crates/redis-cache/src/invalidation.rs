@@ -13,7 +13,7 @@ pub use lag::{LagCounts, LagHistogram, LagSnapshot};
 pub use message::{InvalidationMessage, MessageError, SenderId};
 pub use publisher::{Outbox, PublishError, Publisher, channel as publisher_channel, silence};
 pub use sequence::{Continuity, Kind, Sequences};
-pub use subscriber::{Subscriber, SubscriberState};
+pub use subscriber::{Listener, Subscriber, SubscriberState};
 
 /// The channel every instance publishes to and listens on.
 pub const CHANNEL: &str = "cache:invalidate";

@@ -12,14 +12,33 @@ use tracing::Instrument;
 
 use super::Catalog;
 use crate::cache::{self, CacheStats};
-use crate::invalidation::{Continuity, InvalidationMessage, Kind, silence};
+use crate::invalidation::{Continuity, InvalidationMessage, Kind, Listener, silence};
+
+/// The catalog is what the invalidation subscriber reports to.
+impl Listener for Catalog {
+    fn subscribed(&self) {
+        self.on_subscribed();
+    }
+
+    fn subscription_lost(&self) {
+        self.on_subscription_lost();
+    }
+
+    async fn message(&self, payload: &[u8]) {
+        self.on_invalidation_message(payload).await;
+    }
+
+    fn tick(&self) {
+        self.check_senders();
+    }
+}
 
 impl Catalog {
     /// Handles a message from the invalidation channel. Our peers have
     /// already deleted the keys in Redis; other publishers (such as `redis-cli
     /// PUBLISH` or the original example) only announce, so their messages are
     /// applied to Redis here first.
-    pub async fn on_invalidation_message(&self, payload: &[u8]) {
+    async fn on_invalidation_message(&self, payload: &[u8]) {
         let message = match InvalidationMessage::parse(payload) {
             Ok(message) => message,
             Err(err) => {
@@ -85,10 +104,10 @@ impl Catalog {
         tracing::debug!(key = %message.key, pattern = %message.pattern, source = %message.source, "invalidation applied");
     }
 
-    /// Called every second while subscribed: a sender that fell silent
+    /// Called at every ping while subscribed: a sender that fell silent
     /// without saying goodbye (crashed, or cut off from Redis) may have lost
     /// invalidations that no later message will reveal.
-    pub fn check_senders(&self) {
+    fn check_senders(&self) {
         let silent = self.sequences.fallen_silent(silence(self.policy.heartbeat));
         if !silent.is_empty() {
             self.lost_invalidations();
@@ -117,7 +136,7 @@ impl Catalog {
     /// The subscriber is listening (again): invalidations arrive from now on,
     /// so L1 may be used again, starting empty. Senders' numbering is taken
     /// afresh from their next message.
-    pub fn on_subscribed(&self) {
+    fn on_subscribed(&self) {
         self.sequences.reset(cache::now_ms());
         self.forget_all_loads();
         self.l1.resume();
@@ -125,7 +144,7 @@ impl Catalog {
 
     /// The subscriber lost its connection: invalidations may be lost until it
     /// is back, so L1 is flushed and bypassed until then.
-    pub fn on_subscription_lost(&self) {
+    fn on_subscription_lost(&self) {
         if self.l1.is_usable() {
             tracing::warn!(
                 "invalidations may be lost; near cache flushed and bypassed until resubscribed"

@@ -21,7 +21,6 @@ use std::sync::Arc;
 
 use crate::backoff::Backoff;
 use crate::cache::Refusals;
-use crate::catalog::Catalog;
 
 use super::CHANNEL;
 
@@ -45,9 +44,24 @@ impl SubscriberState {
     }
 }
 
-pub struct Subscriber {
+/// Who the subscriber tells what happens on the channel. Narrow on purpose:
+/// the subscriber keeps the subscription alive and knows nothing of what a
+/// message means (the catalog does, in `catalog::receive`).
+pub trait Listener: Clone + Send + Sync + 'static {
+    /// The subscription is confirmed: messages flow from now on.
+    fn subscribed(&self);
+    /// The subscription is gone: messages may have been lost with it.
+    fn subscription_lost(&self);
+    /// One message from the channel, in the order Redis sent them.
+    fn message(&self, payload: &[u8]) -> impl Future<Output = ()> + Send;
+    /// Called at every ping while subscribed: time to look for senders that
+    /// fell silent.
+    fn tick(&self);
+}
+
+pub struct Subscriber<L> {
     client: redis::Client,
-    catalog: Catalog,
+    listener: L,
     /// Where a `SUBSCRIBE` Redis refuses for good (no `&cache:invalidate`
     /// channel or `+subscribe` for the user) is reported.
     refusals: Arc<Refusals>,
@@ -56,11 +70,11 @@ pub struct Subscriber {
     state: watch::Sender<SubscriberState>,
 }
 
-struct LostOnExit(Catalog);
+struct LostOnExit<L: Listener>(L);
 
-impl Drop for LostOnExit {
+impl<L: Listener> Drop for LostOnExit<L> {
     fn drop(&mut self) {
-        self.0.on_subscription_lost();
+        self.0.subscription_lost();
     }
 }
 
@@ -69,18 +83,18 @@ enum SessionEnd {
     Lost(String),
 }
 
-impl Subscriber {
+impl<L: Listener> Subscriber<L> {
     /// `timeout` bounds connecting, subscribing and each ping.
     pub fn new(
         client: redis::Client,
-        catalog: Catalog,
+        listener: L,
         refusals: Arc<Refusals>,
         timeout: Duration,
     ) -> Self {
         let (state, _) = watch::channel(SubscriberState::Disconnected);
         Self {
             client,
-            catalog,
+            listener,
             refusals,
             timeout,
             state,
@@ -95,14 +109,14 @@ impl Subscriber {
     pub async fn run(self, cancel: CancellationToken) {
         // However this task ends (a panic included), nothing listens any
         // more: the near cache must not be trusted.
-        let _lost_on_exit = LostOnExit(self.catalog.clone());
+        let _lost_on_exit = LostOnExit(self.listener.clone());
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         loop {
             let reason = match self.session(&cancel, &mut backoff).await {
                 SessionEnd::Cancelled => return,
                 SessionEnd::Lost(reason) => reason,
             };
-            self.catalog.on_subscription_lost();
+            self.listener.subscription_lost();
             if self.state.send_replace(SubscriberState::Disconnected) == SubscriberState::Subscribed
             {
                 tracing::warn!(%reason, channel = CHANNEL, "invalidation subscriber disconnected; reconnecting");
@@ -136,7 +150,7 @@ impl Subscriber {
         let (mut sink, mut messages) = pubsub.split();
         self.refusals.accepted(["SUBSCRIBE"]);
         backoff.reset();
-        self.catalog.on_subscribed();
+        self.listener.subscribed();
         self.state.send_replace(SubscriberState::Subscribed);
         tracing::info!(channel = CHANNEL, "subscribed to cache invalidations");
 
@@ -151,12 +165,12 @@ impl Subscriber {
                 _ = cancel.cancelled() => return SessionEnd::Cancelled,
                 message = messages.next() => match message {
                     Some(message) => {
-                        self.catalog.on_invalidation_message(message.get_payload_bytes()).await;
+                        self.listener.message(message.get_payload_bytes()).await;
                     }
                     None => return SessionEnd::Lost("connection closed".into()),
                 },
                 _ = ping.tick() => {
-                    self.catalog.check_senders();
+                    self.listener.tick();
                     match tokio::time::timeout(self.timeout, sink.ping::<redis::Value>()).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(err)) => return SessionEnd::Lost(err.to_string()),
