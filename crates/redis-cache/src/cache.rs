@@ -38,7 +38,7 @@ pub use glob::matches as glob_matches;
 pub use key::{CacheKey, KeyError, KeyPattern, KeyPrefix};
 pub use l1::{L1Config, NearCache, Ticket};
 pub use l2::{Fill, LeaseTry, Overwrite, RedisCache};
-pub use link::{LinkState, RedisFailure, RedisLink, Server as RedisServer};
+pub use link::{LinkState, RedisFailure, RedisLink};
 pub use pending::{Applied, PendingInvalidations};
 pub use refusals::{Refusals, Refused};
 pub use stats::{CacheStats, LookupResult, StatsSnapshot, Totals};

@@ -587,7 +587,9 @@ impl RedisCache {
         let span = if op.traced {
             // Named after the query summary when there is one, as the
             // conventions ask.
-            spans::redis_client(op.name, op.summary, op.batch_size(), self.link.server())
+            let server = self.link.server();
+            let at = (server.host.as_str(), server.port, server.database.as_str());
+            spans::redis_client(op.name, op.summary, op.batch_size(), at)
         } else {
             tracing::Span::none()
         };

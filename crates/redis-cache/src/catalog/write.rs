@@ -263,8 +263,11 @@ impl Catalog {
         key: Option<&CacheKey>,
         pattern: Option<&KeyPattern>,
     ) -> bool {
-        let span =
-            spans::invalidation_publish(key.map(CacheKey::as_str), pattern.map(KeyPattern::as_str));
+        let span = spans::invalidation_publish(
+            crate::invalidation::CHANNEL,
+            key.map(CacheKey::as_str),
+            pattern.map(KeyPattern::as_str),
+        );
         let published = self.publisher.publish(key, pattern).instrument(span).await;
         match published {
             Ok(()) => {

@@ -2,14 +2,13 @@
 //! OpenTelemetry's attribute names are spelled in one place: the HTTP
 //! server span, the database client spans (the source of truth, Redis), and
 //! the invalidation channel's producer and consumer. Fields known only
-//! later are declared empty here and recorded by the caller.
+//! later are declared empty here and recorded by the caller. It takes plain
+//! values, so that the modules that emit spans need not be known here.
 
 use axum::http::Method;
 use tracing::Span;
 use tracing::field::Empty;
 
-use crate::cache::RedisServer;
-use crate::invalidation::CHANNEL;
 use crate::telemetry::metrics::DbSystem;
 
 /// One HTTP request, named `METHOD route` (the method alone when no route
@@ -63,12 +62,14 @@ pub fn source_of_truth(system: DbSystem, operation: &'static str) -> Span {
 /// One Redis round trip: `name` the command (`GET`, `MGET`, `EVALSHA`),
 /// `summary` a fixed description of what it does (empty when the command
 /// says it all; never caller input), `batch_size` the commands in it when
-/// more than one. The caller records `db.query.text` and the summary.
+/// more than one; `server` is the host, the port (none for a Unix socket)
+/// and the database number. The caller records `db.query.text` and the
+/// summary.
 pub fn redis_client(
     name: &'static str,
     summary: &'static str,
     batch_size: Option<u64>,
-    server: &RedisServer,
+    (host, port, database): (&str, Option<i64>, &str),
 ) -> Span {
     tracing::info_span!(
         "redis",
@@ -80,22 +81,22 @@ pub fn redis_client(
         db.operation.batch.size = batch_size,
         db.query.summary = Empty,
         db.query.text = Empty,
-        db.namespace = server.database.as_str(),
-        server.address = server.host.as_str(),
-        server.port = server.port,
+        db.namespace = database,
+        server.address = host,
+        server.port = port,
         error.type = Empty,
     )
 }
 
-/// Publishing one invalidation of `key` and/or `pattern` on the channel.
-pub fn invalidation_publish(key: Option<&str>, pattern: Option<&str>) -> Span {
+/// Publishing one invalidation of `key` and/or `pattern` on `channel`.
+pub fn invalidation_publish(channel: &str, key: Option<&str>, pattern: Option<&str>) -> Span {
     tracing::info_span!(
         "invalidation publish",
         otel.name = "cache:invalidate publish",
         otel.kind = "producer",
         messaging.system = "redis",
         messaging.operation.type = "send",
-        messaging.destination.name = CHANNEL,
+        messaging.destination.name = channel,
         cache.key = key,
         cache.pattern = pattern,
     )
