@@ -304,6 +304,26 @@ struct small_record {
 	unsigned char data[SMALL_CAPTURE];
 };
 
+/* What every data record of one syscall says about it: when, which socket
+ * and process, which way, how many bytes it moved, and (on a client end)
+ * the process's name. */
+static __always_inline void data_header(struct event_header *h, __u32 direction, __u32 moved,
+					struct endpoints *ends, __u64 cookie, __u32 tgid,
+					int client_end)
+{
+	h->timestamp_ns = bpf_ktime_get_ns();
+	h->socket_cookie = cookie;
+	h->tgid = tgid;
+	h->kind = EVENT_DATA;
+	h->direction = direction;
+	h->length = moved;
+	h->ends = *ends;
+	if (client_end)
+		process_name(h->comm);
+	else
+		__builtin_memset(h->comm, 0, sizeof(h->comm));
+}
+
 static __always_inline void capture_small(__u64 buf, __u32 direction, __u32 moved,
 					  struct endpoints *ends, __u64 cookie, __u32 tgid,
 					  int client_end)
@@ -314,20 +334,10 @@ static __always_inline void capture_small(__u64 buf, __u32 direction, __u32 move
 		return;
 	}
 	struct event_header *h = &r->header;
-	h->timestamp_ns = bpf_ktime_get_ns();
-	h->socket_cookie = cookie;
-	h->tgid = tgid;
-	h->kind = EVENT_DATA;
-	h->direction = direction;
-	h->length = moved;
+	data_header(h, direction, moved, ends, cookie, tgid, client_end);
 	h->captured = moved;
 	h->offset = 0;
 	h->flags = RECORD_LAST;
-	h->ends = *ends;
-	if (client_end)
-		process_name(h->comm);
-	else
-		__builtin_memset(h->comm, 0, sizeof(h->comm));
 	/* Between 1 and SMALL_CAPTURE (the mask changes nothing). */
 	__u32 size = moved - 1;
 	barrier_var(size);
@@ -363,17 +373,7 @@ static __always_inline void capture(__u64 buf, __u32 iovcnt, __u32 direction, lo
 		c->iovcnt = iovcnt;
 	}
 	struct event_header *h = &out->header;
-	h->timestamp_ns = bpf_ktime_get_ns();
-	h->socket_cookie = cookie;
-	h->tgid = tgid;
-	h->kind = EVENT_DATA;
-	h->direction = direction;
-	h->length = c->length;
-	h->ends = *ends;
-	if (client_end)
-		process_name(h->comm);
-	else
-		__builtin_memset(h->comm, 0, sizeof(h->comm));
+	data_header(h, direction, c->length, ends, cookie, tgid, client_end);
 	if (iovcnt == 0 && c->total <= MAX_CAPTURE) {
 		/* The common case, one record from one buffer: no loop. The
 		 * size is between 1 and MAX_CAPTURE (the mask changes nothing). */

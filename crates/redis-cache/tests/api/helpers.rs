@@ -429,6 +429,17 @@ pub fn sum_of(exposition: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// Publishes `message` on the invalidation channel of `app`'s Redis, as
+/// another instance (or a plain `PUBLISH`) would.
+pub async fn publish(app: &TestApp, message: Value) {
+    redis::cmd("PUBLISH")
+        .arg("cache:invalidate")
+        .arg(message.to_string())
+        .query_async::<i64>(&mut app.redis.conn().await)
+        .await
+        .unwrap();
+}
+
 pub async fn body(response: reqwest::Response) -> Value {
     response.json().await.expect("a JSON body")
 }

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp, eventually, header};
+use crate::helpers::{Backend, TestApp, eventually, header, publish};
 
 /// Samples of the exposition: series (name and labels, as printed) → value.
 async fn scrape(app: &TestApp) -> (String, HashMap<String, f64>) {
@@ -250,12 +250,7 @@ async fn a_stats_reset_starts_stats_afresh_and_leaves_the_counters_alone() {
     let started = redis_cache::cache::now_ms() - 60_000;
     for seq in [1, 5] {
         let message = json!({ "key": "item:99", "source": "peer", "seq": seq, "started": started });
-        redis::cmd("PUBLISH")
-            .arg("cache:invalidate")
-            .arg(message.to_string())
-            .query_async::<i64>(&mut app.redis.conn().await)
-            .await
-            .unwrap();
+        publish(&app, message).await;
     }
     eventually("the gap flushed the near cache", || async {
         app.stat("l1_flushes").await >= 1

@@ -10,7 +10,7 @@ use redis_cache::invalidation::silence;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, FillGate, TcpProxy, TestApp, body, eventually, header};
+use crate::helpers::{Backend, FillGate, TcpProxy, TestApp, body, eventually, header, publish};
 
 /// The heartbeat of the tests of silent senders: short, so that silence is
 /// noticed in about a second rather than the default's 3.5 s.
@@ -29,15 +29,6 @@ async fn tier(app: &TestApp, id: &str) -> (Option<String>, Option<String>, Value
     let status = header(&response, "x-cache-status").map(str::to_owned);
     let tier = header(&response, "x-cache-tier").map(str::to_owned);
     (status, tier, body(response).await)
-}
-
-async fn publish(app: &TestApp, message: Value) {
-    redis::cmd("PUBLISH")
-        .arg("cache:invalidate")
-        .arg(message.to_string())
-        .query_async::<i64>(&mut app.redis.conn().await)
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
