@@ -70,17 +70,25 @@ pub fn receiver() -> (String, Received) {
     (endpoint, received)
 }
 
-/// The value of attribute `key` of a span or resource, as text: a string
-/// as it is, an integer as its digits (OTLP JSON sends 64-bit integers as
-/// strings), anything else as its JSON.
+/// The value of attribute `key` of a span or resource: a string as it is,
+/// any other type as its OTLP JSON (`{"intValue":"200"}`), so that a test
+/// comparing it with text checks its type too.
 pub fn attribute(holder: &Value, key: &str) -> Option<String> {
-    let value = &holder["attributes"]
-        .as_array()?
-        .iter()
-        .find(|a| a["key"] == key)?["value"];
-    let text = value["stringValue"]
-        .as_str()
-        .or_else(|| value["intValue"].as_str())
-        .map(str::to_owned);
-    Some(text.unwrap_or_else(|| value.to_string()))
+    let value = value_of(holder, key)?;
+    Some(
+        value["stringValue"]
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_owned),
+    )
+}
+
+/// The value of integer attribute `key` (OTLP JSON sends 64-bit integers
+/// as strings); `None` when it is absent or of another type.
+pub fn int_attribute(holder: &Value, key: &str) -> Option<i64> {
+    value_of(holder, key)?["intValue"].as_str()?.parse().ok()
+}
+
+fn value_of<'a>(holder: &'a Value, key: &str) -> Option<&'a Value> {
+    let attributes = holder["attributes"].as_array()?;
+    Some(&attributes.iter().find(|a| a["key"] == key)?["value"])
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::helpers::RedisExt as _;
 use crate::helpers::{Probe, Redis, eventually_blocking};
-use test_support::otlp::{attribute, receiver};
+use test_support::otlp::{attribute, int_attribute, receiver};
 
 #[test]
 fn every_command_is_a_client_span() {
@@ -53,8 +53,8 @@ fn every_command_is_a_client_span() {
             Some("127.0.0.1")
         );
         assert_eq!(
-            attribute(get, "server.port"),
-            Some(redis.port().to_string())
+            int_attribute(get, "server.port"),
+            Some(i64::from(redis.port()))
         );
         let (start, end) = (&get["startTimeUnixNano"], &get["endTimeUnixNano"]);
         let nanos = |v: &Value| {
