@@ -25,7 +25,6 @@ mod refresh;
 mod status;
 mod write;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -211,6 +210,41 @@ pub struct BatchLookup {
     pub status: CacheStatus,
 }
 
+impl BatchLookup {
+    /// The batch's view of its ids' answers (in the order of `ids`).
+    fn new(ids: &[ItemId], answers: Vec<Lookup>) -> Self {
+        let hits = answers
+            .iter()
+            .filter(|a| a.status == CacheStatus::Hit)
+            .count();
+        let any = |status: CacheStatus| answers.iter().any(|a| a.status == status);
+        let status = if any(CacheStatus::Bypass) {
+            CacheStatus::Bypass
+        } else if any(CacheStatus::Stale) {
+            CacheStatus::Stale
+        } else if hits == ids.len() {
+            CacheStatus::Hit
+        } else {
+            CacheStatus::Miss
+        };
+        let mut items = Vec::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for (id, answer) in ids.iter().zip(answers) {
+            match answer.item {
+                Some(item) => items.push(item),
+                None => missing.push(id.clone()),
+            }
+        }
+        BatchLookup {
+            items,
+            missing,
+            hits,
+            misses: ids.len() - hits,
+            status,
+        }
+    }
+}
+
 /// Some ids could be answered neither by the cache nor by the source of truth.
 #[derive(Debug, thiserror::Error)]
 #[error("{cause}")]
@@ -240,8 +274,10 @@ pub struct Warmed {
     pub complete: bool,
 }
 
-/// What Redis said about one key.
+/// What the caches hold for one id.
 enum Cached {
+    /// A fresh entry in the near cache.
+    Near(Entry),
     /// With its encoded size (for the near cache's byte bound).
     Fresh(Entry, usize),
     /// Past its freshness: served only if the source of truth fails.
@@ -403,7 +439,7 @@ impl Catalog {
 
     // ---- reads -------------------------------------------------------------
 
-    /// Looks `id` up: near cache, Redis, then a load (see the module docs).
+    /// Looks `id` up: a lookup of one id (see [`Catalog::lookup`]).
     pub async fn get(&self, id: &ItemId) -> Result<Lookup, LookupError> {
         let span = tracing::info_span!(
             "cache lookup",
@@ -411,7 +447,16 @@ impl Catalog {
             cache.status = tracing::field::Empty,
             cache.tier = tracing::field::Empty,
         );
-        let lookup = self.lookup(id).instrument(span.clone()).await;
+        let lookup = self
+            .lookup(std::slice::from_ref(id))
+            .instrument(span.clone())
+            .await
+            .and_then(|mut answers| {
+                answers.pop().ok_or_else(|| LookupError {
+                    ids: vec![id.clone()],
+                    cause: SourceError::failed("no answer for the id"),
+                })
+            });
         if let Ok(found) = &lookup {
             span.record("cache.status", found.status.as_str());
             if let Some(tier) = found.tier {
@@ -421,94 +466,8 @@ impl Catalog {
         lookup
     }
 
-    async fn lookup(&self, id: &ItemId) -> Result<Lookup, LookupError> {
-        // Taken before anything is read: an invalidation from here on keeps
-        // what this lookup reads out of the near cache.
-        let ticket = self.l1.ticket(id);
-        if let Some(entry) = self.l1.get(id) {
-            self.count_hit(&entry, Tier::L1);
-            self.refresh_if_due(id, &entry, Tier::L1);
-            return Ok(Lookup::hit(entry.item, Tier::L1));
-        }
-        let key = self.prefix.key(id);
-        let cached = if self.pending.blocks(&key) {
-            Cached::Bypassed
-        } else {
-            match self.l2.get(&key).await {
-                Ok(value) => self.classify(id, &key, value),
-                Err(failure) => {
-                    log_bypass(&failure);
-                    Cached::Bypassed
-                }
-            }
-        };
-        let bypassed = matches!(cached, Cached::Bypassed);
-        let stale = match cached {
-            Cached::Fresh(entry, size) => {
-                self.count_hit(&entry, Tier::L2);
-                self.refresh_if_due(id, &entry, Tier::L2);
-                self.fill_l1(id, &entry, size, &[ticket]).await;
-                return Ok(Lookup::hit(entry.item, Tier::L2));
-            }
-            Cached::Stale(entry) => Some(entry),
-            Cached::Missing | Cached::Bypassed => None,
-        };
-        CacheStats::bump(&self.stats.lookups);
-        CacheStats::bump(&self.stats.misses);
-        let answered = if bypassed {
-            CacheStats::bump(&self.stats.bypassed);
-            LookupResult::Bypass
-        } else {
-            LookupResult::Miss
-        };
-        let mut endings = Endings::new(&self.stats, vec![answered]);
-        let outcome = self
-            .load(std::slice::from_ref(id), LoadFor::Lookup)
-            .await
-            .pop();
-        match outcome {
-            Some(Ok(loaded)) => {
-                endings.end(0, answered);
-                if let Some(stored) = &loaded.stored {
-                    let tickets: Vec<Ticket> = [ticket].into_iter().chain(loaded.ticket).collect();
-                    self.fill_l1(id, &stored.entry, stored.size, &tickets).await;
-                }
-                Ok(Lookup {
-                    item: loaded.item,
-                    status: if bypassed {
-                        CacheStatus::Bypass
-                    } else {
-                        CacheStatus::Miss
-                    },
-                    tier: None,
-                    age: None,
-                })
-            }
-            Some(Err(cause)) => match stale.filter(|_| !cause.superseded) {
-                Some(entry) => {
-                    endings.end(0, LookupResult::Stale);
-                    Ok(self.serve_stale(entry))
-                }
-                None => {
-                    endings.end(0, LookupResult::Error);
-                    Err(LookupError {
-                        ids: vec![id.clone()],
-                        cause,
-                    })
-                }
-            },
-            None => {
-                endings.end(0, LookupResult::Error);
-                Err(LookupError {
-                    ids: vec![id.clone()],
-                    cause: SourceError::failed("no outcome for the id"),
-                })
-            }
-        }
-    }
-
     /// Looks up distinct `ids` with one Redis round trip for all of them and
-    /// one load for all that missed (see `load`).
+    /// one load for all that missed (see [`Catalog::lookup`]).
     pub async fn get_many(&self, ids: &[ItemId]) -> Result<BatchLookup, LookupError> {
         let span = tracing::info_span!(
             "cache batch lookup",
@@ -516,7 +475,11 @@ impl Catalog {
             cache.hits = tracing::field::Empty,
             cache.misses = tracing::field::Empty,
         );
-        let lookup = self.lookup_many(ids).instrument(span.clone()).await;
+        let lookup = self
+            .lookup(ids)
+            .instrument(span.clone())
+            .await
+            .map(|answers| BatchLookup::new(ids, answers));
         if let Ok(found) = &lookup {
             span.record("cache.hits", found.hits);
             span.record("cache.misses", found.misses);
@@ -524,98 +487,106 @@ impl Catalog {
         lookup
     }
 
-    async fn lookup_many(&self, ids: &[ItemId]) -> Result<BatchLookup, LookupError> {
-        let tickets: Vec<_> = ids.iter().map(|id| self.l1.ticket(id)).collect();
-        let mut answers: Vec<Option<Option<Item>>> = vec![None; ids.len()];
-        let mut from_l1 = Vec::new();
-        for (i, id) in ids.iter().enumerate() {
-            if let Some(entry) = self.l1.get(id) {
-                answers[i] = Some(entry.item.clone());
-                from_l1.push((i, entry));
-            }
-        }
+    /// The one lookup path, for one id or many: the near cache, then one
+    /// Redis round trip for every id it did not hold, then one load for
+    /// every id Redis could not answer. Answers come in the order of `ids`;
+    /// if any id can be answered neither from the source of truth nor from a
+    /// stale entry, the lookup fails with every such id.
+    async fn lookup(&self, ids: &[ItemId]) -> Result<Vec<Lookup>, LookupError> {
+        // Taken before anything is read: an invalidation from here on keeps
+        // what this lookup reads out of the near cache.
+        let tickets: Vec<Ticket> = ids.iter().map(|id| self.l1.ticket(id)).collect();
         let keys: Vec<CacheKey> = ids.iter().map(|id| self.prefix.key(id)).collect();
-        let askable: Vec<usize> = (0..ids.len())
-            .filter(|&i| answers[i].is_none() && !self.pending.blocks(&keys[i]))
+        let mut found: Vec<Cached> = ids
+            .iter()
+            .zip(&keys)
+            .map(|(id, key)| match self.l1.get(id) {
+                Some(entry) => Cached::Near(entry),
+                None if self.pending.blocks(key) => Cached::Bypassed,
+                None => Cached::Missing,
+            })
             .collect();
-        let asked: Vec<CacheKey> = askable.iter().map(|&i| keys[i].clone()).collect();
-        let mut cached: Vec<Option<Cached>> = (0..ids.len())
-            .map(|i| answers[i].is_none().then_some(Cached::Bypassed))
+        let asked: Vec<usize> = (0..ids.len())
+            .filter(|&i| matches!(found[i], Cached::Missing))
             .collect();
-        match self.l2.get_many(&asked).await {
+        let asked_keys: Vec<CacheKey> = asked.iter().map(|&i| keys[i].clone()).collect();
+        match self.l2.get_many(&asked_keys).await {
             Ok(values) => {
-                for (&i, value) in askable.iter().zip(values) {
-                    cached[i] = Some(self.classify(&ids[i], &keys[i], value));
+                for (&i, value) in asked.iter().zip(values) {
+                    found[i] = self.classify(&ids[i], &keys[i], value);
                 }
             }
-            Err(failure) => log_bypass(&failure),
+            Err(failure) => {
+                log_bypass(&failure);
+                for &i in &asked {
+                    found[i] = Cached::Bypassed;
+                }
+            }
         }
 
-        // Counted with the rest, once Redis has answered.
-        let mut hits = from_l1.len();
-        for (i, entry) in &from_l1 {
-            self.count_hit(entry, Tier::L1);
-            self.refresh_if_due(&ids[*i], entry, Tier::L1);
-        }
-        let mut stale: HashMap<usize, Entry> = HashMap::new();
-        let mut bypassed = HashSet::new();
+        let mut answers: Vec<Option<Lookup>> = ids.iter().map(|_| None).collect();
         let mut to_load = Vec::new();
-        for (i, state) in cached.into_iter().enumerate() {
-            let Some(state) = state else {
-                continue;
-            };
-            match state {
+        for (i, state) in found.into_iter().enumerate() {
+            let (answered, stale) = match state {
+                Cached::Near(entry) => {
+                    self.count_hit(&entry, Tier::L1);
+                    self.refresh_if_due(&ids[i], &entry, Tier::L1);
+                    answers[i] = Some(Lookup::hit(entry.item, Tier::L1));
+                    continue;
+                }
                 Cached::Fresh(entry, size) => {
-                    hits += 1;
                     self.count_hit(&entry, Tier::L2);
                     self.refresh_if_due(&ids[i], &entry, Tier::L2);
                     self.fill_l1(&ids[i], &entry, size, &[tickets[i]]).await;
-                    answers[i] = Some(entry.item);
+                    answers[i] = Some(Lookup::hit(entry.item, Tier::L2));
                     continue;
                 }
-                Cached::Stale(entry) => {
-                    stale.insert(i, entry);
-                }
-                Cached::Bypassed => {
-                    bypassed.insert(i);
-                }
-                Cached::Missing => {}
-            }
-            to_load.push(i);
+                Cached::Stale(entry) => (LookupResult::Miss, Some(entry)),
+                Cached::Missing => (LookupResult::Miss, None),
+                Cached::Bypassed => (LookupResult::Bypass, None),
+            };
+            to_load.push((i, answered, stale));
         }
-        CacheStats::add(&self.stats.lookups, (ids.len() - hits) as u64);
-        CacheStats::add(&self.stats.misses, (ids.len() - hits) as u64);
-        CacheStats::add(&self.stats.bypassed, bypassed.len() as u64);
-        let answered = |i: usize| {
-            if bypassed.contains(&i) {
-                LookupResult::Bypass
-            } else {
-                LookupResult::Miss
-            }
-        };
-        let mut endings = Endings::new(&self.stats, to_load.iter().map(|&i| answered(i)).collect());
+        let bypassed = to_load
+            .iter()
+            .filter(|(_, answered, _)| *answered == LookupResult::Bypass)
+            .count();
+        CacheStats::add(&self.stats.lookups, to_load.len() as u64);
+        CacheStats::add(&self.stats.misses, to_load.len() as u64);
+        CacheStats::add(&self.stats.bypassed, bypassed as u64);
+        let heading_for = to_load.iter().map(|&(_, answered, _)| answered).collect();
+        let mut endings = Endings::new(&self.stats, heading_for);
 
-        let load_ids: Vec<ItemId> = to_load.iter().map(|&i| ids[i].clone()).collect();
-        let outcomes = self.load(&load_ids, LoadFor::Lookup).await;
-        let mut served_stale = false;
+        let load_ids: Vec<ItemId> = to_load.iter().map(|&(i, ..)| ids[i].clone()).collect();
+        let mut outcomes = self.load(&load_ids, LoadFor::Lookup).await.into_iter();
         let mut failed: Option<LookupError> = None;
-        for (n, (&i, outcome)) in to_load.iter().zip(outcomes).enumerate() {
+        for (n, (i, answered, stale)) in to_load.into_iter().enumerate() {
+            let outcome = outcomes
+                .next()
+                .unwrap_or_else(|| Err(SourceError::failed("no outcome for the id")));
             match outcome {
                 Ok(loaded) => {
-                    endings.end(n, answered(i));
+                    endings.end(n, answered);
                     if let Some(stored) = &loaded.stored {
                         let both: Vec<Ticket> =
                             [tickets[i]].into_iter().chain(loaded.ticket).collect();
                         self.fill_l1(&ids[i], &stored.entry, stored.size, &both)
                             .await;
                     }
-                    answers[i] = Some(loaded.item);
+                    answers[i] = Some(Lookup {
+                        item: loaded.item,
+                        status: match answered {
+                            LookupResult::Bypass => CacheStatus::Bypass,
+                            _ => CacheStatus::Miss,
+                        },
+                        tier: None,
+                        age: None,
+                    });
                 }
-                Err(cause) => match stale.remove(&i).filter(|_| !cause.superseded) {
+                Err(cause) => match stale.filter(|_| !cause.superseded) {
                     Some(entry) => {
-                        served_stale = true;
                         endings.end(n, LookupResult::Stale);
-                        answers[i] = Some(self.serve_stale(entry).item);
+                        answers[i] = Some(self.serve_stale(entry));
                     }
                     None => {
                         endings.end(n, LookupResult::Error);
@@ -628,33 +599,11 @@ impl Catalog {
                 },
             }
         }
-        if let Some(failure) = failed {
-            return Err(failure);
+        match failed {
+            Some(failure) => Err(failure),
+            // Every id was answered: by a cache, a load or a stale entry.
+            None => Ok(answers.into_iter().flatten().collect()),
         }
-
-        let mut items = Vec::with_capacity(ids.len());
-        let mut missing = Vec::new();
-        for (id, answer) in ids.iter().zip(answers) {
-            match answer.flatten() {
-                Some(item) => items.push(item),
-                None => missing.push(id.clone()),
-            }
-        }
-        Ok(BatchLookup {
-            items,
-            missing,
-            hits,
-            misses: ids.len() - hits,
-            status: if !bypassed.is_empty() {
-                CacheStatus::Bypass
-            } else if served_stale {
-                CacheStatus::Stale
-            } else if hits == ids.len() {
-                CacheStatus::Hit
-            } else {
-                CacheStatus::Miss
-            },
-        })
     }
 
     /// Keeps what a lookup read in the near cache, unless an invalidation

@@ -128,10 +128,12 @@ impl RedisCache {
         .await
     }
 
-    /// `MGET` of all keys: one round trip.
+    /// `MGET` of all keys (`GET` of one): one round trip, none for no keys.
     pub async fn get_many(&self, keys: &[CacheKey]) -> Result<Vec<Option<Vec<u8>>>, RedisFailure> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
+        match keys {
+            [] => return Ok(Vec::new()),
+            [key] => return self.get(key).await.map(|value| vec![value]),
+            _ => {}
         }
         let cmd = redis::cmd("MGET").arg(keys).to_owned();
         self.run(Op::new("MGET", keys), move |mut c| async move {

@@ -16,6 +16,13 @@
 //!
 //! Without a usable Redis (down, circuit open, invalidation pending) steps 2
 //! and 4 are skipped: the source of truth is read and nothing is filled.
+//!
+//! Lookups and warming load through [`Catalog::load`], which shares a load
+//! of one id between concurrent lookups ([`super::flight`]); an early
+//! refresh ([`super::refresh`]) runs the same steps through
+//! [`Catalog::load_alone`], since nobody waits for it: it gives up where a
+//! lookup would wait or read without Redis, and its entry's freshness
+//! continues from the old one's.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -135,6 +142,32 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 pub(super) enum LoadFor {
     Lookup,
     Warming,
+    /// An early refresh of an entry fresh until `due` (ms since the epoch).
+    Refresh {
+        due: i64,
+    },
+}
+
+impl LoadFor {
+    /// Whether `entry`, found in Redis when taking the lease, answers the
+    /// load: any fresh entry does, except for a refresh, which needs one
+    /// newer than the entry it refreshes.
+    fn answered_by(self, entry: &Entry) -> bool {
+        match self {
+            LoadFor::Refresh { due } => entry.fresh_until > due,
+            LoadFor::Lookup | LoadFor::Warming => true,
+        }
+    }
+
+    /// Where the new entry's freshness starts: when the value was read, or
+    /// for a refresh where the old entry's ends (a key read without pause
+    /// then costs one source-of-truth read per TTL).
+    fn fresh_from(self, fetched_at: i64) -> i64 {
+        match self {
+            LoadFor::Refresh { due } => due,
+            LoadFor::Lookup | LoadFor::Warming => fetched_at,
+        }
+    }
 }
 
 impl Catalog {
@@ -151,12 +184,25 @@ impl Catalog {
             // the lookup that started it.
             let span = tracing::info_span!("cache load", ids = assignment.leads.len());
             let this = self.clone();
-            tokio::spawn(async move { this.lead(assignment.leads).await }.instrument(span));
+            let lead = async move { this.lead(assignment.leads, purpose).await };
+            tokio::spawn(lead.instrument(span));
         }
         futures::future::join_all(assignment.outcomes).await
     }
 
-    async fn lead(&self, leads: Vec<Lead<Outcome>>) {
+    /// Loads distinct `ids` on their own: no lookup joins this load, nor
+    /// does it join theirs. Outcomes by id (an id may have none).
+    pub(super) async fn load_alone(
+        &self,
+        ids: &[ItemId],
+        purpose: LoadFor,
+    ) -> HashMap<ItemId, Outcome> {
+        let mut outcomes = Settle::default();
+        self.load_group(ids.to_vec(), purpose, &mut outcomes).await;
+        outcomes.unled
+    }
+
+    async fn lead(&self, leads: Vec<Lead<Outcome>>, purpose: LoadFor) {
         let ids: Vec<ItemId> = leads.iter().map(|lead| lead.id.clone()).collect();
         let mut outcomes = Settle {
             tickets: ids
@@ -167,14 +213,15 @@ impl Catalog {
                 .into_iter()
                 .map(|lead| (lead.id.clone(), lead))
                 .collect(),
+            unled: HashMap::new(),
         };
-        self.load_group(ids, &mut outcomes).await;
+        self.load_group(ids, purpose, &mut outcomes).await;
         for (_, lead) in outcomes.leads.drain() {
             lead.finish(Err(SourceError::failed("id was not loaded")));
         }
     }
 
-    async fn load_group(&self, ids: Vec<ItemId>, outcomes: &mut Settle) {
+    async fn load_group(&self, ids: Vec<ItemId>, purpose: LoadFor, outcomes: &mut Settle) {
         let (throttled, ids): (Vec<ItemId>, Vec<ItemId>) =
             ids.into_iter().partition(|id| self.failsafe.throttled(id));
         for id in throttled {
@@ -183,6 +230,8 @@ impl Catalog {
         }
 
         let token = uuid::Uuid::new_v4().simple().to_string();
+        // Ids whose value Redis may take: under a lease of ours when leases
+        // are on (those whose lease we could not take move on), plainly when off.
         let mut leased = Vec::new();
         let mut unleased = Vec::new();
         let mut held = Vec::new();
@@ -209,10 +258,14 @@ impl Catalog {
                         match attempt {
                             LeaseTry::Held => held.push(id),
                             LeaseTry::Failed => failed_elsewhere.push(id),
-                            LeaseTry::Taken { current } => match fresh(&id, current) {
-                                Some(stored) => already_filled.push((id, stored)),
-                                None => leased.push(id),
-                            },
+                            LeaseTry::Taken { current } => {
+                                match fresh(&id, current)
+                                    .filter(|stored| purpose.answered_by(&stored.entry))
+                                {
+                                    Some(stored) => already_filled.push((id, stored)),
+                                    None => leased.push(id),
+                                }
+                            }
                         }
                     }
                     self.use_filled(already_filled, &token, outcomes).await;
@@ -229,25 +282,21 @@ impl Catalog {
                 }
             }
         }
-        // With leases switched off, ids Redis can take are filled unleased.
-        let fill_unleased = if self.policy.leases {
-            Vec::new()
-        } else {
-            std::mem::take(&mut leased)
-        };
-
+        if matches!(purpose, LoadFor::Refresh { .. }) {
+            // Nobody waits for a refresh: what it cannot fill (Redis not
+            // usable, another instance loading) is not worth a read.
+            for id in unleased.drain(..).chain(held.drain(..)) {
+                let cause = "not refreshed: redis is unavailable or another load holds the lease";
+                outcomes.settle(id, Err(SourceError::failed(cause)));
+            }
+        }
         if !held.is_empty() {
             let waited = self.wait_for_peers(held, &token, outcomes).await;
             leased.extend(waited.taken_over);
             unleased.extend(waited.gave_up);
         }
 
-        let to_read: Vec<ItemId> = leased
-            .iter()
-            .chain(&unleased)
-            .chain(&fill_unleased)
-            .cloned()
-            .collect();
+        let to_read: Vec<ItemId> = leased.iter().chain(&unleased).cloned().collect();
         if to_read.is_empty() {
             return;
         }
@@ -258,9 +307,11 @@ impl Catalog {
                 self.failsafe.failed(&to_read);
                 // The leases stay, marked failed: other instances answer from
                 // what they have instead of trying the source of truth too.
-                let keys = self.keys(&leased);
-                let throttle = self.policy.failsafe_throttle;
-                let _ = self.l2.mark_failed(&keys, &token, throttle).await;
+                if self.policy.leases {
+                    let keys = self.keys(&leased);
+                    let throttle = self.policy.failsafe_throttle;
+                    let _ = self.l2.mark_failed(&keys, &token, throttle).await;
+                }
                 for id in to_read {
                     outcomes.settle(id, Err(err.clone()));
                 }
@@ -270,12 +321,12 @@ impl Catalog {
         self.failsafe.succeeded(&to_read);
         self.hooks.before_fill(&to_read).await;
 
-        let FillResult { mut filled, voided } =
-            self.fill(&leased, &found, fetched_at, &token).await;
-        filled.extend(
-            self.fill_without_leases(&fill_unleased, &found, fetched_at)
-                .await,
-        );
+        let lease = self.policy.leases.then_some(token.as_str());
+        let times = (fetched_at, purpose.fresh_from(fetched_at));
+        let FillResult { mut filled, voided } = self.fill(&leased, &found, times, lease).await;
+        if matches!(purpose, LoadFor::Refresh { .. }) {
+            CacheStats::add(&self.stats.early_refreshes, filled.len() as u64);
+        }
         let voided_ids: HashSet<&ItemId> = voided.iter().collect();
         for id in &to_read {
             if !voided_ids.contains(id) {
@@ -291,6 +342,17 @@ impl Catalog {
             }
         }
         if voided.is_empty() {
+            return;
+        }
+        if matches!(purpose, LoadFor::Refresh { .. }) {
+            // Nobody waits for a refresh's answer: not read again.
+            let err = SourceError {
+                superseded: true,
+                ..SourceError::failed("a write replaced the value during the refresh")
+            };
+            for id in voided {
+                outcomes.settle(id, Err(err.clone()));
+            }
             return;
         }
         // A write deleted these leases after we took them: what we read may
@@ -323,23 +385,27 @@ impl Catalog {
         }
     }
 
-    /// Fills the leased ids (one script). Absences are filled only with
-    /// negative caching on; otherwise their leases are given back.
+    /// Writes what was read for `ids` to Redis: under `lease` (one script;
+    /// a fill whose lease a write deleted is refused, "voided"), or with
+    /// leases switched off plain `SET`s, exposed to the stale-set race.
+    /// `times` are when the value was read and where its freshness starts.
+    /// Absences are filled only with negative caching on; otherwise their
+    /// leases are given back.
     async fn fill(
         &self,
-        leased: &[ItemId],
+        ids: &[ItemId],
         found: &HashMap<ItemId, Item>,
-        fetched_at: i64,
-        token: &str,
+        (fetched_at, fresh_from): (i64, i64),
+        lease: Option<&str>,
     ) -> FillResult {
         let mut fills = Vec::new();
         let mut filling = Vec::new();
         let mut released = Vec::new();
-        for id in leased {
+        for id in ids {
             let key = self.prefix.key(id);
             match self
                 .policy
-                .entry(found.get(id).cloned(), fetched_at, fetched_at)
+                .entry(found.get(id).cloned(), fetched_at, fresh_from)
             {
                 Some((entry, keep_for)) => {
                     let value = entry.encode();
@@ -354,10 +420,17 @@ impl Catalog {
                 None => released.push(key),
             }
         }
+        let mut result = FillResult::default();
+        let Some(token) = lease else {
+            if let Ok(n) = self.l2.fill_unleased(fills, Overwrite::Always).await {
+                CacheStats::add(&self.stats.fills, n as u64);
+                result.filled = filling.into_iter().collect();
+            }
+            return result;
+        };
         if !released.is_empty() {
             let _ = self.l2.release_leases(&released, token).await;
         }
-        let mut result = FillResult::default();
         match self.l2.fill_leased(token, fills).await {
             Ok(written) => {
                 for ((id, stored), written) in filling.into_iter().zip(written) {
@@ -378,39 +451,6 @@ impl Catalog {
             }
         }
         result
-    }
-
-    /// Leases switched off: plain `SET`s, exposed to the stale-set race.
-    async fn fill_without_leases(
-        &self,
-        ids: &[ItemId],
-        found: &HashMap<ItemId, Item>,
-        fetched_at: i64,
-    ) -> HashMap<ItemId, Arc<Stored>> {
-        let mut fills = Vec::new();
-        let mut filling = HashMap::new();
-        for id in ids {
-            if let Some((entry, keep_for)) =
-                self.policy
-                    .entry(found.get(id).cloned(), fetched_at, fetched_at)
-            {
-                let value = entry.encode();
-                let size = value.len();
-                fills.push(Fill {
-                    key: self.prefix.key(id),
-                    value,
-                    keep_for,
-                });
-                filling.insert(id.clone(), Arc::new(Stored { entry, size }));
-            }
-        }
-        match self.l2.fill_unleased(fills, Overwrite::Always).await {
-            Ok(n) => {
-                CacheStats::add(&self.stats.fills, n as u64);
-                filling
-            }
-            Err(_) => HashMap::new(),
-        }
     }
 
     /// Waits while other instances load `held` ids: returns what they filled,
@@ -623,8 +663,11 @@ impl Loaded {
 /// is known, not when the whole group is done: a lookup that starts later must
 /// not join a load whose answer is already decided, as that answer may predate
 /// a write made since (another id of the group can take much longer).
+#[derive(Default)]
 struct Settle {
     leads: HashMap<ItemId, Lead<Outcome>>,
+    /// Outcomes of ids no lead waits for (a load on its own).
+    unled: HashMap<ItemId, Outcome>,
     /// Near-cache tickets taken when the load started, before it read
     /// anything: a lookup that joins later keeps the load's answer in L1 only
     /// if no invalidation came since then either.
@@ -636,8 +679,11 @@ impl Settle {
         if let Ok(loaded) = &mut outcome {
             loaded.ticket = self.tickets.get(&id).copied();
         }
-        if let Some(lead) = self.leads.remove(&id) {
-            lead.finish(outcome);
+        match self.leads.remove(&id) {
+            Some(lead) => lead.finish(outcome),
+            None => {
+                self.unled.insert(id, outcome);
+            }
         }
     }
 }

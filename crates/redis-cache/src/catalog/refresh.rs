@@ -1,16 +1,18 @@
 //! Early refresh: a hit on a value close to the end of its freshness reloads
 //! it once, in the background, while every reader keeps getting the current
-//! value. The lease makes it once across instances; `refreshing` makes it once
-//! within this one. The new value's freshness continues from the old expiry,
-//! so a key read without pause costs one source-of-truth read per TTL.
+//! value. It is a load like a lookup's ([`super::load`]): the lease makes it
+//! once across instances; `refreshing` makes it once within this one. The new
+//! value's freshness continues from the old expiry, so a key read without
+//! pause costs one source-of-truth read per TTL.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 
 use tracing::Instrument;
 
-use super::Catalog;
-use crate::cache::{self, CacheStats, Entry, Fill, LeaseTry, Overwrite, Tier};
+use super::load::LoadFor;
+use super::{Catalog, Loaded};
+use crate::cache::{self, Entry, Tier};
 use crate::domain::ItemId;
 
 /// Ids being refreshed by this instance. Held only to insert or remove.
@@ -78,74 +80,21 @@ impl Catalog {
         tokio::spawn(refresh.instrument(span));
     }
 
-    async fn refresh(&self, id: &ItemId, old_fresh_until: i64) -> Refreshed {
-        let key = self.prefix.key(id);
-        if self.failsafe.throttled(id) || !self.l2.link().usable() || self.pending.blocks(&key) {
-            return Refreshed::No;
-        }
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let keys = std::slice::from_ref(&key);
-        if self.policy.leases {
-            match self
-                .l2
-                .try_leases(keys, &token, self.policy.lease_ttl)
-                .await
-                .as_deref()
-            {
-                Ok([LeaseTry::Taken { current }]) => {
-                    let refreshed = current
-                        .as_deref()
-                        .and_then(|bytes| cache::decode(id, bytes).ok())
-                        .is_some_and(|entry| entry.fresh_until > old_fresh_until);
-                    if refreshed {
-                        // Another refresh (here or on a peer) finished between
-                        // our hit and our lease: nothing left to do.
-                        let _ = self.l2.release_leases(keys, &token).await;
-                        return Refreshed::Newer;
-                    }
-                }
-                // Another instance is loading it, or Redis is not answering.
-                _ => return Refreshed::No,
-            }
-        }
-        let fetched_at = cache::now_ms();
-        let ids = std::slice::from_ref(id);
-        let item = match self.read_source(ids).await {
-            Ok(mut found) => found.remove(id),
-            Err(_) => {
-                self.failsafe.failed(ids);
-                let throttle = self.policy.failsafe_throttle;
-                let _ = self.l2.mark_failed(keys, &token, throttle).await;
-                return Refreshed::No;
-            }
-        };
-        self.hooks.before_fill(ids).await;
-        let Some((entry, keep_for)) = self.policy.entry(item, fetched_at, old_fresh_until) else {
-            let _ = self.l2.release_leases(keys, &token).await;
-            return Refreshed::No;
-        };
-        let fill = Fill {
-            key,
-            value: entry.encode(),
-            keep_for,
-        };
-        let written = if self.policy.leases {
-            matches!(
-                self.l2.fill_leased(&token, vec![fill]).await.as_deref(),
-                Ok([true])
-            )
-        } else {
-            matches!(
-                self.l2.fill_unleased(vec![fill], Overwrite::Always).await,
-                Ok(1)
-            )
-        };
-        if written {
-            CacheStats::bump(&self.stats.early_refreshes);
-            CacheStats::bump(&self.stats.fills);
-            Refreshed::Newer
-        } else {
-            Refreshed::No
+    /// Reloads `id` through the load path ([`Catalog::load_alone`]), whose
+    /// lease makes it once across instances: `Newer` once Redis holds an
+    /// entry fresher than the one that was due (ours, or a peer's that came
+    /// first).
+    async fn refresh(&self, id: &ItemId, due: i64) -> Refreshed {
+        let outcome = self
+            .load_alone(std::slice::from_ref(id), LoadFor::Refresh { due })
+            .await
+            .remove(id);
+        match outcome {
+            Some(Ok(Loaded {
+                stored: Some(stored),
+                ..
+            })) if stored.entry.fresh_until > due => Refreshed::Newer,
+            _ => Refreshed::No,
         }
     }
 }
