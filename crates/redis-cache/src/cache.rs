@@ -4,7 +4,7 @@
 //! 1. commit to the source of truth;
 //! 2. `UNLINK` the key and its lease in Redis; deleting the lease voids any
 //!    fill in progress (fills are a compare-and-set on the lease token). If
-//!    Redis cannot be reached, remember the key in [`PendingInvalidations`]
+//!    Redis cannot be reached, remember the key in [`DeferredInvalidations`]
 //!    and keep reads of it away from Redis until the delete has been applied;
 //! 3. publish the invalidation on `cache:invalidate` for other instances;
 //! 4. answer the client.
@@ -22,24 +22,24 @@
 //! comes from the source of truth and is marked `BYPASS`, and nothing is
 //! filled. `docs/cache-design.md` has the value format and the race analysis.
 
+mod deferred;
 mod entry;
 mod glob;
 mod key;
 mod l1;
 mod l2;
 mod link;
-mod pending;
 mod refusals;
 mod stats;
 
 pub use crate::breaker::{Breaker, CircuitState};
+pub use deferred::{Applied, DeferredInvalidations};
 pub use entry::{DecodeError, Entry, Freshness, decode, now_ms};
 pub use glob::matches as glob_matches;
 pub use key::{CacheKey, KeyError, KeyPattern, KeyPrefix};
 pub use l1::{L1Config, NearCache, Ticket};
 pub use l2::{Fill, LeaseTry, Overwrite, RedisCache};
 pub use link::{LinkState, RedisFailure, RedisLink};
-pub use pending::{Applied, PendingInvalidations};
 pub use refusals::{Refusals, Refused};
 pub use stats::{CacheStats, LookupResult, StatsSnapshot, Totals};
 

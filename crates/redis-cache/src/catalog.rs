@@ -7,7 +7,7 @@
 //! - by a **load** (`MISS`): concurrent lookups of one id in this process
 //!   share one (`flight`), instances share one through a Redis lease, and the
 //!   source of truth is read once for all ids of a batch (`load`);
-//! - without Redis (`BYPASS`) when it is down, slow or has a delete pending;
+//! - without Redis (`BYPASS`) when it is down, slow or has a deferred delete;
 //! - from a **stale** entry (`STALE`, with its age) when the source of truth
 //!   fails, within `STALE_IF_ERROR` of its freshness.
 //!
@@ -33,8 +33,8 @@ use tracing::Instrument;
 
 use crate::breaker::{Breaker, CircuitState};
 use crate::cache::{
-    self, CacheKey, CacheStats, CacheStatus, Entry, Freshness, KeyPrefix, LookupResult, NearCache,
-    PendingInvalidations, RedisCache, RedisFailure, StatsSnapshot, Ticket, Tier, Totals,
+    self, CacheKey, CacheStats, CacheStatus, DeferredInvalidations, Entry, Freshness, KeyPrefix,
+    LookupResult, NearCache, RedisCache, RedisFailure, StatsSnapshot, Ticket, Tier, Totals,
 };
 use crate::config::CacheConfig;
 use crate::domain::{Item, ItemId};
@@ -110,7 +110,7 @@ pub struct Catalog {
     l2: RedisCache,
     prefix: KeyPrefix,
     policy: Arc<Policy>,
-    pending: Arc<PendingInvalidations>,
+    deferred: Arc<DeferredInvalidations>,
     stats: Arc<CacheStats>,
     flights: Arc<Flights<load::Outcome>>,
     failsafe: Arc<Failsafe>,
@@ -144,19 +144,19 @@ pub struct Catalog {
 /// answer it was heading for.
 struct Endings<'a> {
     stats: &'a CacheStats,
-    pending: Vec<Option<LookupResult>>,
+    open: Vec<Option<LookupResult>>,
 }
 
 impl<'a> Endings<'a> {
     fn new(stats: &'a CacheStats, heading_for: Vec<LookupResult>) -> Self {
         Self {
             stats,
-            pending: heading_for.into_iter().map(Some).collect(),
+            open: heading_for.into_iter().map(Some).collect(),
         }
     }
 
     fn end(&mut self, index: usize, result: LookupResult) {
-        if self.pending.get_mut(index).and_then(Option::take).is_some() {
+        if self.open.get_mut(index).and_then(Option::take).is_some() {
             self.stats.ended(result);
         }
     }
@@ -164,7 +164,7 @@ impl<'a> Endings<'a> {
 
 impl Drop for Endings<'_> {
     fn drop(&mut self) {
-        for result in self.pending.drain(..).flatten() {
+        for result in self.open.drain(..).flatten() {
             self.stats.ended(result);
         }
     }
@@ -322,7 +322,7 @@ impl Catalog {
             flights: Arc::new(Flights::new(policy.coalescing)),
             failsafe: Arc::new(Failsafe::new(policy.failsafe_throttle)),
             policy: Arc::new(policy),
-            pending: Arc::default(),
+            deferred: Arc::default(),
             stats: Arc::default(),
             refreshing: Arc::default(),
             hooks: Arc::default(),
@@ -386,8 +386,8 @@ impl Catalog {
         &self.prefix
     }
 
-    pub fn pending(&self) -> &Arc<PendingInvalidations> {
-        &self.pending
+    pub fn deferred(&self) -> &Arc<DeferredInvalidations> {
+        &self.deferred
     }
 
     pub fn instance(&self) -> &str {
@@ -502,7 +502,7 @@ impl Catalog {
             .zip(&keys)
             .map(|(id, key)| match self.l1.get(id) {
                 Some(entry) => Cached::Near(entry),
-                None if self.pending.blocks(key) => Cached::Bypassed,
+                None if self.deferred.blocks(key) => Cached::Bypassed,
                 None => Cached::Missing,
             })
             .collect();

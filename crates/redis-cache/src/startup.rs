@@ -231,7 +231,7 @@ impl Application {
             Ok(true)
         ) {
             tracing::warn!(
-                pending = self.catalog.pending().len(),
+                deferred = self.catalog.deferred().len(),
                 "deferred invalidations not applied before exit; they expire with the TTL"
             );
         }

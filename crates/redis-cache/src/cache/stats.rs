@@ -53,7 +53,7 @@ counters! {
     /// Every lookup that was not a hit, including bypasses.
     misses,
     /// Misses where Redis could not be used at all (down, slow, circuit open,
-    /// a delete pending).
+    /// a deferred delete).
     bypassed,
     /// Hits on a cached absence (answered 404 without the source of truth).
     negative_hits,

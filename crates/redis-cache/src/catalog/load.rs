@@ -14,7 +14,7 @@
 //!    the ids it was refused for are read once more, so nobody is handed a
 //!    value that a write has already replaced.
 //!
-//! Without a usable Redis (down, circuit open, invalidation pending) steps 2
+//! Without a usable Redis (down, circuit open, invalidation deferred) steps 2
 //! and 4 are skipped: the source of truth is read and nothing is filled.
 //!
 //! Lookups and warming load through [`Catalog::load`], which shares a load
@@ -237,7 +237,7 @@ impl Catalog {
         let mut held = Vec::new();
         let redis_usable = self.l2.link().usable();
         for id in ids {
-            if redis_usable && !self.pending.blocks(&self.prefix.key(&id)) {
+            if redis_usable && !self.deferred.blocks(&self.prefix.key(&id)) {
                 leased.push(id);
             } else {
                 unleased.push(id);

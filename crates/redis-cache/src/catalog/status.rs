@@ -24,7 +24,8 @@ pub struct Status {
     /// Commands Redis refuses for good, until it accepts them again.
     pub refused: Vec<Refused>,
     /// Invalidations waiting for Redis.
-    pub pending_invalidations: usize,
+    /// Deferred invalidations (exported as `pending_invalidations`).
+    pub deferred_invalidations: usize,
     /// Redis round trips since start.
     pub redis_round_trips: u64,
     pub near_cache: NearCacheState,
@@ -60,7 +61,7 @@ impl Catalog {
             redis_circuit: link.circuit(),
             database_circuit: self.source_circuit(),
             refused: link.refusals().list(),
-            pending_invalidations: self.pending().len(),
+            deferred_invalidations: self.deferred().len(),
             redis_round_trips: self.l2().round_trips(),
             near_cache: if !l1.is_enabled() {
                 NearCacheState::Off

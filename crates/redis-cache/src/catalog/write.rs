@@ -48,7 +48,7 @@ impl Catalog {
     /// The id's lease, when it is free and Redis usable (and leases on).
     async fn lease_for_write_through(&self, id: &ItemId) -> Option<String> {
         let key = self.prefix.key(id);
-        if !self.policy.leases || !self.l2.link().usable() || self.pending.blocks(&key) {
+        if !self.policy.leases || !self.l2.link().usable() || self.deferred.blocks(&key) {
             return None;
         }
         let token = uuid::Uuid::new_v4().simple().to_string();
@@ -178,7 +178,7 @@ impl Catalog {
         let key = self.prefix.key(id);
         if delete_in_redis && let Err(failure) = self.l2.delete(std::slice::from_ref(&key)).await {
             log_deferred(&failure, key.as_str());
-            self.pending.add_key(key.clone());
+            self.deferred.add_key(key.clone());
         }
         // After Redis: a lookup that read the old value there before the
         // delete cannot put it back into L1 after this.
@@ -239,7 +239,7 @@ impl Catalog {
                 Ok(n) => outcome.deleted += n,
                 Err(failure) => {
                     log_deferred(&failure, key.as_str());
-                    self.pending.add_key(key.clone());
+                    self.deferred.add_key(key.clone());
                     outcome.deferred = true;
                 }
             }
@@ -249,7 +249,7 @@ impl Catalog {
                 Ok(n) => outcome.deleted += n,
                 Err(failure) => {
                     log_deferred(&failure, pattern.as_str());
-                    self.pending.add_pattern(pattern.clone());
+                    self.deferred.add_pattern(pattern.clone());
                     outcome.deferred = true;
                 }
             }
@@ -285,10 +285,10 @@ impl Catalog {
                 // will see the gap in our numbering; and the keys go with the
                 // deferred deletes, which are announced again once applied.
                 if let Some(key) = key {
-                    self.pending.add_key(key.clone());
+                    self.deferred.add_key(key.clone());
                 }
                 if let Some(pattern) = pattern {
-                    self.pending.add_pattern(pattern.clone());
+                    self.deferred.add_pattern(pattern.clone());
                 }
                 false
             }
@@ -306,9 +306,9 @@ impl Catalog {
     /// instances' near caches may hold those values too.
     pub async fn retry_deferred(self, cancel: CancellationToken) {
         let everything = self.prefix.everything();
-        let pending = self.pending.clone();
+        let deferred = self.deferred.clone();
         let l2 = self.l2.clone();
-        pending
+        deferred
             .retry_until_cancelled(l2, everything, cancel, |applied| self.announce(applied))
             .await;
     }
@@ -317,10 +317,10 @@ impl Catalog {
     /// is left.
     pub async fn apply_deferred_once(&self) -> bool {
         let everything = self.prefix.everything();
-        if let Some(applied) = self.pending.apply_once(&self.l2, &everything).await {
+        if let Some(applied) = self.deferred.apply_once(&self.l2, &everything).await {
             self.announce(applied).await;
         }
-        self.pending.is_empty()
+        self.deferred.is_empty()
     }
 
     /// Whether every message went out.

@@ -186,7 +186,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     out.gauge(
         "redis_cache_pending_invalidations",
         "Invalidations waiting for Redis (deferred by an outage).",
-        status.pending_invalidations as f64,
+        status.deferred_invalidations as f64,
     );
     out.family("redis_cache_build_info", "gauge", "Version of this build.");
     out.sample(

@@ -60,7 +60,7 @@ async fn stats(State(state): State<AppState>) -> Json<StatsBody> {
             LinkState::Disconnected => "disconnected",
         },
         redis_circuit: status.redis_circuit.as_str(),
-        pending_invalidations: status.pending_invalidations,
+        pending_invalidations: status.deferred_invalidations,
         redis_round_trips: status.redis_round_trips,
         l1: status.near_cache.as_str(),
         l1_entries,

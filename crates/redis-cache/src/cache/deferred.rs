@@ -22,7 +22,7 @@ const MAX_KEYS: usize = 10_000;
 const MAX_PATTERNS: usize = 64;
 
 #[derive(Default)]
-pub struct PendingInvalidations {
+pub struct DeferredInvalidations {
     /// Lets the read path skip the lock in the normal, empty case.
     any: AtomicBool,
     /// Held only for map operations, never across an `.await`.
@@ -68,7 +68,7 @@ impl Snapshot {
     }
 }
 
-impl PendingInvalidations {
+impl DeferredInvalidations {
     pub fn add_key(&self, key: CacheKey) {
         self.update(|state, stamp| {
             if state.keys.len() >= MAX_KEYS && !state.keys.contains_key(&key) {
@@ -89,7 +89,7 @@ impl PendingInvalidations {
         });
     }
 
-    /// Whether reads of `key` must bypass Redis until pending work is applied.
+    /// Whether reads of `key` must bypass Redis until its deferred invalidation is applied.
     pub fn blocks(&self, key: &CacheKey) -> bool {
         if !self.any.load(Ordering::Acquire) {
             return false;
@@ -157,8 +157,8 @@ impl PendingInvalidations {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One attempt to apply everything pending: what was applied, if
-    /// anything; the rest stays pending.
+    /// One attempt to apply everything deferred: what was applied, if
+    /// anything; the rest stays deferred.
     pub async fn apply_once(&self, l2: &RedisCache, everything: &KeyPattern) -> Option<Applied> {
         if self.is_empty() {
             return None;
@@ -170,7 +170,7 @@ impl PendingInvalidations {
         Some(applied)
     }
 
-    /// Applies pending invalidations whenever Redis is reachable, until
+    /// Applies deferred invalidations whenever Redis is reachable, until
     /// `cancel` fires, handing each batch applied to `announce` (which says
     /// whether it could announce it).
     pub async fn retry_until_cancelled<F, Fut>(
@@ -214,7 +214,7 @@ impl PendingInvalidations {
                         backoff.reset();
                     } else {
                         // Deleted, but not announced: the announcement comes
-                        // back as pending work; do not retry it in a loop.
+                        // back as deferred work; do not retry it in a loop.
                         tokio::select! {
                             _ = cancel.cancelled() => return,
                             _ = tokio::time::sleep(backoff.next_delay()) => {}
@@ -265,39 +265,39 @@ mod tests {
     #[test]
     fn blocks_keys_and_patterns_until_settled() {
         let prefix = KeyPrefix::parse("item:").unwrap();
-        let pending = PendingInvalidations::default();
-        assert!(!pending.blocks(&key(&prefix, "1")));
-        pending.add_key(key(&prefix, "1"));
-        pending.add_pattern(prefix.parse_pattern("item:2*").unwrap());
-        assert!(pending.blocks(&key(&prefix, "1")));
-        assert!(pending.blocks(&key(&prefix, "25")));
-        assert!(!pending.blocks(&key(&prefix, "3")));
-        let work = pending.snapshot();
-        pending.settle(work);
-        assert!(pending.is_empty());
-        assert!(!pending.blocks(&key(&prefix, "1")));
+        let deferred = DeferredInvalidations::default();
+        assert!(!deferred.blocks(&key(&prefix, "1")));
+        deferred.add_key(key(&prefix, "1"));
+        deferred.add_pattern(prefix.parse_pattern("item:2*").unwrap());
+        assert!(deferred.blocks(&key(&prefix, "1")));
+        assert!(deferred.blocks(&key(&prefix, "25")));
+        assert!(!deferred.blocks(&key(&prefix, "3")));
+        let work = deferred.snapshot();
+        deferred.settle(work);
+        assert!(deferred.is_empty());
+        assert!(!deferred.blocks(&key(&prefix, "1")));
     }
 
     #[test]
     fn re_added_entries_survive_a_concurrent_settle() {
         let prefix = KeyPrefix::parse("item:").unwrap();
-        let pending = PendingInvalidations::default();
-        pending.add_key(key(&prefix, "1"));
-        let work = pending.snapshot();
-        pending.add_key(key(&prefix, "1"));
-        pending.settle(work);
-        assert!(pending.blocks(&key(&prefix, "1")));
+        let deferred = DeferredInvalidations::default();
+        deferred.add_key(key(&prefix, "1"));
+        let work = deferred.snapshot();
+        deferred.add_key(key(&prefix, "1"));
+        deferred.settle(work);
+        assert!(deferred.blocks(&key(&prefix, "1")));
     }
 
     #[test]
     fn overflow_turns_into_a_namespace_flush() {
         let prefix = KeyPrefix::parse("item:").unwrap();
-        let pending = PendingInvalidations::default();
+        let deferred = DeferredInvalidations::default();
         for i in 0..=MAX_KEYS {
-            pending.add_key(key(&prefix, &i.to_string()));
+            deferred.add_key(key(&prefix, &i.to_string()));
         }
-        assert!(pending.blocks(&key(&prefix, "never-written")));
-        pending.settle(pending.snapshot());
-        assert!(pending.is_empty());
+        assert!(deferred.blocks(&key(&prefix, "never-written")));
+        deferred.settle(deferred.snapshot());
+        assert!(deferred.is_empty());
     }
 }
