@@ -1,26 +1,17 @@
 //! The Redis cache (L2) and the rules that keep it honest.
 //!
-//! Write path, in this order, for every create, update and delete:
-//! 1. commit to the source of truth;
-//! 2. `UNLINK` the key and its lease in Redis; deleting the lease voids any
-//!    fill in progress (fills are a compare-and-set on the lease token). If
-//!    Redis cannot be reached, remember the key in [`DeferredInvalidations`]
-//!    and keep reads of it away from Redis until the delete has been applied;
-//! 3. publish the invalidation on `cache:invalidate` for other instances;
-//! 4. answer the client.
+//! Redis' part in the write path (`docs/cache-design.md`, "Writes", step 3)
+//! is an `UNLINK` of the key and its lease: deleting the lease voids any fill
+//! in progress (fills are a compare-and-set on the lease token). If Redis
+//! cannot be reached, the key goes into [`DeferredInvalidations`], and reads
+//! of it stay away from Redis until the delete has been applied: a network
+//! cut or a stalled server, unlike a restart, still holds the old value.
 //!
-//! Invalidating before the commit would let a concurrent reader refill the old
-//! value after the delete; invalidating after the answer would let the client
-//! read its own write as stale. Step 2's lease closes the stale-set race (a
-//! reader that read the source of truth before the commit fills after the
-//! delete); its fallback closes the window where a delete fails while Redis
-//! is unreachable but still holds the old value (a network cut or a stalled
-//! server, rather than a restart that empties it).
-//!
-//! Read path: the near cache ([`NearCache`]), Redis, then a load on a miss
-//! (lease, source of truth, leased fill; see `catalog`). Any Redis failure turns into a bypass: the answer
-//! comes from the source of truth and is marked `BYPASS`, and nothing is
-//! filled. `docs/cache-design.md` has the value format and the race analysis.
+//! In the read path (`docs/cache-design.md`, "The read path") the near cache
+//! ([`NearCache`]) comes first, then Redis, then a load on a miss (lease,
+//! source of truth, leased fill; see `catalog`). Any Redis failure turns into
+//! a bypass: the answer comes from the source of truth and is marked
+//! `BYPASS`, and nothing is filled.
 
 mod deferred;
 mod entry;

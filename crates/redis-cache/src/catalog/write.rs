@@ -1,5 +1,6 @@
 //! The write path and invalidation: commit, make Redis forget (voiding fills
-//! in progress), tell the other instances, answer.
+//! in progress), tell the other instances, answer. The steps and their
+//! numbers are those of `docs/cache-design.md`, section "Writes".
 
 use std::time::Duration;
 
@@ -163,15 +164,15 @@ impl Catalog {
             .is_ok()
     }
 
-    /// Steps 2 and 3 of the write path (see [`crate::cache`]). The key goes
+    /// Steps 2 to 5 of a write, after its commit (step 1). The key goes
     /// together with its lease, which voids any fill still in progress.
     async fn invalidate_after_write(&self, id: &ItemId) {
         self.after_write(id, true).await
     }
 
-    /// After a commit: forget loads of `id`, delete its key and lease in
-    /// Redis (unless the new value was just written through), evict it from
-    /// the near cache and tell the other instances.
+    /// After a commit (step 1): forget loads of `id` (2), delete its key and
+    /// lease in Redis unless the new value was just written through (3),
+    /// evict it from the near cache (4) and tell the other instances (5).
     async fn after_write(&self, id: &ItemId, delete_in_redis: bool) {
         self.flights.forget(id);
         self.failsafe.succeeded(std::slice::from_ref(id));
