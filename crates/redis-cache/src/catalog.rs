@@ -56,11 +56,6 @@ pub use policy::Policy;
 use refresh::Refreshing;
 pub use status::{NearCacheState, Status};
 
-/// Consecutive failures to reach the database that open its breaker, and
-/// how long it then stays open before a request probes it.
-const SOURCE_BREAKER_FAILURES: u32 = 2;
-const SOURCE_BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
-
 /// Bound on one `total_keys` count, however large or slow Redis is.
 const KEY_COUNT_DEADLINE: Duration = Duration::from_secs(5);
 /// Ids looked at per round of warming.
@@ -305,14 +300,14 @@ impl Catalog {
         // A SQLite file cannot be "down": its errors are contention or the
         // disk, which a breaker would only turn into refusals.
         let breaker_failures = match store {
-            Store::Postgres(_) => SOURCE_BREAKER_FAILURES,
+            Store::Postgres(_) => cache.source_breaker_failures,
             Store::Sqlite(_) => 0,
         };
         Self {
             source_breaker: Arc::new(Breaker::new(
                 "source of truth",
                 breaker_failures,
-                SOURCE_BREAKER_COOLDOWN,
+                cache.source_breaker_cooldown,
             )),
             store,
             metrics,

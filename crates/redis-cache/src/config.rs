@@ -149,6 +149,23 @@ pub struct Cli {
     #[arg(long, env = "REDIS_BREAKER_COOLDOWN", default_value = "5s", value_parser = parse_duration)]
     pub redis_breaker_cooldown: Duration,
 
+    /// How often an idle Redis connection is checked with PING: a connection
+    /// that died silently (network cut, no RST) is replaced after two failed
+    /// checks. The invalidation subscription is pinged twice as often (until
+    /// its loss is noticed, the near cache may miss invalidations).
+    #[arg(long, env = "REDIS_HEALTH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub redis_health_interval: Duration,
+
+    /// Consecutive failures to reach the database that open its circuit
+    /// breaker (reads and writes then fail at once for a cool-down);
+    /// PostgreSQL only (a SQLite file has no outage to wait out); 0 turns it off.
+    #[arg(long, env = "SOURCE_BREAKER_FAILURES", default_value_t = 2)]
+    pub source_breaker_failures: u32,
+
+    /// How long an open database breaker refuses before one request probes it.
+    #[arg(long, env = "SOURCE_BREAKER_COOLDOWN", default_value = "1s", value_parser = parse_duration)]
+    pub source_breaker_cooldown: Duration,
+
     /// Most items kept in each instance's near cache (L1); 0 turns it off.
     #[arg(long, env = "L1_CAPACITY", default_value_t = 10_000)]
     pub l1_capacity: u64,
@@ -286,6 +303,8 @@ pub struct RedisConfig {
     /// Zero: breaker off.
     pub breaker_failures: u32,
     pub breaker_cooldown: Duration,
+    /// Idle connections are pinged this often (the subscription twice as often).
+    pub health_interval: Duration,
     /// Certificates for `rediss://` beyond the public roots.
     pub tls: Option<RedisTls>,
 }
@@ -357,6 +376,9 @@ pub struct CacheConfig {
     pub failsafe_throttle: Duration,
     /// Longest silence of this instance on the invalidation channel.
     pub heartbeat: Duration,
+    /// The database's circuit breaker (PostgreSQL only; zero failures: off).
+    pub source_breaker_failures: u32,
+    pub source_breaker_cooldown: Duration,
     pub l1: L1Config,
 }
 
@@ -454,6 +476,18 @@ impl Config {
             ms(1),
             ms(3_600_000),
         )?;
+        let health_interval = in_range(
+            "REDIS_HEALTH_INTERVAL",
+            cli.redis_health_interval,
+            ms(100),
+            ms(60_000),
+        )?;
+        let source_breaker_cooldown = in_range(
+            "SOURCE_BREAKER_COOLDOWN",
+            cli.source_breaker_cooldown,
+            ms(1),
+            ms(3_600_000),
+        )?;
         let fraction = |variable, value: f64, max: f64| {
             if value.is_finite() && (0.0..=max).contains(&value) {
                 Ok(value)
@@ -544,6 +578,7 @@ impl Config {
                 timeout: redis_timeout,
                 breaker_failures: cli.redis_breaker_failures,
                 breaker_cooldown,
+                health_interval,
                 tls: redis_tls,
             },
             database: DatabaseConfig {
@@ -568,6 +603,8 @@ impl Config {
                 source_timeout,
                 failsafe_throttle,
                 heartbeat,
+                source_breaker_failures: cli.source_breaker_failures,
+                source_breaker_cooldown,
                 l1,
             },
             instance_id,
@@ -808,6 +845,33 @@ mod tests {
             assert_eq!(err.variable, "INVALIDATION_HEARTBEAT");
         }
     }
+    #[test]
+    fn health_checks_and_the_database_breaker_are_bounded_settings() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.redis.health_interval, Duration::from_secs(1));
+        assert_eq!(config.cache.source_breaker_failures, 2);
+        assert_eq!(config.cache.source_breaker_cooldown, Duration::from_secs(1));
+        let set = parse(&[
+            "--redis-health-interval",
+            "250ms",
+            "--source-breaker-failures",
+            "0",
+            "--source-breaker-cooldown",
+            "3s",
+        ])
+        .unwrap();
+        assert_eq!(set.redis.health_interval, Duration::from_millis(250));
+        assert_eq!(set.cache.source_breaker_failures, 0);
+        assert_eq!(set.cache.source_breaker_cooldown, Duration::from_secs(3));
+        for (flag, refused, variable) in [
+            ("--redis-health-interval", "10ms", "REDIS_HEALTH_INTERVAL"),
+            ("--redis-health-interval", "2m", "REDIS_HEALTH_INTERVAL"),
+            ("--source-breaker-cooldown", "0s", "SOURCE_BREAKER_COOLDOWN"),
+        ] {
+            assert_eq!(parse(&[flag, refused]).unwrap_err().variable, variable);
+        }
+    }
+
     #[test]
     fn redis_url_wins_over_the_original_variables() {
         let config = parse(&[

@@ -68,7 +68,12 @@ impl Application {
             config.redis.breaker_failures,
             config.redis.breaker_cooldown,
         );
-        let link = RedisLink::new(client.clone(), config.redis.timeout, breaker);
+        let link = RedisLink::new(
+            client.clone(),
+            config.redis.timeout,
+            config.redis.health_interval,
+            breaker,
+        );
         let connected = link.connect_once().await;
         match &connected {
             Ok(()) => tracing::info!(redis = %config.redis.target, "redis connected"),
@@ -116,6 +121,7 @@ impl Application {
             catalog.clone(),
             link.refusals().clone(),
             link.connect_timeout(),
+            config.redis.health_interval / 2,
         );
         let subscriber_state = subscriber.watch_state();
         tasks.spawn(subscriber.run(background.clone()));

@@ -14,10 +14,6 @@ use super::refusals::{self, Refusals};
 use crate::backoff::Backoff;
 use crate::breaker::{Breaker, CircuitState};
 
-/// How often an idle, healthy connection is checked with `PING`. A connection
-/// that silently died (network cut, no RST) is detected within about two of
-/// these intervals.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest wait before the next reconnect attempt once an invalidation is
 /// waiting for the connection.
 const URGENT_RECONNECT: Duration = Duration::from_millis(100);
@@ -100,6 +96,7 @@ struct Inner {
     /// Skips Redis for a while after repeated timeouts (see [`Breaker`]).
     breaker: Breaker,
     command_timeout: Duration,
+    health_interval: Duration,
     connect_timeout: Duration,
     /// The live connection, if any. A plain `RwLock` is enough: it is held only
     /// to clone or swap the handle, never across an `.await`.
@@ -124,7 +121,15 @@ struct Slot {
 }
 
 impl RedisLink {
-    pub fn new(client: Client, command_timeout: Duration, breaker: Breaker) -> Self {
+    /// `health_interval`: how often an idle, healthy connection is checked
+    /// with `PING` (`REDIS_HEALTH_INTERVAL`). A connection that silently died
+    /// (network cut, no RST) is replaced within about two of these intervals.
+    pub fn new(
+        client: Client,
+        command_timeout: Duration,
+        health_interval: Duration,
+        breaker: Breaker,
+    ) -> Self {
         let (state, _) = watch::channel(LinkState::Disconnected);
         Self {
             inner: Arc::new(Inner {
@@ -132,6 +137,7 @@ impl RedisLink {
                 client,
                 breaker,
                 command_timeout,
+                health_interval,
                 connect_timeout: (command_timeout * 4).max(Duration::from_secs(1)),
                 slot: RwLock::new(Slot {
                     generation: 0,
@@ -281,7 +287,7 @@ impl RedisLink {
                     tokio::select! {
                         _ = cancel.cancelled() => return,
                         _ = self.inner.broken.notified() => continue,
-                        _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
+                        _ = tokio::time::sleep(self.inner.health_interval) => {}
                     }
                     if self.health_check(generation, conn).await {
                         failed_checks = 0;

@@ -24,11 +24,6 @@ use crate::cache::Refusals;
 
 use super::CHANNEL;
 
-/// How often the subscription connection is pinged. Short, because until a
-/// dead connection is noticed the near cache may serve values whose
-/// invalidation was lost with it; a `PING` costs Redis next to nothing.
-const PING_INTERVAL: Duration = Duration::from_millis(500);
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscriberState {
     Subscribed,
@@ -66,6 +61,7 @@ pub struct Subscriber<L> {
     /// channel or `+subscribe` for the user) is reported.
     refusals: Arc<Refusals>,
     timeout: Duration,
+    ping_interval: Duration,
     /// Read by `/health`; only this task writes it.
     state: watch::Sender<SubscriberState>,
 }
@@ -84,12 +80,17 @@ enum SessionEnd {
 }
 
 impl<L: Listener> Subscriber<L> {
-    /// `timeout` bounds connecting, subscribing and each ping.
+    /// `timeout` bounds connecting, subscribing and each ping; the
+    /// connection is pinged every `ping_interval`, which should be short:
+    /// until a dead connection is noticed the near cache may serve values
+    /// whose invalidation was lost with it, and a `PING` costs Redis next to
+    /// nothing.
     pub fn new(
         client: redis::Client,
         listener: L,
         refusals: Arc<Refusals>,
         timeout: Duration,
+        ping_interval: Duration,
     ) -> Self {
         let (state, _) = watch::channel(SubscriberState::Disconnected);
         Self {
@@ -97,6 +98,7 @@ impl<L: Listener> Subscriber<L> {
             listener,
             refusals,
             timeout,
+            ping_interval,
             state,
         }
     }
@@ -154,7 +156,7 @@ impl<L: Listener> Subscriber<L> {
         self.state.send_replace(SubscriberState::Subscribed);
         tracing::info!(channel = CHANNEL, "subscribed to cache invalidations");
 
-        let mut ping = tokio::time::interval(PING_INTERVAL);
+        let mut ping = tokio::time::interval(self.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
         loop {
