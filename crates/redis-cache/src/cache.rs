@@ -1,4 +1,6 @@
-//! The Redis cache (L2) and the rules that keep it honest.
+//! The Redis cache (L2), the near cache (L1) and the rules that keep them
+//! honest, for any id and value type: what they need of those is
+//! [`CacheId`] and [`Cacheable`], nothing of items.
 //!
 //! Redis' part in the write path (`docs/cache-design.md`, "Writes", step 3)
 //! is an `UNLINK` of the key and its lease: deleting the lease voids any fill
@@ -13,6 +15,9 @@
 //! a bypass: the answer comes from the source of truth and is marked
 //! `BYPASS`, and nothing is filled.
 
+mod cacheable;
+#[cfg(test)]
+pub(crate) use cacheable::testing;
 mod deferred;
 mod entry;
 mod glob;
@@ -24,6 +29,7 @@ mod refusals;
 mod stats;
 
 pub use crate::breaker::{Breaker, CircuitState};
+pub use cacheable::{CacheId, Cacheable};
 pub use deferred::{Applied, DeferredInvalidations};
 pub use entry::{DecodeError, Entry, Freshness, decode, now_ms};
 pub use glob::matches as glob_matches;

@@ -101,7 +101,7 @@ pub struct Catalog {
     metrics: Arc<Metrics>,
     /// This instance's near cache; shared with the subscriber, which
     /// suspends it while invalidations may be lost.
-    l1: Arc<NearCache>,
+    l1: Arc<NearCache<Item>>,
     l2: RedisCache,
     prefix: KeyPrefix,
     policy: Arc<Policy>,
@@ -272,11 +272,11 @@ pub struct Warmed {
 /// What the caches hold for one id.
 enum Cached {
     /// A fresh entry in the near cache.
-    Near(Entry),
+    Near(Entry<Item>),
     /// With its encoded size (for the near cache's byte bound).
-    Fresh(Entry, usize),
+    Fresh(Entry<Item>, usize),
     /// Past its freshness: served only if the source of truth fails.
-    Stale(Entry),
+    Stale(Entry<Item>),
     Missing,
     /// Redis was not asked (or did not answer).
     Bypassed,
@@ -369,7 +369,7 @@ impl Catalog {
         &self.metrics
     }
 
-    pub fn l1(&self) -> &NearCache {
+    pub fn l1(&self) -> &NearCache<Item> {
         &self.l1
     }
 
@@ -526,14 +526,14 @@ impl Catalog {
                 Cached::Near(entry) => {
                     self.count_hit(&entry, Tier::L1);
                     self.refresh_if_due(&ids[i], &entry, Tier::L1);
-                    answers[i] = Some(Lookup::hit(entry.item, Tier::L1));
+                    answers[i] = Some(Lookup::hit(entry.value, Tier::L1));
                     continue;
                 }
                 Cached::Fresh(entry, size) => {
                     self.count_hit(&entry, Tier::L2);
                     self.refresh_if_due(&ids[i], &entry, Tier::L2);
                     self.fill_l1(&ids[i], &entry, size, &[tickets[i]]).await;
-                    answers[i] = Some(Lookup::hit(entry.item, Tier::L2));
+                    answers[i] = Some(Lookup::hit(entry.value, Tier::L2));
                     continue;
                 }
                 Cached::Stale(entry) => (LookupResult::Miss, Some(entry)),
@@ -603,7 +603,7 @@ impl Catalog {
 
     /// Keeps what a lookup read in the near cache, unless an invalidation
     /// came after its ticket (or, for an answer from a load, after the load's).
-    async fn fill_l1(&self, id: &ItemId, entry: &Entry, size: usize, tickets: &[Ticket]) {
+    async fn fill_l1(&self, id: &ItemId, entry: &Entry<Item>, size: usize, tickets: &[Ticket]) {
         if self.l1.is_usable() {
             self.hooks.before_l1_fill(id).await;
             self.l1.insert(id, entry, size, tickets);
@@ -627,23 +627,23 @@ impl Catalog {
         }
     }
 
-    fn count_hit(&self, entry: &Entry, tier: Tier) {
+    fn count_hit(&self, entry: &Entry<Item>, tier: Tier) {
         CacheStats::bump(&self.stats.lookups);
         CacheStats::bump(match tier {
             Tier::L1 => &self.stats.l1_hits,
             Tier::L2 => &self.stats.l2_hits,
         });
-        if entry.item.is_none() {
+        if entry.value.is_none() {
             CacheStats::bump(&self.stats.negative_hits);
         }
     }
 
     /// Fail-safe: the source of truth failed, but Redis still holds a value
     /// within its stale window.
-    fn serve_stale(&self, entry: Entry) -> Lookup {
+    fn serve_stale(&self, entry: Entry<Item>) -> Lookup {
         let age = entry.age(cache::now_ms());
         Lookup {
-            item: entry.item,
+            item: entry.value,
             status: CacheStatus::Stale,
             tier: None,
             age: Some(age),
@@ -681,7 +681,7 @@ impl Catalog {
                 .filter(|(id, value)| {
                     !value
                         .as_deref()
-                        .and_then(|bytes| cache::decode(id, bytes).ok())
+                        .and_then(|bytes| cache::decode::<Item>(id, bytes).ok())
                         .is_some_and(|e| matches!(e.freshness(now), Freshness::Fresh { .. }))
                 })
                 .map(|(id, _)| id.clone())

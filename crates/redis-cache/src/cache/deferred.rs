@@ -258,7 +258,7 @@ mod tests {
 
     fn key(prefix: &KeyPrefix, id: &str) -> CacheKey {
         prefix
-            .parse_key(&format!("{}{id}", prefix.as_str()))
+            .parse_key::<crate::cache::testing::Id>(&format!("{}{id}", prefix.as_str()))
             .unwrap()
     }
 

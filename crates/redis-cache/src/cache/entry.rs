@@ -1,10 +1,13 @@
-//! The value stored under an item key: the item, or the fact that it does not
+//! What is stored under an id's key: the value, or the fact that it does not
 //! exist, with the two times that govern how it may be served.
 //!
 //! ```json
 //! {"fetched_at":1764097523241,"fresh_until":1764097823241,"item":{"id":"1",…}}
 //! {"fetched_at":1764097523241,"fresh_until":1764097553241,"item":null}
 //! ```
+//!
+//! The value's field is named `item` in Redis, as in the entries of every
+//! earlier version, so instances of different versions can share a cache.
 //!
 //! Times are milliseconds since the Unix epoch, so every instance reads them
 //! the same way. Redis keeps the key until `fresh_until` plus the fail-safe
@@ -15,16 +18,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Item, ItemId};
+use super::cacheable::{CacheId, Cacheable};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
+#[serde(bound(deserialize = "V: Cacheable"))]
+pub struct Entry<V> {
     /// When the value was read from the source of truth.
     pub fetched_at: i64,
     /// Until when it may be served as a hit.
     pub fresh_until: i64,
-    /// The item, or `None` when the id is known not to exist (a negative entry).
-    pub item: Option<Item>,
+    /// The value, or `None` when the id is known not to exist (a negative entry).
+    #[serde(rename = "item")]
+    pub value: Option<V>,
 }
 
 /// How an entry may be used at a given moment.
@@ -36,7 +41,7 @@ pub enum Freshness {
     Stale,
 }
 
-impl Entry {
+impl<V: Cacheable> Entry<V> {
     pub fn freshness(&self, now_ms: i64) -> Freshness {
         if now_ms < self.fresh_until {
             Freshness::Fresh {
@@ -66,8 +71,8 @@ impl Entry {
 pub enum DecodeError {
     #[error("cached value is not a valid entry: {0}")]
     Malformed(#[from] serde_json::Error),
-    #[error("cached value belongs to item {found:?}")]
-    WrongItem { found: ItemId },
+    #[error("cached value belongs to id {found:?}")]
+    WrongId { found: String },
     #[error("cached value has impossible times")]
     Times,
 }
@@ -79,20 +84,21 @@ const LATEST_TIME: i64 = 4_102_444_800_000; // 2100-01-01
 const LONGEST_FRESHNESS: i64 = 10 * 365 * 86_400_000;
 
 /// Decodes the value found under `id`'s key. A value that does not parse, or
-/// that holds another item, is rejected so the caller treats it as a miss.
-pub fn decode(id: &ItemId, bytes: &[u8]) -> Result<Entry, DecodeError> {
-    let entry: Entry = serde_json::from_slice(bytes)?;
+/// that holds another id's value, is rejected so the caller treats it as a
+/// miss.
+pub fn decode<V: Cacheable>(id: &V::Id, bytes: &[u8]) -> Result<Entry<V>, DecodeError> {
+    let entry: Entry<V> = serde_json::from_slice(bytes)?;
     let freshness = entry.fresh_until.saturating_sub(entry.fetched_at);
     if !(0..=LATEST_TIME).contains(&entry.fetched_at)
         || !(0..=LONGEST_FRESHNESS).contains(&freshness)
     {
         return Err(DecodeError::Times);
     }
-    if let Some(item) = &entry.item
-        && &item.id != id
+    if let Some(value) = &entry.value
+        && value.id() != id
     {
-        return Err(DecodeError::WrongItem {
-            found: item.id.clone(),
+        return Err(DecodeError::WrongId {
+            found: value.id().as_str().to_owned(),
         });
     }
     Ok(entry)
@@ -109,33 +115,30 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Version;
+    use crate::cache::testing::{Id, Value, id};
 
-    fn item(id: &str) -> Item {
-        Item {
-            id: ItemId::parse(id).unwrap(),
-            name: "n".into(),
-            description: String::new(),
-            price: 1.5,
-            category: String::new(),
-            stock: 2,
-            created_at: time::OffsetDateTime::UNIX_EPOCH,
-            updated_at: time::OffsetDateTime::UNIX_EPOCH,
-            version: Version::FIRST,
+    fn item(raw: &str) -> Value {
+        Value {
+            id: id(raw),
+            version: 1,
         }
     }
 
-    fn entry(item: Option<Item>) -> Entry {
+    fn entry(value: Option<Value>) -> Entry<Value> {
         Entry {
             fetched_at: 1_000,
             fresh_until: 301_000,
-            item,
+            value,
         }
     }
 
+    fn decode(id: &Id, bytes: &[u8]) -> Result<Entry<Value>, DecodeError> {
+        super::decode(id, bytes)
+    }
+
     #[test]
-    fn round_trips_items_and_absences() {
-        let id = ItemId::parse("1").unwrap();
+    fn round_trips_values_and_absences() {
+        let id = id("1");
         for e in [entry(Some(item("1"))), entry(None)] {
             assert_eq!(decode(&id, &e.encode()).unwrap(), e);
         }
@@ -147,8 +150,8 @@ mod tests {
     }
 
     #[test]
-    fn rejects_garbage_bare_items_and_foreign_items() {
-        let id = ItemId::parse("1").unwrap();
+    fn rejects_garbage_bare_values_and_foreign_values() {
+        let id = id("1");
         assert!(matches!(
             decode(&id, b"not json"),
             Err(DecodeError::Malformed(_))
@@ -157,13 +160,13 @@ mod tests {
         assert!(matches!(decode(&id, &bare), Err(DecodeError::Malformed(_))));
         assert!(matches!(
             decode(&id, &entry(Some(item("2"))).encode()),
-            Err(DecodeError::WrongItem { .. })
+            Err(DecodeError::WrongId { .. })
         ));
         for (fetched_at, fresh_until) in [(-1, 0), (0, i64::MAX), (i64::MIN, i64::MAX), (10, 5)] {
-            let odd = Entry {
+            let odd: Entry<Value> = Entry {
                 fetched_at,
                 fresh_until,
-                item: None,
+                value: None,
             };
             assert!(
                 matches!(decode(&id, &odd.encode()), Err(DecodeError::Times)),

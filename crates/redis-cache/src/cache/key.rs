@@ -1,9 +1,9 @@
-//! Redis key names: the cache namespace, item keys inside it, and key patterns
-//! that cannot escape it.
+//! Redis key names: the cache namespace, the keys of ids inside it, and key
+//! patterns that cannot escape it.
 
 use std::fmt;
 
-use crate::domain::ItemId;
+use super::cacheable::CacheId;
 
 const MAX_PREFIX_LEN: usize = 64;
 const MAX_PATTERN_LEN: usize = 256;
@@ -23,7 +23,7 @@ pub enum KeyError {
     PrefixShape,
     #[error("may only contain letters, digits and . _ - : {{ }}")]
     PrefixCharacter,
-    #[error("key must be the cache prefix {prefix:?} followed by a valid item id")]
+    #[error("key must be the cache prefix {prefix:?} followed by a valid id")]
     KeyOutsideNamespace { prefix: String },
     #[error("pattern must start with the cache prefix {prefix:?}")]
     PatternOutsideNamespace { prefix: String },
@@ -47,14 +47,15 @@ impl KeyPrefix {
         &self.0
     }
 
-    pub fn key(&self, id: &ItemId) -> CacheKey {
-        CacheKey(format!("{}{}", self.0, id))
+    pub fn key<I: CacheId>(&self, id: &I) -> CacheKey {
+        CacheKey(format!("{}{}", self.0, id.as_str()))
     }
 
-    /// Parses a full key such as `item:42` sent by a client or a publisher.
-    pub fn parse_key(&self, raw: &str) -> Result<CacheKey, KeyError> {
+    /// Parses a full key such as `item:42` sent by a client or a publisher:
+    /// the prefix followed by a valid `I`.
+    pub fn parse_key<I: CacheId>(&self, raw: &str) -> Result<CacheKey, KeyError> {
         raw.strip_prefix(self.as_str())
-            .and_then(|id| ItemId::parse(id).ok())
+            .and_then(I::parse)
             .map(|id| self.key(&id))
             .ok_or_else(|| KeyError::KeyOutsideNamespace {
                 prefix: self.0.clone(),
@@ -75,10 +76,8 @@ impl KeyPrefix {
     }
 
     /// The id whose key `key` is.
-    pub fn id_of(&self, key: &CacheKey) -> Option<ItemId> {
-        key.as_str()
-            .strip_prefix(self.as_str())
-            .and_then(|id| ItemId::parse(id).ok())
+    pub fn id_of<I: CacheId>(&self, key: &CacheKey) -> Option<I> {
+        key.as_str().strip_prefix(self.as_str()).and_then(I::parse)
     }
 
     /// A key in the namespace that no item can have (`!` is not allowed in
@@ -176,6 +175,7 @@ impl fmt::Debug for KeyPattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::testing::{Id, id};
 
     fn prefix() -> KeyPrefix {
         KeyPrefix::parse("item:").unwrap()
@@ -194,9 +194,12 @@ mod tests {
 
     #[test]
     fn keys_are_prefix_plus_id() {
-        let id = ItemId::parse("42").unwrap();
+        let id = id("42");
         assert_eq!(prefix().key(&id).as_str(), "item:42");
-        assert_eq!(prefix().parse_key("item:42").unwrap(), prefix().key(&id));
+        assert_eq!(
+            prefix().parse_key::<Id>("item:42").unwrap(),
+            prefix().key(&id)
+        );
     }
 
     #[test]
@@ -204,7 +207,7 @@ mod tests {
         for bad in [
             "other:1", "item:", "item:*", "item:1*", "item:a:b", "*", "item",
         ] {
-            assert!(prefix().parse_key(bad).is_err(), "{bad}");
+            assert!(prefix().parse_key::<Id>(bad).is_err(), "{bad}");
         }
     }
 
@@ -223,12 +226,12 @@ mod tests {
 
     #[test]
     fn leases_live_in_the_namespace_beside_their_key() {
-        let key = prefix().parse_key("item:42").unwrap();
+        let key = prefix().parse_key::<Id>("item:42").unwrap();
         assert_eq!(key.lease().as_str(), "item:42:lease");
         assert!(CacheKey::is_lease(key.lease().as_str().as_bytes()));
         assert!(!CacheKey::is_lease(key.as_str().as_bytes()));
         assert!(
-            prefix().parse_key("item:42:lease").is_err(),
+            prefix().parse_key::<Id>("item:42:lease").is_err(),
             "never parsed as an item key"
         );
         let pattern = prefix().parse_pattern("item:4*").unwrap();
@@ -240,8 +243,8 @@ mod tests {
     #[test]
     fn everything_matches_only_the_namespace() {
         let all = prefix().everything();
-        assert!(all.matches(&prefix().parse_key("item:1").unwrap()));
+        assert!(all.matches(&prefix().parse_key::<Id>("item:1").unwrap()));
         let other = KeyPrefix::parse("other:").unwrap();
-        assert!(!all.matches(&other.parse_key("other:1").unwrap()));
+        assert!(!all.matches(&other.parse_key::<Id>("other:1").unwrap()));
     }
 }

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
+use super::cacheable::Cacheable;
 use super::entry::{Entry, Freshness, now_ms};
 use super::key::{KeyPattern, KeyPrefix};
-use crate::domain::ItemId;
 
 /// Generation stripes. More stripes, fewer fills dropped because another id
 /// of the same stripe was invalidated meanwhile.
@@ -40,9 +40,9 @@ pub struct L1Config {
     pub ttl: Duration,
 }
 
-pub struct NearCache {
+pub struct NearCache<V: Cacheable> {
     /// `None` when the near cache is off.
-    entries: Option<Cache<ItemId, Arc<Slot>>>,
+    entries: Option<Cache<V::Id, Arc<Slot<V>>>>,
     prefix: KeyPrefix,
     /// Whether invalidations are known to reach us: the subscriber is
     /// subscribed and the shared Redis connection is up. Written under
@@ -68,8 +68,8 @@ struct Conditions {
     linked: bool,
 }
 
-struct Slot {
-    entry: Entry,
+struct Slot<V> {
+    entry: Entry<V>,
     /// The encoded size, for the byte bound.
     weight: u32,
     /// The generations its filler's ticket saw. A slot whose stripe has been
@@ -92,7 +92,7 @@ pub struct Ticket {
     epoch: u64,
 }
 
-impl NearCache {
+impl<V: Cacheable> NearCache<V> {
     pub fn new(config: L1Config, prefix: KeyPrefix) -> Self {
         let entries = (config.capacity > 0).then(|| {
             // Every entry weighs at least max_bytes / capacity, so the one
@@ -101,7 +101,7 @@ impl NearCache {
             let floor = (config.max_bytes / config.capacity).max(1);
             Cache::builder()
                 .max_capacity(config.max_bytes)
-                .weigher(move |_: &ItemId, slot: &Arc<Slot>| {
+                .weigher(move |_: &V::Id, slot: &Arc<Slot<V>>| {
                     u32::try_from(u64::from(slot.weight).max(floor)).unwrap_or(u32::MAX)
                 })
                 .time_to_live(config.ttl)
@@ -132,7 +132,7 @@ impl NearCache {
         self.entries.is_some() && self.usable.load(Ordering::SeqCst)
     }
 
-    pub fn ticket(&self, id: &ItemId) -> Ticket {
+    pub fn ticket(&self, id: &V::Id) -> Ticket {
         let stripe = self.stripe(id);
         Ticket {
             stripe,
@@ -149,7 +149,7 @@ impl NearCache {
     }
 
     /// A fresh entry for `id`, if L1 is usable and holds one.
-    pub fn get(&self, id: &ItemId) -> Option<Entry> {
+    pub fn get(&self, id: &V::Id) -> Option<Entry<V>> {
         let entries = self.entries.as_ref()?;
         if !self.usable.load(Ordering::SeqCst) {
             return None;
@@ -172,7 +172,7 @@ impl NearCache {
 
     /// Whether the caller is the first to start an early refresh of the slot
     /// now held for `id` (false if there is none).
-    pub fn claim_refresh(&self, id: &ItemId) -> bool {
+    pub fn claim_refresh(&self, id: &V::Id) -> bool {
         self.entries
             .as_ref()
             .and_then(|entries| entries.get(id))
@@ -183,7 +183,7 @@ impl NearCache {
     /// unless an invalidation that concerns `id` happened since any of the
     /// `tickets` was taken (the lookup's own, and that of the load it joined),
     /// or L1 holds a newer version already.
-    pub fn insert(&self, id: &ItemId, entry: &Entry, size: usize, tickets: &[Ticket]) {
+    pub fn insert(&self, id: &V::Id, entry: &Entry<V>, size: usize, tickets: &[Ticket]) {
         let Some(entries) = &self.entries else {
             return;
         };
@@ -193,12 +193,12 @@ impl NearCache {
         if !self.usable.load(Ordering::SeqCst) || !tickets.iter().all(|t| self.is_current(t)) {
             return;
         }
-        if let (Some(held), Some(new)) = (entries.get(id), &entry.item)
+        if let (Some(held), Some(new)) = (entries.get(id), &entry.value)
             && held
                 .entry
-                .item
+                .value
                 .as_ref()
-                .is_some_and(|old| old.version > new.version)
+                .is_some_and(|old| old.version() > new.version())
         {
             return;
         }
@@ -221,7 +221,7 @@ impl NearCache {
     }
 
     /// Evicts `id`; fills in flight for it are dropped.
-    pub fn invalidate(&self, id: &ItemId) {
+    pub fn invalidate(&self, id: &V::Id) {
         let stripe = self.stripe(id);
         self.stripes[stripe].fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
@@ -240,7 +240,7 @@ impl NearCache {
         fence(Ordering::SeqCst);
         if let Some(entries) = &self.entries {
             for (id, _) in entries.iter() {
-                if pattern.matches(&self.prefix.key(&id)) {
+                if pattern.matches(&self.prefix.key(&*id)) {
                     entries.invalidate(&*id);
                 }
             }
@@ -302,7 +302,7 @@ impl NearCache {
         self.flushes.load(Ordering::Relaxed)
     }
 
-    fn stripe(&self, id: &ItemId) -> usize {
+    fn stripe(&self, id: &V::Id) -> usize {
         let mut hasher = self.hasher.build_hasher();
         id.hash(&mut hasher);
         (std::hash::Hasher::finish(&hasher) as usize) % STRIPES
@@ -312,32 +312,21 @@ impl NearCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Item, Version};
+    use crate::cache::testing::{Value, id};
 
-    fn id(raw: &str) -> ItemId {
-        ItemId::parse(raw).unwrap()
-    }
-
-    fn entry(raw: &str, version: i64) -> Entry {
+    fn entry(raw: &str, version: i64) -> Entry<Value> {
         let now = now_ms();
         Entry {
             fetched_at: now,
             fresh_until: now + 60_000,
-            item: Some(Item {
+            value: Some(Value {
                 id: id(raw),
-                name: "n".into(),
-                description: String::new(),
-                price: 1.0,
-                category: String::new(),
-                stock: 0,
-                created_at: time::OffsetDateTime::UNIX_EPOCH,
-                updated_at: time::OffsetDateTime::UNIX_EPOCH,
-                version: Version(version),
+                version,
             }),
         }
     }
 
-    fn near(capacity: u64, max_bytes: u64) -> NearCache {
+    fn near(capacity: u64, max_bytes: u64) -> NearCache<Value> {
         let config = L1Config {
             capacity,
             max_bytes,
@@ -348,11 +337,8 @@ mod tests {
         cache
     }
 
-    fn version(cache: &NearCache, raw: &str) -> Option<i64> {
-        cache
-            .get(&id(raw))
-            .and_then(|e| e.item)
-            .map(|i| i.version.0)
+    fn version(cache: &NearCache<Value>, raw: &str) -> Option<i64> {
+        cache.get(&id(raw)).and_then(|e| e.value).map(|v| v.version)
     }
 
     #[test]
@@ -371,9 +357,9 @@ mod tests {
     fn patterns_flushes_and_resumptions_drop_every_fill_in_flight() {
         let cache = near(100, 1 << 20);
         for change in [
-            (|c: &NearCache| {
+            (|c: &NearCache<Value>| {
                 c.invalidate_matching(&KeyPrefix::parse("item:").unwrap().everything())
-            }) as fn(&NearCache),
+            }) as fn(&NearCache<Value>),
             |c| c.flush(),
             |c| c.resume(),
         ] {

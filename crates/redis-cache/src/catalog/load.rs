@@ -69,7 +69,7 @@ pub struct Loaded {
 /// An entry as it is in Redis, with its encoded size.
 #[derive(Debug)]
 pub struct Stored {
-    pub entry: Entry,
+    pub entry: Entry<Item>,
     pub size: usize,
 }
 
@@ -152,7 +152,7 @@ impl LoadFor {
     /// Whether `entry`, found in Redis when taking the lease, answers the
     /// load: any fresh entry does, except for a refresh, which needs one
     /// newer than the entry it refreshes.
-    fn answered_by(self, entry: &Entry) -> bool {
+    fn answered_by(self, entry: &Entry<Item>) -> bool {
         match self {
             LoadFor::Refresh { due } => entry.fresh_until > due,
             LoadFor::Lookup | LoadFor::Warming => true,
@@ -650,7 +650,7 @@ fn fresh(id: &ItemId, value: Option<Vec<u8>>) -> Option<Arc<Stored>> {
 impl Loaded {
     fn from_peer(stored: Arc<Stored>) -> Self {
         Loaded {
-            item: stored.entry.item.clone(),
+            item: stored.entry.value.clone(),
             via: Via::Peer,
             filled: false,
             stored: Some(stored),

@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use crate::cache::{Entry, Freshness};
+use crate::cache::{Cacheable, Entry, Freshness};
 use crate::config::CacheConfig;
-use crate::domain::Item;
 
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -47,13 +46,13 @@ impl Policy {
     /// `fresh_from` is when its freshness starts: `fetched_at` for a miss, the
     /// old entry's expiry for an early refresh, so a key read without pause
     /// costs one source-of-truth read per TTL on average, not more.
-    pub fn entry(
+    pub fn entry<V: Cacheable>(
         &self,
-        item: Option<Item>,
+        value: Option<V>,
         fetched_at: i64,
         fresh_from: i64,
-    ) -> Option<(Entry, Duration)> {
-        let base = if item.is_some() {
+    ) -> Option<(Entry<V>, Duration)> {
+        let base = if value.is_some() {
             self.ttl
         } else if self.negative_ttl.is_zero() {
             return None;
@@ -68,7 +67,7 @@ impl Policy {
             Entry {
                 fetched_at,
                 fresh_until,
-                item,
+                value,
             },
             keep_for,
         ))
@@ -76,7 +75,7 @@ impl Policy {
 
     /// Whether a hit on `entry` at `now` should refresh it in the background:
     /// in the last `early_refresh` fraction of its freshness.
-    pub fn refresh_due(&self, entry: &Entry, now_ms: i64) -> bool {
+    pub fn refresh_due<V: Cacheable>(&self, entry: &Entry<V>, now_ms: i64) -> bool {
         if self.early_refresh <= 0.0 {
             return false;
         }
@@ -101,7 +100,7 @@ fn millis(d: Duration) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ItemId, Version};
+    use crate::domain::{Item, ItemId, Version};
 
     fn policy() -> Policy {
         Policy {
@@ -157,14 +156,14 @@ mod tests {
                 keep,
                 Duration::from_millis(e.fresh_until as u64) + p.stale_if_error
             );
-            let (e, _) = p.entry(None, 0, 0).unwrap();
+            let (e, _) = p.entry::<Item>(None, 0, 0).unwrap();
             assert!((27_000..33_000).contains(&e.fresh_until));
         }
         let off = Policy {
             negative_ttl: Duration::ZERO,
             ..policy()
         };
-        assert!(off.entry(None, 0, 0).is_none());
+        assert!(off.entry::<Item>(None, 0, 0).is_none());
     }
 
     #[test]
@@ -181,10 +180,10 @@ mod tests {
     #[test]
     fn refresh_is_due_in_the_last_fraction_only() {
         let p = policy();
-        let e = Entry {
+        let e: Entry<Item> = Entry {
             fetched_at: 0,
             fresh_until: 100_000,
-            item: None,
+            value: None,
         };
         assert!(!p.refresh_due(&e, 89_000));
         assert!(p.refresh_due(&e, 90_000));

@@ -74,7 +74,7 @@ impl Catalog {
         if message.heartbeat {
             return;
         }
-        let targets = match message.targets(&self.prefix) {
+        let targets = match message.targets::<crate::domain::ItemId>(&self.prefix) {
             Ok(targets) => targets,
             Err(err) => {
                 tracing::warn!(error = %err, source = %message.source, "ignoring invalidation outside the cache namespace");

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::load::LoadFor;
 use super::{Catalog, Loaded};
 use crate::cache::{self, Entry, Tier};
-use crate::domain::ItemId;
+use crate::domain::{Item, ItemId};
 
 /// Ids being refreshed by this instance. Held only to insert or remove.
 #[derive(Default)]
@@ -55,7 +55,7 @@ impl Catalog {
     /// `tier`, is due. A near-cache entry starts at most one: it keeps the old
     /// freshness until it is replaced, and every later hit on it would
     /// otherwise try again.
-    pub(super) fn refresh_if_due(&self, id: &ItemId, entry: &Entry, tier: Tier) {
+    pub(super) fn refresh_if_due(&self, id: &ItemId, entry: &Entry<Item>, tier: Tier) {
         if !self.policy.refresh_due(entry, cache::now_ms())
             || (tier == Tier::L1 && !self.l1.claim_refresh(id))
             || !self.refreshing.begin(id)

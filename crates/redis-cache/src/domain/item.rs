@@ -42,6 +42,18 @@ pub struct Item {
     pub version: Version,
 }
 
+impl crate::cache::Cacheable for Item {
+    type Id = ItemId;
+
+    fn id(&self) -> &ItemId {
+        &self.id
+    }
+
+    fn version(&self) -> i64 {
+        self.version.0
+    }
+}
+
 /// Row version: 1 on creation, +1 on every update. Doubles as the HTTP entity tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -68,6 +68,17 @@ fn is_id_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
 }
 
+/// Its alphabet has no `:` and no glob character, as the cache asks.
+impl crate::cache::CacheId for ItemId {
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn parse(raw: &str) -> Option<Self> {
+        ItemId::parse(raw).ok()
+    }
+}
+
 impl fmt::Display for ItemId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -66,9 +66,12 @@ async fn invalidate(
         return Err(ApiError::bad_request("key or pattern required"));
     }
     let prefix = state.catalog.prefix();
-    let key = key.map(|k| prefix.parse_key(&k)).transpose().map_err(|e| {
-        ApiError::bad_request_with("invalid key", json!({ "reason": e.to_string() }))
-    })?;
+    let key = key
+        .map(|k| prefix.parse_key::<crate::domain::ItemId>(&k))
+        .transpose()
+        .map_err(|e| {
+            ApiError::bad_request_with("invalid key", json!({ "reason": e.to_string() }))
+        })?;
     let pattern = pattern
         .map(|p| prefix.parse_pattern(&p))
         .transpose()

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::cache::{CacheKey, KeyPattern, KeyPrefix};
+use crate::cache::{CacheId, CacheKey, KeyPattern, KeyPrefix};
 
 /// One message on the invalidation channel.
 ///
@@ -138,10 +138,11 @@ impl InvalidationMessage {
         self.seq.is_some() && !self.source.is_empty()
     }
 
-    /// Resolves key and pattern inside `prefix`; anything outside is refused.
-    pub fn targets(&self, prefix: &KeyPrefix) -> Result<Targets, MessageError> {
+    /// Resolves key and pattern inside `prefix`; anything outside (or a key
+    /// whose id is not a valid `I`) is refused.
+    pub fn targets<I: CacheId>(&self, prefix: &KeyPrefix) -> Result<Targets, MessageError> {
         let key = (!self.key.is_empty())
-            .then(|| prefix.parse_key(&self.key))
+            .then(|| prefix.parse_key::<I>(&self.key))
             .transpose()?;
         let pattern = (!self.pattern.is_empty())
             .then(|| prefix.parse_pattern(&self.pattern))
@@ -153,6 +154,7 @@ impl InvalidationMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::testing::Id;
 
     fn prefix() -> KeyPrefix {
         KeyPrefix::parse("item:").unwrap()
@@ -165,20 +167,20 @@ mod tests {
         )
         .unwrap();
         assert!(!m.is_from_peer());
-        let t = m.targets(&prefix()).unwrap();
+        let t = m.targets::<Id>(&prefix()).unwrap();
         assert_eq!(t.key.unwrap().as_str(), "item:1");
         assert!(t.pattern.is_none());
 
         let m =
             InvalidationMessage::parse(br#"{"key":"","pattern":"item:*","source":"api"}"#).unwrap();
-        let t = m.targets(&prefix()).unwrap();
+        let t = m.targets::<Id>(&prefix()).unwrap();
         assert!(t.key.is_none());
         assert_eq!(t.pattern.unwrap().as_str(), "item:*");
     }
 
     #[test]
     fn our_messages_round_trip_and_keep_the_original_fields() {
-        let key = prefix().parse_key("item:7").unwrap();
+        let key = prefix().parse_key::<Id>("item:7").unwrap();
         let sender = SenderId {
             id: "pod-a".into(),
             started: 1_700_000_000_000,
@@ -229,7 +231,7 @@ mod tests {
         ] {
             let m = InvalidationMessage::parse(payload).unwrap();
             assert!(
-                m.targets(&prefix()).is_err(),
+                m.targets::<Id>(&prefix()).is_err(),
                 "{}",
                 String::from_utf8_lossy(payload)
             );

@@ -347,7 +347,7 @@ async fn an_invalidation_beats_a_near_cache_fill_in_flight() {
         .await;
         gate.release();
         assert_eq!(lookup.await.unwrap().0, StatusCode::OK);
-        let kept = reader.catalog.l1().get(&id).and_then(|entry| entry.item);
+        let kept = reader.catalog.l1().get(&id).and_then(|entry| entry.value);
         if kept.is_some_and(|item| Some(item.version.0) != written["version"].as_i64()) {
             stale += 1;
             reader.catalog.l1().invalidate(&id);
