@@ -6,26 +6,26 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::domain::ItemId;
+use crate::cache::CacheId;
 
 /// Entries kept before expired ones are first swept out.
 const SWEEP_AT: usize = 10_000;
 
-pub struct Failsafe {
+pub struct Failsafe<K> {
     throttle: Duration,
     /// Held only for map operations.
-    state: Mutex<State>,
+    state: Mutex<State<K>>,
 }
 
-struct State {
+struct State<K> {
     /// When each id last failed.
-    failed: HashMap<ItemId, Instant>,
+    failed: HashMap<K, Instant>,
     /// Size at which to sweep next: twice what a sweep left, so that sweeps
     /// cost O(1) per failure on average however many ids keep failing.
     sweep_at: usize,
 }
 
-impl Failsafe {
+impl<K: CacheId> Failsafe<K> {
     pub fn new(throttle: Duration) -> Self {
         Self {
             throttle,
@@ -37,14 +37,14 @@ impl Failsafe {
     }
 
     /// Whether `id` failed less than a throttle interval ago.
-    pub fn throttled(&self, id: &ItemId) -> bool {
+    pub fn throttled(&self, id: &K) -> bool {
         self.lock()
             .failed
             .get(id)
             .is_some_and(|at| at.elapsed() < self.throttle)
     }
 
-    pub fn failed(&self, ids: &[ItemId]) {
+    pub fn failed(&self, ids: &[K]) {
         let now = Instant::now();
         let mut state = self.lock();
         if state.failed.len() >= state.sweep_at {
@@ -56,7 +56,7 @@ impl Failsafe {
         }
     }
 
-    pub fn succeeded(&self, ids: &[ItemId]) {
+    pub fn succeeded(&self, ids: &[K]) {
         let mut state = self.lock();
         if state.failed.is_empty() {
             return;
@@ -66,7 +66,7 @@ impl Failsafe {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<K>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -74,10 +74,11 @@ impl Failsafe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::testing::id;
 
     #[test]
     fn throttles_failed_ids_until_success_or_the_interval_passes() {
-        let id = ItemId::parse("1").unwrap();
+        let id = id("1");
         let failsafe = Failsafe::new(Duration::from_secs(60));
         assert!(!failsafe.throttled(&id));
         failsafe.failed(std::slice::from_ref(&id));
@@ -94,7 +95,7 @@ mod tests {
     fn expired_failures_are_swept_out() {
         let failsafe = Failsafe::new(Duration::ZERO);
         for i in 0..=SWEEP_AT {
-            failsafe.failed(&[ItemId::parse(&i.to_string()).unwrap()]);
+            failsafe.failed(&[id(&i.to_string())]);
         }
         assert_eq!(
             failsafe.lock().failed.len(),

@@ -15,7 +15,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use tokio::sync::oneshot;
 
-use crate::domain::ItemId;
+use crate::cache::CacheId;
 
 /// What a flight ends with: the load's outcome, shared by every waiter.
 pub trait FlightOutcome: Clone + Send + Sync + 'static {
@@ -25,16 +25,16 @@ pub trait FlightOutcome: Clone + Send + Sync + 'static {
 
 pub type SharedOutcome<O> = Shared<BoxFuture<'static, O>>;
 
-pub struct Flights<O> {
+pub struct Flights<K, O> {
     /// Off only to measure what coalescing buys: every caller then leads.
     enabled: bool,
     /// Flights in progress. Held only to look up, insert or remove; shared
     /// with the leads so that each removes its own flight when done.
-    map: Arc<Mutex<FlightMap<O>>>,
+    map: Arc<Mutex<FlightMap<K, O>>>,
     next: AtomicU64,
 }
 
-type FlightMap<O> = HashMap<ItemId, Flight<O>>;
+type FlightMap<K, O> = HashMap<K, Flight<O>>;
 
 struct Flight<O> {
     /// Tells this flight from a newer one for the same id.
@@ -44,14 +44,14 @@ struct Flight<O> {
 
 /// A load the caller must perform and then [`Lead::finish`]. Dropping it
 /// unfinished (a panic) fails its waiters and frees the id for a new flight.
-pub struct Lead<O> {
-    pub id: ItemId,
+pub struct Lead<K: CacheId, O> {
+    pub id: K,
     generation: u64,
     tx: Option<oneshot::Sender<O>>,
-    map: Arc<Mutex<FlightMap<O>>>,
+    map: Arc<Mutex<FlightMap<K, O>>>,
 }
 
-impl<O> Lead<O> {
+impl<K: CacheId, O> Lead<K, O> {
     /// Ends the flight: later lookups start afresh, current ones get `outcome`.
     pub fn finish(mut self, outcome: O) {
         self.unregister();
@@ -71,7 +71,7 @@ impl<O> Lead<O> {
     }
 }
 
-impl<O> Drop for Lead<O> {
+impl<K: CacheId, O> Drop for Lead<K, O> {
     fn drop(&mut self) {
         if self.tx.is_some() {
             self.unregister();
@@ -79,20 +79,20 @@ impl<O> Drop for Lead<O> {
     }
 }
 
-fn lock<O>(map: &Mutex<FlightMap<O>>) -> std::sync::MutexGuard<'_, FlightMap<O>> {
+fn lock<K, O>(map: &Mutex<FlightMap<K, O>>) -> std::sync::MutexGuard<'_, FlightMap<K, O>> {
     map.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What [`Flights::join_or_lead`] handed out.
-pub struct Assignment<O> {
+pub struct Assignment<K: CacheId, O> {
     /// One per id asked for, in the same order.
     pub outcomes: Vec<SharedOutcome<O>>,
-    pub leads: Vec<Lead<O>>,
+    pub leads: Vec<Lead<K, O>>,
     /// How many ids joined a flight already in progress.
     pub joined: usize,
 }
 
-impl<O: FlightOutcome> Flights<O> {
+impl<K: CacheId, O: FlightOutcome> Flights<K, O> {
     pub fn new(enabled: bool) -> Self {
         Self {
             enabled,
@@ -101,7 +101,7 @@ impl<O: FlightOutcome> Flights<O> {
         }
     }
 
-    pub fn join_or_lead(&self, ids: &[ItemId]) -> Assignment<O> {
+    pub fn join_or_lead(&self, ids: &[K]) -> Assignment<K, O> {
         let mut assignment = Assignment {
             outcomes: Vec::with_capacity(ids.len()),
             leads: Vec::new(),
@@ -144,14 +144,14 @@ impl<O: FlightOutcome> Flights<O> {
 
     /// Called after a write: lookups from now on do not join a load that may
     /// have read the value from before the write.
-    pub fn forget(&self, id: &ItemId) {
+    pub fn forget(&self, id: &K) {
         lock(&self.map).remove(id);
     }
 
     /// [`Flights::forget`] for every id that `invalidated` selects (an
     /// invalidation by key or pattern, from a peer or an operator). The map
     /// only holds loads in flight, so the scan is short.
-    pub fn forget_where(&self, invalidated: impl Fn(&ItemId) -> bool) {
+    pub fn forget_where(&self, invalidated: impl Fn(&K) -> bool) {
         lock(&self.map).retain(|id, _| !invalidated(id));
     }
 }
@@ -159,6 +159,7 @@ impl<O: FlightOutcome> Flights<O> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::testing::{Id, id};
 
     /// A load's outcome, reduced to what flights care about.
     type Outcome = Result<u32, &'static str>;
@@ -169,8 +170,8 @@ mod tests {
         }
     }
 
-    fn ids(raw: &[&str]) -> Vec<ItemId> {
-        raw.iter().map(|r| ItemId::parse(r).unwrap()).collect()
+    fn ids(raw: &[&str]) -> Vec<Id> {
+        raw.iter().map(|r| id(r)).collect()
     }
 
     fn loaded() -> Outcome {
@@ -179,7 +180,7 @@ mod tests {
 
     #[tokio::test]
     async fn later_callers_join_and_share_the_outcome() {
-        let flights = Flights::<Outcome>::new(true);
+        let flights = Flights::<Id, Outcome>::new(true);
         let first = flights.join_or_lead(&ids(&["1", "2"]));
         assert_eq!((first.leads.len(), first.joined), (2, 0));
         let second = flights.join_or_lead(&ids(&["2", "3"]));
@@ -196,7 +197,7 @@ mod tests {
 
     #[tokio::test]
     async fn forgetting_makes_the_next_caller_lead() {
-        let flights = Flights::<Outcome>::new(true);
+        let flights = Flights::<Id, Outcome>::new(true);
         let first = flights.join_or_lead(&ids(&["1"]));
         flights.forget(&ids(&["1"])[0]);
         let second = flights.join_or_lead(&ids(&["1"]));
@@ -210,7 +211,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_abandoned_lead_fails_its_waiters() {
-        let flights = Flights::<Outcome>::new(true);
+        let flights = Flights::<Id, Outcome>::new(true);
         let assignment = flights.join_or_lead(&ids(&["1"]));
         drop(assignment.leads);
         assert!(assignment.outcomes[0].clone().await.is_err());
@@ -223,7 +224,7 @@ mod tests {
 
     #[test]
     fn disabled_means_everyone_leads() {
-        let flights = Flights::<Outcome>::new(false);
+        let flights = Flights::<Id, Outcome>::new(false);
         flights.join_or_lead(&ids(&["1"]));
         assert_eq!(flights.join_or_lead(&ids(&["1"])).joined, 0);
     }

@@ -202,7 +202,7 @@ impl Catalog {
         outcomes.unled
     }
 
-    async fn lead(&self, leads: Vec<Lead<Outcome>>, purpose: LoadFor) {
+    async fn lead(&self, leads: Vec<Lead<ItemId, Outcome>>, purpose: LoadFor) {
         let ids: Vec<ItemId> = leads.iter().map(|lead| lead.id.clone()).collect();
         let mut outcomes = Settle {
             tickets: ids
@@ -665,7 +665,7 @@ impl Loaded {
 /// a write made since (another id of the group can take much longer).
 #[derive(Default)]
 struct Settle {
-    leads: HashMap<ItemId, Lead<Outcome>>,
+    leads: HashMap<ItemId, Lead<ItemId, Outcome>>,
     /// Outcomes of ids no lead waits for (a load on its own).
     unled: HashMap<ItemId, Outcome>,
     /// Near-cache tickets taken when the load started, before it read
