@@ -491,24 +491,27 @@ impl Catalog {
         // Taken before anything is read: an invalidation from here on keeps
         // what this lookup reads out of the near cache.
         let tickets: Vec<Ticket> = ids.iter().map(|id| self.l1.ticket(id)).collect();
-        let keys: Vec<CacheKey> = ids.iter().map(|id| self.prefix.key(id)).collect();
-        let mut found: Vec<Cached> = ids
-            .iter()
-            .zip(&keys)
-            .map(|(id, key)| match self.l1.get(id) {
-                Some(entry) => Cached::Near(entry),
-                None if self.deferred.blocks(key) => Cached::Bypassed,
-                None => Cached::Missing,
-            })
-            .collect();
-        let asked: Vec<usize> = (0..ids.len())
-            .filter(|&i| matches!(found[i], Cached::Missing))
-            .collect();
-        let asked_keys: Vec<CacheKey> = asked.iter().map(|&i| keys[i].clone()).collect();
+        // Keys are only spelled out for ids the near cache did not answer.
+        let mut found: Vec<Cached> = Vec::with_capacity(ids.len());
+        let (mut asked, mut asked_keys) = (Vec::new(), Vec::new());
+        for (i, id) in ids.iter().enumerate() {
+            if let Some(entry) = self.l1.get(id) {
+                found.push(Cached::Near(entry));
+                continue;
+            }
+            let key = self.prefix.key(id);
+            if self.deferred.blocks(&key) {
+                found.push(Cached::Bypassed);
+            } else {
+                found.push(Cached::Missing);
+                asked.push(i);
+                asked_keys.push(key);
+            }
+        }
         match self.l2.get_many(&asked_keys).await {
             Ok(values) => {
-                for (&i, value) in asked.iter().zip(values) {
-                    found[i] = self.classify(&ids[i], &keys[i], value);
+                for ((&i, key), value) in asked.iter().zip(&asked_keys).zip(values) {
+                    found[i] = self.classify(&ids[i], key, value);
                 }
             }
             Err(failure) => {
