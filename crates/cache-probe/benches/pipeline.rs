@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use cache_probe::ebpf::{Comm, DIR_RECV, DIR_SEND, EVENT_DATA, Event};
+use cache_probe::ebpf::{Batch, DIR_RECV, DIR_SEND, EVENT_DATA, Ends, Event};
 use cache_probe::metrics::Metrics;
 use cache_probe::tracker::Tracker;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -51,16 +51,13 @@ fn event(direction: u32, data: &[u8], at: u64) -> Event {
     Event {
         timestamp_ns: at,
         cookie: 7,
-        tgid: 1,
         kind: EVENT_DATA,
         direction,
         length: data.len() as u32,
         offset: 0,
         last: true,
-        local: SERVER.parse().unwrap(),
-        remote: CLIENT.parse().unwrap(),
-        comm: Comm::default(),
-        data: data.to_vec(),
+        ends: Ends::new(SERVER.parse().unwrap(), CLIENT.parse().unwrap()),
+        ..Event::default()
     }
 }
 
@@ -93,13 +90,14 @@ fn bench(c: &mut Criterion) {
             b.iter_batched_ref(
                 || {
                     at += 1000;
-                    requests
-                        .iter()
-                        .zip(&replies)
-                        .flat_map(|(q, r)| [event(DIR_RECV, q, at), event(DIR_SEND, r, at + 10)])
-                        .collect::<Vec<_>>()
+                    let mut batch = Batch::default();
+                    for (q, r) in requests.iter().zip(&replies) {
+                        batch.push(event(DIR_RECV, q, at), q);
+                        batch.push(event(DIR_SEND, r, at + 10), r);
+                    }
+                    batch
                 },
-                |events| tracker.handle_batch(events),
+                |batch| tracker.handle_batch(batch),
                 BatchSize::SmallInput,
             )
         });

@@ -1,7 +1,15 @@
 //! What the probe knows about Redis commands: how `INFO commandstats` names
 //! them, where their key is, which are reads (a nil or empty answer is a
-//! miss), and which carry secrets.
+//! miss), which look keys up as Redis counts them, and which carry secrets.
+//!
+//! A command's name is worked out once per distinct name: [`Name`] is an
+//! interned handle to what is known of it, so that a command seen a
+//! million times is classified once, not a million times.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use crate::fnv::FastHash;
 use crate::resp::Value;
 
 /// A command as sent, reduced to what the probe records.
@@ -9,9 +17,10 @@ use crate::resp::Value;
 pub struct Command {
     /// As `INFO commandstats` names it: lower case, with the subcommand of
     /// container commands (`config|get`, `client|setname`).
-    pub name: String,
-    /// The first key, if the command has one (cut to [`crate::resp::KEEP`]).
-    pub key: Option<Vec<u8>>,
+    pub name: Name,
+    /// The first key, if the command has one and keys are kept (cut to
+    /// [`crate::resp::KEEP`]): spans show it, metrics never do.
+    pub key: Option<Box<[u8]>>,
     /// Words sent, the name (and subcommand) included.
     pub argc: usize,
     /// How its reply tells its key lookups, if it makes any Redis counts.
@@ -22,17 +31,254 @@ pub struct Command {
     pub args: Vec<Vec<u8>>,
 }
 
-/// Commands whose arguments are channels.
-const PUB_SUB: [&str; 8] = [
-    "subscribe",
-    "psubscribe",
-    "ssubscribe",
-    "unsubscribe",
-    "punsubscribe",
-    "sunsubscribe",
-    "publish",
-    "spublish",
-];
+/// What a command does to its connection's state, beyond its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Plain,
+    Multi,
+    Exec,
+    Discard,
+    /// `SUBSCRIBE`, `PSUBSCRIBE`, `SSUBSCRIBE`.
+    Subscribe(Subscription),
+    /// `UNSUBSCRIBE`, `PUNSUBSCRIBE`, `SUNSUBSCRIBE`.
+    Unsubscribe(Subscription),
+    /// `PUBLISH`, `SPUBLISH`: its first argument is a channel.
+    Publish,
+}
+
+/// The three kinds of pub/sub subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscription {
+    Channel = 0,
+    Pattern = 1,
+    Shard = 2,
+}
+
+/// A command name and what is known of it; cheap to copy and compare.
+#[derive(Clone, Copy)]
+pub struct Name(&'static Spec);
+
+struct Spec {
+    text: &'static str,
+    role: Role,
+    /// Its first argument is a subcommand, part of the name in `INFO
+    /// commandstats` (`config` → `config|get`).
+    container: bool,
+    /// Its first argument is a key.
+    keyed: bool,
+    family: Option<Family>,
+    read: Option<Read>,
+}
+
+impl Name {
+    pub fn as_str(&self) -> &'static str {
+        self.0.text
+    }
+
+    pub fn role(&self) -> Role {
+        self.0.role
+    }
+
+    /// An identity for this name on this thread (names are interned per
+    /// thread): equal names have equal ids on one thread.
+    pub fn id(&self) -> usize {
+        std::ptr::from_ref(self.0) as usize
+    }
+
+    /// The name of `word` (and of `sub`, for a container command), any
+    /// case; `None` when `word` cannot be a command name.
+    fn of(word: &[u8]) -> Option<Name> {
+        if word.is_empty() || word.len() > MAX_NAME || !word.iter().all(u8::is_ascii_graphic) {
+            return None;
+        }
+        let mut lower = [0u8; 2 * MAX_NAME + 1];
+        for (slot, b) in lower.iter_mut().zip(word) {
+            *slot = b.to_ascii_lowercase();
+        }
+        Some(intern(&lower[..word.len()]))
+    }
+
+    /// `container|sub`.
+    fn with_sub(self, sub: &[u8]) -> Option<Name> {
+        if sub.is_empty() || sub.len() > MAX_NAME {
+            return None;
+        }
+        let text = self.0.text.as_bytes();
+        let mut full = [0u8; 2 * MAX_NAME + 1];
+        full[..text.len()].copy_from_slice(text);
+        full[text.len()] = b'|';
+        for (slot, b) in full[text.len() + 1..].iter_mut().zip(sub) {
+            *slot = b.to_ascii_lowercase();
+        }
+        Some(intern(&full[..text.len() + 1 + sub.len()]))
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        std::ptr::eq(self.0, other.0) || self.0.text == other.0.text
+    }
+}
+
+impl Eq for Name {}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        self.0.text == *other
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.text.fmt(f)
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.text)
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.0.text
+    }
+}
+
+/// Longest command or subcommand name taken for one.
+const MAX_NAME: usize = 32;
+
+/// Distinct names interned (per thread); beyond, a name Redis does not
+/// have is reported as [`OTHER`]. Redis' own commands are interned first,
+/// so that garbage taken for commands can never push a real one out.
+const MAX_NAMES: usize = 4096;
+
+const OTHER: &str = "other";
+
+/// Redis 7.0's commands and subcommands (`COMMAND LIST`); later ones are
+/// interned as they come.
+const KNOWN: &str = "acl append asking auth bgrewriteaof bgsave bitcount bitfield bitfield_ro bitop bitpos \
+blmove blmpop blpop brpop brpoplpush bzmpop bzpopmax bzpopmin client cluster command config copy dbsize \
+debug decr decrby del discard dump echo eval eval_ro evalsha evalsha_ro exec exists expire expireat \
+expiretime failover fcall fcall_ro flushall flushdb function geoadd geodist geohash geopos georadius \
+georadius_ro georadiusbymember georadiusbymember_ro geosearch geosearchstore get getbit getdel getex \
+getrange getset hdel hello hexists hget hgetall hincrby hincrbyfloat hkeys hlen hmget hmset hrandfield \
+hscan hset hsetnx hstrlen hvals incr incrby incrbyfloat info keys lastsave latency lcs lindex linsert \
+llen lmove lmpop lolwut lpop lpos lpush lpushx lrange lrem lset ltrim memory mget migrate module monitor \
+move mset msetnx multi object persist pexpire pexpireat pexpiretime pfadd pfcount pfdebug pfmerge \
+pfselftest ping psetex psubscribe psync pttl publish pubsub punsubscribe quit randomkey readonly \
+readwrite rename renamenx replconf replicaof reset restore restore-asking role rpop rpoplpush rpush \
+rpushx sadd save scan scard script sdiff sdiffstore select set setbit setex setnx setrange shutdown \
+sinter sintercard sinterstore sismember slaveof slowlog smembers smismember smove sort sort_ro spop \
+spublish srandmember srem sscan ssubscribe strlen subscribe substr sunion sunionstore sunsubscribe \
+swapdb sync time touch ttl type unlink unsubscribe unwatch wait watch xack xadd xautoclaim xclaim xdel \
+xgroup xinfo xlen xpending xrange xread xreadgroup xrevrange xsetid xtrim zadd zcard zcount zdiff \
+zdiffstore zincrby zinter zintercard zinterstore zlexcount zmpop zmscore zpopmax zpopmin zrandmember \
+zrange zrangebylex zrangebyscore zrangestore zrank zrem zremrangebylex zremrangebyrank \
+zremrangebyscore zrevrange zrevrangebylex zrevrangebyscore zrevrank zscan zscore zunion zunionstore \
+acl|cat acl|deluser acl|dryrun acl|genpass acl|getuser acl|list acl|load acl|log acl|save acl|setuser \
+acl|users acl|whoami client|caching client|getname client|getredir client|id client|info client|kill \
+client|list client|no-evict client|pause client|reply client|setname client|tracking \
+client|trackinginfo client|unblock client|unpause cluster|addslots cluster|addslotsrange \
+cluster|countkeysinslot cluster|delslots cluster|delslotsrange cluster|failover cluster|forget \
+cluster|getkeysinslot cluster|info cluster|keyslot cluster|links cluster|meet cluster|myid \
+cluster|nodes cluster|replicas cluster|replicate cluster|reset cluster|setslot cluster|shards \
+cluster|slots command|count command|docs command|getkeys command|info command|list config|get \
+config|resetstat config|rewrite config|set function|delete function|dump function|flush function|kill \
+function|list function|load function|restore function|stats latency|doctor latency|histogram \
+latency|history latency|latest latency|reset memory|doctor memory|stats memory|usage module|list \
+module|load module|unload object|encoding object|freq object|idletime object|refcount pubsub|channels \
+pubsub|numpat pubsub|numsub pubsub|shardchannels pubsub|shardnumsub script|exists script|flush \
+script|kill script|load slowlog|get slowlog|len slowlog|reset xgroup|create xgroup|createconsumer \
+xgroup|delconsumer xgroup|destroy xgroup|setid xinfo|consumers xinfo|groups xinfo|stream";
+
+thread_local! {
+    /// Names seen on this thread. Their specs are leaked: at most
+    /// [`MAX_NAMES`] of them, for the life of the process.
+    static NAMES: RefCell<HashMap<Box<[u8]>, Name, FastHash>> = RefCell::new(known_names());
+}
+
+fn known_names() -> HashMap<Box<[u8]>, Name, FastHash> {
+    let mut names = HashMap::default();
+    for text in KNOWN.split_whitespace().chain([OTHER]) {
+        names.insert(text.as_bytes().into(), Name(Box::leak(Box::new(spec(text.to_owned())))));
+    }
+    names
+}
+
+/// The interned name of `lower` (lower case already).
+fn intern(lower: &[u8]) -> Name {
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some(name) = names.get(lower) {
+            return *name;
+        }
+        if names.len() >= MAX_NAMES {
+            return names[OTHER.as_bytes()];
+        }
+        // ASCII: checked by the caller.
+        let text = String::from_utf8_lossy(lower).into_owned();
+        let name = Name(Box::leak(Box::new(spec(text))));
+        names.insert(lower.into(), name);
+        name
+    })
+}
+
+/// What is known of the command named `text`.
+fn spec(text: String) -> Spec {
+    let text: &'static str = Box::leak(text.into_boxed_str());
+    let role = match text {
+        "multi" => Role::Multi,
+        "exec" => Role::Exec,
+        "discard" => Role::Discard,
+        "subscribe" => Role::Subscribe(Subscription::Channel),
+        "psubscribe" => Role::Subscribe(Subscription::Pattern),
+        "ssubscribe" => Role::Subscribe(Subscription::Shard),
+        "unsubscribe" => Role::Unsubscribe(Subscription::Channel),
+        "punsubscribe" => Role::Unsubscribe(Subscription::Pattern),
+        "sunsubscribe" => Role::Unsubscribe(Subscription::Shard),
+        "publish" | "spublish" => Role::Publish,
+        _ => Role::Plain,
+    };
+    Spec {
+        text,
+        role,
+        container: CONTAINERS.contains(&text),
+        keyed: !KEYLESS.contains(&text) && !text.contains('|'),
+        family: family(text),
+        read: read_kind(text),
+    }
+}
+
+/// How a read's answer tells a hit from a miss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// One key: nil (or an empty aggregate) is a miss.
+    Single,
+    /// A size: 0 is a miss (Redis never keeps an empty list, set or hash).
+    Size,
+    /// `TTL` and friends: -2 is a miss.
+    Ttl,
+    /// `TYPE`: `none` is a miss.
+    Type,
+}
+
+/// Whether a single-key read found what it asked for (its status, `hit` or
+/// `miss`), from its answer; `None` for other commands and answers.
+pub fn found(name: Name, reply: &Value) -> Option<bool> {
+    match (name.0.read?, reply) {
+        (_, Value::Error(_)) => None,
+        (Read::Single, v) => Some(!empty(v)),
+        (Read::Size, Value::Integer(n)) => Some(*n != 0),
+        (Read::Ttl, Value::Integer(n)) => Some(*n != -2),
+        (Read::Type, Value::Simple(t) | Value::Bulk { head: t, .. }) => {
+            Some(t.as_slice() != b"none")
+        }
+        _ => None,
+    }
+}
 
 /// Container commands, whose subcommand is part of the name in `INFO
 /// commandstats`.
@@ -76,32 +322,6 @@ const KEYLESS: [&str; 32] = [
     "fcall",
     "readonly",
 ];
-
-/// How a read's answer tells a hit from a miss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Read {
-    /// One key: nil (or an empty aggregate) is a miss.
-    Single,
-    /// A size: 0 is a miss (Redis never keeps an empty list, set or hash).
-    Size,
-    /// `TTL` and friends: -2 is a miss.
-    Ttl,
-    /// `TYPE`: `none` is a miss.
-    Type,
-}
-
-/// Whether a single-key read found what it asked for (its status, `hit` or
-/// `miss`), from its answer; `None` for other commands and answers.
-pub fn found(name: &str, reply: &Value) -> Option<bool> {
-    match (read_kind(name)?, reply) {
-        (_, Value::Error(_)) => None,
-        (Read::Single, v) => Some(!empty(v)),
-        (Read::Size, Value::Integer(n)) => Some(*n != 0),
-        (Read::Ttl, Value::Integer(n)) => Some(*n != -2),
-        (Read::Type, Value::Simple(t) | Value::Bulk(t)) => Some(t != b"none"),
-        _ => None,
-    }
-}
 
 /// Reads whose answer says whether the key was there.
 fn read_kind(name: &str) -> Option<Read> {
@@ -200,7 +420,8 @@ fn holds(value: &Value) -> bool {
     match value {
         Value::Nil | Value::Error(_) => false,
         Value::Integer(n) => *n != 0,
-        Value::Bulk(b) | Value::Simple(b) => !b.is_empty(),
+        Value::Bulk { len, .. } => *len > 0,
+        Value::Simple(text) => !text.as_slice().is_empty(),
         Value::Array(items) | Value::Push(items) => items.iter().any(holds),
     }
 }
@@ -235,7 +456,9 @@ pub fn key_lookups(command: &Command, reply: &Value) -> Lookups {
         (Lookup::Empty, _) => Lookups::one(Some(!empty(reply))),
         (Lookup::Zero, Value::Integer(n)) => Lookups::one(Some(*n != 0)),
         (Lookup::Ttl, Value::Integer(n)) => Lookups::one(Some(*n != -2)),
-        (Lookup::Type, Value::Simple(t) | Value::Bulk(t)) => Lookups::one(Some(t != b"none")),
+        (Lookup::Type, Value::Simple(t) | Value::Bulk { head: t, .. }) => {
+            Lookups::one(Some(t.as_slice() != b"none"))
+        }
         (Lookup::Counted, Value::Integer(found)) => {
             let found = (*found).clamp(0, keys as i64) as u64;
             Lookups {
@@ -360,7 +583,7 @@ pub fn rejection(command: &Command, message: &str) -> Option<Rejection> {
     if message.starts_with("ERR wrong number of arguments for '") {
         let runs_anyway = ARITY_CHECKED_WHEN_RUN
             .iter()
-            .find(|(name, _)| *name == command.name)
+            .find(|(name, _)| command.name == *name)
             .is_some_and(|(_, arity)| {
                 let argc = command.argc as i64;
                 if *arity < 0 {
@@ -381,9 +604,128 @@ pub fn rejection(command: &Command, message: &str) -> Option<Rejection> {
         .then_some(Rejection::Refused("not_allowed"))
 }
 
-/// The lookup rule of `name`, with `rest` its arguments after the name (and
-/// subcommand), and how many keys it looks up.
-fn lookup_rule<W: AsRef<[u8]>>(name: &str, rest: &[W]) -> Option<(Lookup, usize)> {
+/// Which key lookups a command makes, by name alone: [`rule`] then reads
+/// its arguments where they matter (windows, key counts, `SET … GET`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// One key, nil a miss.
+    Nil,
+    /// `SET`: one key when it has a `GET` argument.
+    SetGet,
+    /// `HRANDFIELD`, `SRANDMEMBER`, `ZRANDMEMBER`: by their count.
+    RandMember,
+    /// One key, empty a miss.
+    Empty,
+    /// `SINTER`: one key is [`Family::Empty`], several an intersection.
+    Sinter,
+    Zero,
+    Ttl,
+    Type,
+    /// `EXISTS`, `TOUCH`: every argument a key, the reply the number found.
+    Counted,
+    /// `MGET`.
+    PerKey,
+    Found,
+    /// `PFCOUNT`: one key is [`Family::Found`], several a merge.
+    PfCount,
+    Position,
+    /// A window from its first two arguments after the key.
+    Window,
+    Lindex,
+    /// `ZRANGE`, `ZRANGESTORE` (`store`: a destination key first).
+    Zrange { store: bool },
+    /// `ZRANGEBYSCORE` and its kind: the bounds that cover every member.
+    ZrangeBy {
+        low: &'static str,
+        high: &'static str,
+    },
+    /// Several keys, from `keys`.
+    Several {
+        keys: Keys,
+        empty_is_miss: bool,
+        found_is_hit: bool,
+    },
+}
+
+/// Where a multi-key command's keys are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keys {
+    /// Every argument.
+    All,
+    /// Every argument but the first `n` (destinations, operations).
+    AllBut(usize),
+    /// A count at this argument, the keys after it.
+    NumKeysAt(usize),
+    /// Exactly this many.
+    Fixed(usize),
+}
+
+/// The lookup family of the command named `name`.
+fn family(name: &str) -> Option<Family> {
+    let several = |keys, empty_is_miss, found_is_hit| Family::Several {
+        keys,
+        empty_is_miss,
+        found_is_hit,
+    };
+    Some(match name {
+        "get" | "getdel" | "getex" | "getset" | "dump" | "object|encoding" | "object|freq"
+        | "object|idletime" | "object|refcount" => Family::Nil,
+        "set" => Family::SetGet,
+        "hrandfield" | "srandmember" | "zrandmember" => Family::RandMember,
+        "hgetall" | "hkeys" | "hvals" | "smembers" => Family::Empty,
+        "sinter" => Family::Sinter,
+        "llen" | "scard" | "zcard" | "hlen" | "strlen" => Family::Zero,
+        "ttl" | "pttl" | "expiretime" | "pexpiretime" => Family::Ttl,
+        "type" => Family::Type,
+        "exists" | "touch" => Family::Counted,
+        "mget" => Family::PerKey,
+        "hget" | "hmget" | "hexists" | "hstrlen" | "sismember" | "smismember" | "zscore"
+        | "zmscore" | "getbit" | "zcount" | "zlexcount" | "geodist" | "geohash" | "geopos"
+        | "bitcount" | "xlen" => Family::Found,
+        "pfcount" => Family::PfCount,
+        "zrank" | "zrevrank" | "lpos" => Family::Position,
+        "lrange" | "zrevrange" | "getrange" | "substr" => Family::Window,
+        "lindex" => Family::Lindex,
+        "zrange" => Family::Zrange { store: false },
+        "zrangestore" => Family::Zrange { store: true },
+        "zrangebyscore" => Family::ZrangeBy {
+            low: "-inf",
+            high: "+inf",
+        },
+        "zrevrangebyscore" => Family::ZrangeBy {
+            low: "+inf",
+            high: "-inf",
+        },
+        "zrangebylex" => Family::ZrangeBy {
+            low: "-",
+            high: "+",
+        },
+        "zrevrangebylex" => Family::ZrangeBy {
+            low: "+",
+            high: "-",
+        },
+        "sunion" => several(Keys::All, true, false),
+        "sdiff" => several(Keys::All, false, false),
+        "sinterstore" => several(Keys::AllBut(1), false, true),
+        "sunionstore" => several(Keys::AllBut(1), true, false),
+        "sdiffstore" => several(Keys::AllBut(1), false, false),
+        "sintercard" | "zintercard" | "zinter" => several(Keys::NumKeysAt(0), false, true),
+        "zunion" => several(Keys::NumKeysAt(0), true, false),
+        "zdiff" => several(Keys::NumKeysAt(0), false, false),
+        "zinterstore" => several(Keys::NumKeysAt(1), false, true),
+        "zunionstore" => several(Keys::NumKeysAt(1), true, false),
+        "zdiffstore" => several(Keys::NumKeysAt(1), false, false),
+        "bitop" => several(Keys::AllBut(2), false, false),
+        // Several HyperLogLogs; PFMERGE looks its destination up as a source.
+        "pfmerge" => several(Keys::All, false, false),
+        "lcs" => several(Keys::Fixed(2), false, true),
+        _ => return None,
+    })
+}
+
+/// The lookup rule of a command of `family`, with `rest` its arguments
+/// after the name (and subcommand), and how many keys it looks up.
+fn rule<W: AsRef<[u8]>>(family: Family, rest: &[W]) -> Option<(Lookup, usize)> {
     let int = |i: usize| -> Option<i64> {
         std::str::from_utf8(rest.get(i)?.as_ref())
             .ok()?
@@ -414,43 +756,43 @@ fn lookup_rule<W: AsRef<[u8]>>(name: &str, rest: &[W]) -> Option<(Lookup, usize)
             keys,
         ))
     };
-    let numkeys = |i: usize| int(i).and_then(|n| usize::try_from(n).ok());
-    let rule = match name {
-        "get" | "getdel" | "getex" | "getset" | "dump" | "object|encoding" | "object|freq"
-        | "object|idletime" | "object|refcount" => Lookup::Nil,
-        "set"
-            if rest
+    let rule = match family {
+        Family::Nil => Lookup::Nil,
+        Family::SetGet => {
+            if !rest
                 .iter()
                 .skip(2)
-                .any(|w| w.as_ref().eq_ignore_ascii_case(b"GET")) =>
-        {
+                .any(|w| w.as_ref().eq_ignore_ascii_case(b"GET"))
+            {
+                return None;
+            }
             Lookup::Nil
         }
-        "hrandfield" | "srandmember" | "zrandmember" => match rest.len() {
+        Family::RandMember => match rest.len() {
             1 => Lookup::Nil,
             _ if int(1) == Some(0) => Lookup::Found,
             _ => Lookup::Empty,
         },
-        "hgetall" | "hkeys" | "hvals" | "smembers" => Lookup::Empty,
-        "sinter" if rest.len() == 1 => Lookup::Empty,
-        "llen" | "scard" | "zcard" | "hlen" | "strlen" => Lookup::Zero,
-        "ttl" | "pttl" | "expiretime" | "pexpiretime" => Lookup::Ttl,
-        "type" => Lookup::Type,
-        "exists" | "touch" => return Some((Lookup::Counted, rest.len())),
-        "mget" => return Some((Lookup::PerKey, rest.len())),
-        "hget" | "hmget" | "hexists" | "hstrlen" | "sismember" | "smismember" | "zscore"
-        | "zmscore" | "getbit" | "zcount" | "zlexcount" | "geodist" | "geohash" | "geopos"
-        | "bitcount" | "xlen" => Lookup::Found,
-        "pfcount" if rest.len() == 1 => Lookup::Found,
-        "zrank" | "zrevrank" | "lpos" => Lookup::Position,
-        "lrange" | "zrevrange" | "getrange" | "substr" => Lookup::Window {
+        Family::Empty => Lookup::Empty,
+        Family::Sinter if rest.len() == 1 => Lookup::Empty,
+        Family::Sinter => return several(rest.len(), false, true),
+        Family::Zero => Lookup::Zero,
+        Family::Ttl => Lookup::Ttl,
+        Family::Type => Lookup::Type,
+        Family::Counted => return Some((Lookup::Counted, rest.len())),
+        Family::PerKey => return Some((Lookup::PerKey, rest.len())),
+        Family::Found => Lookup::Found,
+        Family::PfCount if rest.len() == 1 => Lookup::Found,
+        Family::PfCount => return several(rest.len(), false, false),
+        Family::Position => Lookup::Position,
+        Family::Window => Lookup::Window {
             nothing_is_miss: whole(int(1), int(2)),
         },
-        "lindex" => Lookup::Window {
+        Family::Lindex => Lookup::Window {
             nothing_is_miss: matches!(int(1), Some(0 | -1)),
         },
-        "zrange" | "zrangestore" => {
-            let at = usize::from(name == "zrangestore");
+        Family::Zrange { store } => {
+            let at = usize::from(store);
             let (min, max) = (at + 1, at + 2);
             let rev = has("REV");
             let nothing_is_miss = if has("LIMIT") {
@@ -470,77 +812,66 @@ fn lookup_rule<W: AsRef<[u8]>>(name: &str, rest: &[W]) -> Option<(Lookup, usize)
             };
             Lookup::Window { nothing_is_miss }
         }
-        "zrangebyscore" | "zrevrangebyscore" | "zrangebylex" | "zrevrangebylex" => {
-            let (low, high) = match name {
-                "zrangebyscore" => ("-inf", "+inf"),
-                "zrevrangebyscore" => ("+inf", "-inf"),
-                "zrangebylex" => ("-", "+"),
-                _ => ("+", "-"),
+        Family::ZrangeBy { low, high } => Lookup::Window {
+            nothing_is_miss: !has("LIMIT") && is(1, low) && is(2, high),
+        },
+        Family::Several {
+            keys,
+            empty_is_miss,
+            found_is_hit,
+        } => {
+            let keys = match keys {
+                Keys::All => rest.len(),
+                Keys::AllBut(n) => rest.len().saturating_sub(n),
+                Keys::NumKeysAt(i) => int(i).and_then(|n| usize::try_from(n).ok())?,
+                Keys::Fixed(n) => n,
             };
-            Lookup::Window {
-                nothing_is_miss: !has("LIMIT") && is(1, low) && is(2, high),
-            }
+            return several(keys, empty_is_miss, found_is_hit);
         }
-        "sinter" => return several(rest.len(), false, true),
-        "sunion" => return several(rest.len(), true, false),
-        "sdiff" => return several(rest.len(), false, false),
-        "sinterstore" => return several(rest.len().saturating_sub(1), false, true),
-        "sunionstore" => return several(rest.len().saturating_sub(1), true, false),
-        "sdiffstore" => return several(rest.len().saturating_sub(1), false, false),
-        "sintercard" | "zintercard" | "zinter" => return several(numkeys(0)?, false, true),
-        "zunion" => return several(numkeys(0)?, true, false),
-        "zdiff" => return several(numkeys(0)?, false, false),
-        "zinterstore" => return several(numkeys(1)?, false, true),
-        "zunionstore" => return several(numkeys(1)?, true, false),
-        "zdiffstore" => return several(numkeys(1)?, false, false),
-        "bitop" => return several(rest.len().saturating_sub(2), false, false),
-        // Several HyperLogLogs; PFMERGE looks its destination up as a source.
-        "pfcount" | "pfmerge" => return several(rest.len(), false, false),
-        "lcs" => return several(2, false, true),
-        _ => return None,
     };
     Some((rule, 1))
 }
 
+/// How a request's words are read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reading {
+    /// Keep each command's first key (for spans); metrics never need it.
+    pub keys: bool,
+}
+
 impl Command {
     /// The command of a request array; `None` when it is not one.
-    pub fn from_request(request: Value) -> Option<Command> {
+    pub fn from_request(request: Value, reading: Reading) -> Option<Command> {
         let Value::Array(words) = request else {
             return None;
         };
         let words: Vec<Vec<u8>> = words
             .into_iter()
             .filter_map(|word| match word {
-                Value::Bulk(bytes) | Value::Simple(bytes) => Some(bytes),
+                Value::Bulk { head, .. } => Some(head.into_vec()),
+                Value::Simple(text) => Some(text.into_vec()),
                 _ => None,
             })
             .collect();
-        Command::from_words(&words)
+        Command::from_words(&words, reading)
     }
 
     /// The command of a request's words (bulk strings, the name first);
-    /// `None` when they are not one. Only the name, the first key and
-    /// channels are copied, each cut to [`crate::resp::KEEP`] bytes.
-    pub fn from_words<W: AsRef<[u8]>>(words: &[W]) -> Option<Command> {
-        let first = words.first()?.as_ref();
-        if first.is_empty() || first.len() > 32 || !first.iter().all(|b| b.is_ascii_graphic()) {
-            return None;
-        }
+    /// `None` when they are not one. Only the name, the first key (when
+    /// `reading` keeps keys) and channels are copied, each cut to
+    /// [`crate::resp::KEEP`] bytes.
+    pub fn from_words<W: AsRef<[u8]>>(words: &[W], reading: Reading) -> Option<Command> {
+        let mut name = Name::of(words.first()?.as_ref())?;
         let argc = words.len();
-        let mut name = String::with_capacity(first.len());
-        // ASCII, checked above.
-        name.extend(first.iter().map(|b| char::from(b.to_ascii_lowercase())));
         let mut rest = &words[1..];
-        if CONTAINERS.contains(&name.as_str())
-            && let Some(sub) = rest.first().map(AsRef::as_ref)
-            && !sub.is_empty()
-            && sub.len() <= 32
+        if name.0.container
+            && let Some(sub) = rest.first()
+            && let Some(full) = name.with_sub(sub.as_ref())
         {
-            name.push('|');
-            name.push_str(&String::from_utf8_lossy(sub).to_ascii_lowercase());
+            name = full;
             rest = &rest[1..];
         }
-        let (lookup, keys) = match lookup_rule(&name, rest) {
+        let (lookup, keys) = match name.0.family.and_then(|family| rule(family, rest)) {
             Some((rule, keys)) => (Some(rule), keys),
             None => (None, 0),
         };
@@ -551,14 +882,17 @@ impl Command {
         // Only channels are kept: other arguments (values, and the
         // credentials of AUTH, HELLO, ACL SETUSER, CONFIG SET, MIGRATE) are
         // never kept.
-        let args = match name.as_str() {
+        let args = match name.role() {
             // The channel, not the message.
-            "publish" | "spublish" => rest.iter().take(1).map(kept).collect(),
-            name if PUB_SUB.contains(&name) => rest.iter().map(kept).collect(),
+            Role::Publish => rest.iter().take(1).map(kept).collect(),
+            Role::Subscribe(_) | Role::Unsubscribe(_) => rest.iter().map(kept).collect(),
             _ => Vec::new(),
         };
-        let keyed = !KEYLESS.contains(&name.as_str()) && !name.contains('|');
-        let key = if keyed { rest.first().map(kept) } else { None };
+        let key = if reading.keys && name.0.keyed {
+            rest.first().map(|key| kept(key).into_boxed_slice())
+        } else {
+            None
+        };
         Some(Command {
             name,
             key,
@@ -595,23 +929,25 @@ mod tests {
         let array = Value::Array(
             words
                 .iter()
-                .map(|w| Value::Bulk(w.as_bytes().to_vec()))
+                .map(|w| Value::bulk(w.as_bytes()))
                 .collect(),
         );
-        Command::from_request(array).unwrap()
+        Command::from_request(array, Reading { keys: true }).unwrap()
     }
 
     #[test]
     fn words_read_in_place_keep_only_a_cut_key_and_channels() {
         let key = vec![b'k'; 1000];
-        let get = Command::from_words(&[&b"GeT"[..], &key]).unwrap();
+        let get = Command::from_words(&[&b"GeT"[..], &key], Reading { keys: true }).unwrap();
         assert_eq!((get.name.as_str(), get.argc), ("get", 2));
         assert_eq!(get.key.as_deref(), Some(&key[..crate::resp::KEEP]));
-        let publish = Command::from_words(&[&b"PUBLISH"[..], b"ch", b"secret"]).unwrap();
+        let unkept = Command::from_words(&[&b"GET"[..], &key], Reading::default()).unwrap();
+        assert!(unkept.key.is_none(), "keys are kept only when asked for");
+        let publish = Command::from_words(&[&b"PUBLISH"[..], b"ch", b"secret"], Reading { keys: true }).unwrap();
         assert_eq!(publish.channels(), [b"ch".to_vec()]);
-        let auth = Command::from_words(&[&b"AUTH"[..], b"user", b"password"]).unwrap();
+        let auth = Command::from_words(&[&b"AUTH"[..], b"user", b"password"], Reading { keys: true }).unwrap();
         assert!(auth.key.is_none() && auth.args.is_empty(), "{auth:?}");
-        assert!(Command::from_words(&[&b"G\x00T"[..]]).is_none());
+        assert!(Command::from_words(&[&b"G\x00T"[..]], Reading { keys: true }).is_none());
     }
 
     #[test]
@@ -631,7 +967,7 @@ mod tests {
             "one key, two fields"
         );
         assert_eq!(command(&["CLIENT", "SETINFO", "lib-name", "x"]).argc, 4);
-        assert!(Command::from_request(Value::Integer(1)).is_none());
+        assert!(Command::from_request(Value::Integer(1), Reading::default()).is_none());
     }
 
     #[test]
@@ -653,12 +989,12 @@ mod tests {
 
     #[test]
     fn key_lookups_as_redis_counts_them() {
-        let bulk = || Value::Bulk(b"v".to_vec());
+        let bulk = || Value::bulk(b"v");
         let array = |items: Vec<Value>| Value::Array(items);
         assert_eq!(lookups(&["GET", "k"], &bulk()), (1, 0, 0));
         assert_eq!(lookups(&["GET", "k"], &Value::Nil), (0, 1, 0));
         assert_eq!(
-            lookups(&["GET", "k"], &Value::Bulk(Vec::new())),
+            lookups(&["GET", "k"], &Value::bulk(b"")),
             (1, 0, 0),
             "an empty string is there"
         );
@@ -682,7 +1018,7 @@ mod tests {
         assert_eq!(lookups(&["TTL", "k"], &Value::Integer(-2)), (0, 1, 0));
         assert_eq!(lookups(&["TTL", "k"], &Value::Integer(-1)), (1, 0, 0));
         assert_eq!(
-            lookups(&["TYPE", "k"], &Value::Simple(b"none".to_vec())),
+            lookups(&["TYPE", "k"], &Value::simple(b"none")),
             (0, 1, 0)
         );
         assert_eq!(lookups(&["HGETALL", "h"], &array(vec![])), (0, 1, 0));
@@ -725,7 +1061,7 @@ mod tests {
             (0, 0, 1)
         );
         assert_eq!(
-            lookups(&["GETRANGE", "s", "0", "-1"], &Value::Bulk(Vec::new())),
+            lookups(&["GETRANGE", "s", "0", "-1"], &Value::bulk(b"")),
             (0, 1, 0)
         );
         assert_eq!(
@@ -752,7 +1088,7 @@ mod tests {
         assert_eq!(lookups(&["SET", "k", "v", "GET"], &Value::Nil), (0, 1, 0));
         assert_eq!(lookups(&["GETDEL", "k"], &bulk()), (1, 0, 0));
         assert_eq!(
-            lookups(&["SET", "k", "v"], &Value::Simple(b"OK".to_vec())),
+            lookups(&["SET", "k", "v"], &Value::simple(b"OK")),
             (0, 0, 0)
         );
         assert_eq!(lookups(&["INCR", "k"], &Value::Integer(1)), (0, 0, 0));

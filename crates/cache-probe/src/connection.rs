@@ -5,29 +5,65 @@
 
 use std::collections::VecDeque;
 
-use crate::commands::{self, Command};
-use crate::resp::{Next, Stream, Value};
+use crate::commands::{self, Command, Reading, Role, Subscription};
+use crate::resp::{KEEP, Next, Stream, Value};
 
 /// Most commands awaiting a reply on one connection (deep pipelines are
 /// far shorter).
 const MAX_PENDING: usize = 100_000;
 
-/// What the connection tells about the traffic.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Observation {
+/// What a connection tells about the traffic, as it finds it.
+pub trait Observer {
     /// A command and its outcome.
-    Command(Completed),
+    fn command(&mut self, done: &Completed);
     /// Commands seen in one request burst (one syscall).
-    Pipeline(usize),
+    fn pipeline(&mut self, depth: usize);
     /// A pub/sub message delivered to this connection.
-    Delivered { channel: Vec<u8> },
+    fn delivered(&mut self, channel: &[u8]);
     /// A `PUBLISH` answered.
-    Published { channel: Vec<u8> },
+    fn published(&mut self, channel: &[u8]);
     /// The framing of a stream was lost and found again.
-    Resync,
+    fn resync(&mut self);
     /// Bytes not captured that the parser skipped, knowing their length
     /// (inside bulk strings), without losing the framing.
+    fn skipped(&mut self, bytes: u64);
+}
+
+/// What the connection told, as a list (tests, and callers that look at
+/// everything afterwards).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observation {
+    Command(Completed),
+    Pipeline(usize),
+    Delivered { channel: Vec<u8> },
+    Published { channel: Vec<u8> },
+    Resync,
     Skipped(u64),
+}
+
+impl Observer for Vec<Observation> {
+    fn command(&mut self, done: &Completed) {
+        self.push(Observation::Command(done.clone()));
+    }
+    fn pipeline(&mut self, depth: usize) {
+        self.push(Observation::Pipeline(depth));
+    }
+    fn delivered(&mut self, channel: &[u8]) {
+        self.push(Observation::Delivered {
+            channel: channel.to_vec(),
+        });
+    }
+    fn published(&mut self, channel: &[u8]) {
+        self.push(Observation::Published {
+            channel: channel.to_vec(),
+        });
+    }
+    fn resync(&mut self) {
+        self.push(Observation::Resync);
+    }
+    fn skipped(&mut self, bytes: u64) {
+        self.push(Observation::Skipped(bytes));
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +115,7 @@ struct Pending {
 pub struct Connection {
     requests: Stream,
     replies: Stream,
+    reading: Reading,
     pending: VecDeque<Pending>,
     /// A `MULTI` was sent and no `EXEC` or `DISCARD` yet.
     transaction_open: bool,
@@ -96,9 +133,59 @@ pub struct Connection {
 
 impl Default for Connection {
     fn default() -> Self {
+        Connection::new(Reading { keys: true })
+    }
+}
+
+/// Reports the bytes `stream` skipped without seeing them.
+fn skipped(skipped: u64, out: &mut impl Observer) {
+    if skipped > 0 {
+        out.skipped(skipped);
+    }
+}
+
+/// What a push (or, in RESP2 pub/sub mode, an array) is, by its first word.
+fn push_kind(value: Option<&Value>) -> Option<PushKind> {
+    let word = value?.as_bytes()?;
+    let mut lower = [0u8; 12];
+    if word.len() > lower.len() {
+        return Some(PushKind::Other);
+    }
+    for (slot, b) in lower.iter_mut().zip(word) {
+        *slot = b.to_ascii_lowercase();
+    }
+    let confirmation = |which, subscribing| PushKind::Confirmation { which, subscribing };
+    Some(match &lower[..word.len()] {
+        b"message" | b"smessage" => PushKind::Message,
+        b"pmessage" => PushKind::PatternMessage,
+        b"subscribe" => confirmation(Subscription::Channel, true),
+        b"psubscribe" => confirmation(Subscription::Pattern, true),
+        b"ssubscribe" => confirmation(Subscription::Shard, true),
+        b"unsubscribe" => confirmation(Subscription::Channel, false),
+        b"punsubscribe" => confirmation(Subscription::Pattern, false),
+        b"sunsubscribe" => confirmation(Subscription::Shard, false),
+        _ => PushKind::Other,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PushKind {
+    Message,
+    PatternMessage,
+    Confirmation {
+        which: Subscription,
+        subscribing: bool,
+    },
+    Other,
+}
+
+impl Connection {
+    /// A connection whose commands are read as `reading` says.
+    pub fn new(reading: Reading) -> Self {
         Connection {
             requests: Stream::requests(),
             replies: Stream::replies(),
+            reading,
             pending: VecDeque::new(),
             transaction_open: false,
             queued: Vec::new(),
@@ -107,23 +194,7 @@ impl Default for Connection {
             subscriptions: Default::default(),
         }
     }
-}
 
-/// Reports the bytes `stream` skipped without seeing them.
-fn skipped(stream: &mut Stream, out: &mut Vec<Observation>) {
-    let bytes = stream.take_skipped();
-    if bytes > 0 {
-        out.push(Observation::Skipped(bytes));
-    }
-}
-
-fn word(value: Option<&Value>) -> Option<String> {
-    value
-        .and_then(Value::as_bytes)
-        .map(|b| String::from_utf8_lossy(b).to_ascii_lowercase())
-}
-
-impl Connection {
     /// Bytes the client sent in one syscall (`length` moved, the first
     /// `captured` of them seen).
     pub fn requests(
@@ -131,9 +202,9 @@ impl Connection {
         captured: &[u8],
         length: usize,
         at_ns: u64,
-        out: &mut Vec<Observation>,
+        out: &mut impl Observer,
     ) {
-        self.request_part(captured.to_vec(), length - captured.len(), true, at_ns, out);
+        self.request_part(captured, length - captured.len(), true, at_ns, out);
     }
 
     /// Part of a request syscall: `captured` bytes, then `missed` bytes not
@@ -141,52 +212,55 @@ impl Connection {
     /// burst).
     pub fn request_part(
         &mut self,
-        captured: Vec<u8>,
+        captured: &[u8],
         missed: usize,
         last: bool,
         at_ns: u64,
-        out: &mut Vec<Observation>,
+        out: &mut impl Observer,
     ) {
-        let length = captured.len() + missed;
-        self.requests.push_owned(captured, length);
+        let reading = self.reading;
+        // Taken out while its commands are queued (see `reply_part`).
+        let mut requests = std::mem::take(&mut self.requests);
+        let mut feed = requests.feed(captured, missed);
         loop {
             // The common shape first, read in place; the rest as values.
-            if let Some(command) = self.requests.next_words(|words| Command::from_words(words)) {
-                if let Some(command) = command {
-                    self.burst += 1;
-                    self.sent(command, at_ns);
-                }
-                continue;
-            }
-            match self.requests.next_value() {
-                Next::Incomplete => break,
-                Next::Resync => out.push(Observation::Resync),
-                Next::Value(value) => {
-                    if let Some(command) = Command::from_request(value) {
-                        self.burst += 1;
-                        self.sent(command, at_ns);
+            let command = match feed.next_words(|words| Command::from_words(words, reading)) {
+                Some(command) => command,
+                None => match feed.next_value(KEEP) {
+                    Next::Incomplete => break,
+                    Next::Resync => {
+                        out.resync();
+                        continue;
                     }
-                }
+                    Next::Value(value) => Command::from_request(value, reading),
+                },
+            };
+            if let Some(command) = command {
+                self.burst += 1;
+                self.sent(command, at_ns);
             }
         }
-        skipped(&mut self.requests, out);
+        skipped(feed.take_skipped(), out);
+        drop(feed);
+        self.requests = requests;
         if last && self.burst > 0 {
-            out.push(Observation::Pipeline(std::mem::take(&mut self.burst)));
+            out.pipeline(std::mem::take(&mut self.burst));
         }
     }
 
     fn sent(&mut self, command: Command, at_ns: u64) {
-        let name = command.name.as_str();
-        let in_transaction = self.transaction_open && !matches!(name, "exec" | "discard" | "multi");
-        match name {
-            "multi" => self.transaction_open = true,
-            "exec" | "discard" => self.transaction_open = false,
+        let role = command.name.role();
+        let in_transaction =
+            self.transaction_open && !matches!(role, Role::Exec | Role::Discard | Role::Multi);
+        match role {
+            Role::Multi => self.transaction_open = true,
+            Role::Exec | Role::Discard => self.transaction_open = false,
             _ => {}
         }
-        let confirmations = match name {
-            "subscribe" | "psubscribe" | "ssubscribe" => Some(command.args.len().max(1)),
-            "unsubscribe" | "punsubscribe" | "sunsubscribe" if command.args.is_empty() => None,
-            "unsubscribe" | "punsubscribe" | "sunsubscribe" => Some(command.args.len()),
+        let confirmations = match role {
+            Role::Subscribe(_) => Some(command.args.len().max(1)),
+            Role::Unsubscribe(_) if command.args.is_empty() => None,
+            Role::Unsubscribe(_) => Some(command.args.len()),
             _ => Some(0),
         };
         // Replies that never come (CLIENT REPLY OFF, a reply stream lost)
@@ -208,31 +282,42 @@ impl Connection {
         captured: &[u8],
         length: usize,
         at_ns: u64,
-        out: &mut Vec<Observation>,
+        out: &mut impl Observer,
     ) {
-        self.reply_part(captured.to_vec(), length - captured.len(), at_ns, out);
+        self.reply_part(captured, length - captured.len(), at_ns, out);
     }
 
     /// Part of a reply syscall: `captured` bytes, then `missed` not
     /// captured.
     pub fn reply_part(
         &mut self,
-        captured: Vec<u8>,
+        captured: &[u8],
         missed: usize,
         at_ns: u64,
-        out: &mut Vec<Observation>,
+        out: &mut impl Observer,
     ) {
-        let length = captured.len() + missed;
-        self.replies.push_owned(captured, length);
+        // The stream is taken out while its values are handled (handling
+        // them changes the rest of the connection).
+        let mut replies = std::mem::take(&mut self.replies);
+        let mut feed = replies.feed(captured, missed);
         loop {
-            match self.replies.next_value() {
+            // Of a bulk string only its length matters, but where a push or
+            // a confirmation may come, whose words name channels.
+            let keep = if self.subscribed || self.expects_confirmation() {
+                KEEP
+            } else {
+                0
+            };
+            match feed.next_value(keep) {
                 Next::Incomplete => break,
                 Next::Resync => {
                     // Which reply answers which command is no longer known:
                     // the commands waiting are counted without an outcome.
-                    out.push(Observation::Resync);
-                    for pending in self.pending.drain(..).chain(self.queued.drain(..)) {
-                        out.push(Observation::Command(Completed {
+                    out.resync();
+                    let waiting: Vec<Pending> =
+                        self.pending.drain(..).chain(self.queued.drain(..)).collect();
+                    for pending in waiting {
+                        out.command(&Completed {
                             command: pending.command,
                             status: Status::Ok,
                             lookups: commands::Lookups::default(),
@@ -240,26 +325,25 @@ impl Connection {
                             error: None,
                             sent_ns: pending.sent_ns,
                             answered_ns: at_ns,
-                        }));
+                        });
                     }
                 }
                 Next::Value(value) => self.reply(value, at_ns, out),
             }
         }
-        skipped(&mut self.replies, out);
+        skipped(feed.take_skipped(), out);
+        drop(feed);
+        self.replies = replies;
     }
 
-    fn reply(&mut self, value: Value, at_ns: u64, out: &mut Vec<Observation>) {
+    fn reply(&mut self, value: Value, at_ns: u64, out: &mut impl Observer) {
         // Out-of-band: RESP3 pushes, and RESP2 messages in pub/sub mode.
         let push = match &value {
             Value::Push(items) => Some(items),
             Value::Array(items) if self.subscribed || self.expects_confirmation() => {
-                match word(items.first()).as_deref() {
-                    Some(
-                        "message" | "pmessage" | "smessage" | "subscribe" | "psubscribe"
-                        | "ssubscribe" | "unsubscribe" | "punsubscribe" | "sunsubscribe",
-                    ) => Some(items),
-                    _ => None,
+                match push_kind(items.first()) {
+                    Some(PushKind::Other) | None => None,
+                    Some(_) => Some(items),
                 }
             }
             _ => None,
@@ -274,17 +358,17 @@ impl Connection {
         };
         if pending.in_transaction {
             match &value {
-                Value::Simple(s) if s.eq_ignore_ascii_case(b"QUEUED") => {
+                Value::Simple(s) if s.as_slice().eq_ignore_ascii_case(b"QUEUED") => {
                     self.queued.push(pending);
                 }
                 _ => self.complete(pending, &value, at_ns, out),
             }
             return;
         }
-        let name = pending.command.name.clone();
+        let role = pending.command.name.role();
         self.complete(pending, &value, at_ns, out);
-        match name.as_str() {
-            "exec" => {
+        match role {
+            Role::Exec => {
                 let queued = std::mem::take(&mut self.queued);
                 if let Value::Array(results) = &value {
                     for (pending, result) in queued.into_iter().zip(results) {
@@ -293,7 +377,7 @@ impl Connection {
                 }
                 // A nil EXEC (a WATCHed key changed) or EXECABORT ran nothing.
             }
-            "discard" => self.queued.clear(),
+            Role::Discard => self.queued.clear(),
             _ => {}
         }
     }
@@ -304,47 +388,40 @@ impl Connection {
             .is_some_and(|p| p.confirmations != Some(0))
     }
 
-    fn push(&mut self, items: &[Value], at_ns: u64, out: &mut Vec<Observation>) {
-        let kind = word(items.first()).unwrap_or_default();
-        match kind.as_str() {
-            "message" | "smessage" => {
+    fn push(&mut self, items: &[Value], at_ns: u64, out: &mut impl Observer) {
+        match push_kind(items.first()) {
+            Some(PushKind::Message) => {
                 if let Some(channel) = items.get(1).and_then(Value::as_bytes) {
-                    out.push(Observation::Delivered {
-                        channel: channel.to_vec(),
-                    });
+                    out.delivered(channel);
                 }
             }
-            "pmessage" => {
+            Some(PushKind::PatternMessage) => {
                 if let Some(channel) = items.get(2).and_then(Value::as_bytes) {
-                    out.push(Observation::Delivered {
-                        channel: channel.to_vec(),
-                    });
+                    out.delivered(channel);
                 }
             }
-            "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
-            | "sunsubscribe" => {
+            Some(PushKind::Confirmation { which, subscribing }) => {
                 let left = match items.get(2) {
                     Some(Value::Integer(n)) => *n,
                     _ => 0,
                 };
                 self.subscribed = left > 0;
-                let which = match kind.as_bytes()[0] {
-                    b'p' => 1,
-                    b's' => 2,
-                    _ => 0,
-                };
-                let subscribing = !kind.contains("unsubscribe");
-                let channel = items.get(1).and_then(Value::as_bytes).map(<[u8]>::to_vec);
-                let known = self.subscriptions[which].len();
-                if let Some(channel) = channel {
+                let subscriptions = &mut self.subscriptions[which as usize];
+                let known = subscriptions.len();
+                if let Some(channel) = items.get(1).and_then(Value::as_bytes) {
                     if subscribing {
-                        self.subscriptions[which].insert(channel);
+                        subscriptions.insert(channel.to_vec());
                     } else {
-                        self.subscriptions[which].remove(&channel);
+                        subscriptions.remove(channel);
                     }
                 }
+                let confirms = |role: Role| match role {
+                    Role::Subscribe(kind) => subscribing && kind == which,
+                    Role::Unsubscribe(kind) => !subscribing && kind == which,
+                    _ => false,
+                };
                 let done = match self.pending.front_mut() {
-                    Some(front) if front.command.name == kind => {
+                    Some(front) if confirms(front.command.name.role()) => {
                         // Unsubscribing from all: one confirmation per
                         // subscription there was, one if there was none.
                         let n = front.confirmations.get_or_insert(known.max(1));
@@ -354,21 +431,15 @@ impl Connection {
                     _ => false,
                 };
                 if done && let Some(pending) = self.pending.pop_front() {
-                    self.complete(pending, &Value::Simple(Vec::new()), at_ns, out);
+                    self.complete(pending, &Value::simple(b""), at_ns, out);
                 }
             }
             // Client-side caching invalidations and the like.
-            _ => {}
+            Some(PushKind::Other) | None => {}
         }
     }
 
-    fn complete(
-        &mut self,
-        pending: Pending,
-        reply: &Value,
-        at_ns: u64,
-        out: &mut Vec<Observation>,
-    ) {
+    fn complete(&mut self, pending: Pending, reply: &Value, at_ns: u64, out: &mut impl Observer) {
         let command = pending.command;
         let lookups = commands::key_lookups(&command, reply);
         let (status, error, rejected) = match reply {
@@ -377,20 +448,18 @@ impl Connection {
                 Some(crate::resp::error_code(message).to_owned()),
                 commands::rejection(&command, message),
             ),
-            _ => match commands::found(&command.name, reply) {
+            _ => match commands::found(command.name, reply) {
                 Some(true) => (Status::Hit, None, None),
                 Some(false) => (Status::Miss, None, None),
                 None => (Status::Ok, None, None),
             },
         };
-        if (command.name == "publish" || command.name == "spublish")
+        if command.name.role() == Role::Publish
             && let Some(channel) = command.args.first()
         {
-            out.push(Observation::Published {
-                channel: channel.clone(),
-            });
+            out.published(channel);
         }
-        out.push(Observation::Command(Completed {
+        out.command(&Completed {
             command,
             status,
             lookups,
@@ -398,7 +467,7 @@ impl Connection {
             error,
             sent_ns: pending.sent_ns,
             answered_ns: at_ns,
-        }));
+        });
     }
 }
 
@@ -433,7 +502,7 @@ mod tests {
         out.iter()
             .filter_map(|o| match o {
                 Observation::Command(c) => Some((
-                    c.command.name.clone(),
+                    c.command.name.to_string(),
                     c.status,
                     c.lookups.hits,
                     c.lookups.misses,
@@ -473,7 +542,7 @@ mod tests {
         let mut out = Vec::new();
         let chunks: Vec<&[u8]> = request.chunks(16_384).collect();
         for (i, chunk) in chunks.iter().enumerate() {
-            conn.request_part(chunk.to_vec(), 0, i + 1 == chunks.len(), 0, &mut out);
+            conn.request_part(chunk, 0, i + 1 == chunks.len(), 0, &mut out);
         }
         assert!(chunks.len() > 1);
         assert_eq!(out, vec![Observation::Pipeline(300)]);
@@ -490,7 +559,7 @@ mod tests {
         let mut captured = head.into_bytes();
         captured.resize(1 << 20, b'x');
         let missed = total - captured.len();
-        conn.request_part(captured, missed, true, 0, &mut out);
+        conn.request_part(&captured, missed, true, 0, &mut out);
         conn.requests(&resp(&["GET", "k"]), 13 + 7, 1, &mut out);
         conn.replies(b"+OK\r\n$1\r\nv\r\n", 12, 2, &mut out);
         let skipped: u64 = out

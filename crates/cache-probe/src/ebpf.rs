@@ -40,25 +40,93 @@ const COUNTER_TRUNCATED: u32 = 1;
 const COUNTERS: u32 = 2;
 const MAX_PORTS: usize = 16;
 
-/// One event from the kernel, copied out of the ring buffer.
-#[derive(Debug, Clone)]
+/// One record from the kernel; its bytes are in the [`Batch`] it came in.
+#[derive(Debug, Clone, Default)]
 pub struct Event {
     pub timestamp_ns: u64,
     pub cookie: u64,
-    pub tgid: u32,
     pub kind: u32,
     pub direction: u32,
-    /// Bytes the syscall moved; `data` holds those from `offset` on (a
+    /// Bytes the syscall moved; the record holds those from `offset` on (a
     /// syscall that moved more than one record holds comes in several).
     pub length: u32,
     pub offset: u32,
-    /// The syscall's last record: bytes past `offset + data.len()` were
-    /// not captured.
+    /// The syscall's last record: bytes past `offset` + its bytes were not
+    /// captured.
     pub last: bool,
-    pub local: std::net::SocketAddr,
-    pub remote: std::net::SocketAddr,
+    pub ends: Ends,
     pub comm: Comm,
-    pub data: Vec<u8>,
+    /// Where its bytes are in its batch (set by [`Batch::push`]).
+    pub data: std::ops::Range<usize>,
+}
+
+/// A connection's two ends, as the kernel reports them (IPv4 addresses
+/// mapped into IPv6), made socket addresses only when needed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ends {
+    local_addr: [u8; 16],
+    remote_addr: [u8; 16],
+    pub local_port: u16,
+    pub remote_port: u16,
+}
+
+impl Ends {
+    pub fn new(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> Ends {
+        let raw = |addr: std::net::SocketAddr| match addr.ip() {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            std::net::IpAddr::V6(v6) => v6.octets(),
+        };
+        Ends {
+            local_addr: raw(local),
+            remote_addr: raw(remote),
+            local_port: local.port(),
+            remote_port: remote.port(),
+        }
+    }
+
+    pub fn local(&self) -> std::net::SocketAddr {
+        address(&self.local_addr, self.local_port)
+    }
+
+    pub fn remote(&self) -> std::net::SocketAddr {
+        address(&self.remote_addr, self.remote_port)
+    }
+}
+
+/// Records drained together, their bytes in one buffer: reused from batch
+/// to batch, so that reading a record allocates nothing.
+#[derive(Debug, Default)]
+pub struct Batch {
+    events: Vec<Event>,
+    bytes: Vec<u8>,
+}
+
+impl Batch {
+    /// Adds `event`, whose bytes are `data`.
+    pub fn push(&mut self, mut event: Event, data: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(data);
+        event.data = start..self.bytes.len();
+        self.events.push(event);
+    }
+
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// The bytes of `event`, one of this batch's.
+    pub fn data(&self, event: &Event) -> &[u8] {
+        &self.bytes[event.data.clone()]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.bytes.clear();
+    }
 }
 
 /// A process name as the kernel reports it (up to 15 bytes, NUL-padded),
@@ -67,6 +135,14 @@ pub struct Event {
 pub struct Comm([u8; 16]);
 
 impl Comm {
+    pub fn new(name: &str) -> Comm {
+        let mut comm = [0; 16];
+        for (slot, b) in comm.iter_mut().zip(name.bytes().take(15)) {
+            *slot = b;
+        }
+        Comm(comm)
+    }
+
     pub fn name(&self) -> String {
         let end = self.0.iter().position(|&b| b == 0).unwrap_or(16);
         String::from_utf8_lossy(&self.0[..end]).into_owned()
@@ -302,41 +378,35 @@ impl Probe {
     }
 
     /// Drains the ring buffer every `every`, without the kernel ever waking
-    /// us per event, handing each batch of events to `handle` (which may
-    /// take their payloads; the vector is kept for the next batch); returns
-    /// when `keep_going` says to stop.
+    /// us per event, handing each batch of events to `handle`; returns when
+    /// `keep_going` says to stop.
     pub fn drain(
         &self,
         every: Duration,
-        mut handle: impl FnMut(&mut [Event]),
+        mut handle: impl FnMut(&Batch),
         mut keep_going: impl FnMut(&Self) -> bool,
     ) -> anyhow::Result<()> {
         // Filled by the callback during `consume`, emptied after it.
-        let events = std::rc::Rc::new(std::cell::RefCell::new(Vec::with_capacity(1024)));
-        let sink = events.clone();
+        let batch = std::cell::RefCell::new(Batch::default());
         let mut builder = RingBufferBuilder::new();
         builder
-            .add(&self.skel.maps.events, move |data: &[u8]| {
-                if let Some(event) = parse_event(data) {
-                    sink.borrow_mut().push(event);
-                }
+            .add(&self.skel.maps.events, |data: &[u8]| {
+                read_record(data, &mut batch.borrow_mut());
                 0
             })
             .context("cannot read the ring buffer")?;
         let ring = builder.build().context("cannot read the ring buffer")?;
         loop {
             ring.consume().context("cannot read the ring buffer")?;
-            // One vector for every batch: a new one each time cost fresh
-            // pages and, while growing, a copy of every event.
             {
-                let mut batch = events.borrow_mut();
+                let mut batch = batch.borrow_mut();
                 if !batch.is_empty() {
-                    let data = batch.iter().filter(|e| e.kind == EVENT_DATA);
+                    let data = batch.events.iter().filter(|e| e.kind == EVENT_DATA);
                     let (records, bytes) =
                         data.fold((0, 0), |(n, b), e| (n + 1, b + e.data.len() as u64));
                     self.records.fetch_add(records, Ordering::Relaxed);
                     self.record_bytes.fetch_add(bytes, Ordering::Relaxed);
-                    handle(&mut batch);
+                    handle(&batch);
                     batch.clear();
                 }
             }
@@ -359,30 +429,34 @@ pub fn monotonic_ns() -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
-fn parse_event(data: &[u8]) -> Option<Event> {
+/// Adds the ring buffer record `data` to `batch`.
+fn read_record(data: &[u8], batch: &mut Batch) {
     let size = std::mem::size_of::<event_header>();
     if data.len() < size {
-        return None;
+        return;
     }
     // SAFETY: the ring buffer record starts with an event_header written by
     // the kernel side; read_unaligned copes with any alignment.
     let header: event_header = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
     let captured = (header.captured as usize).min(data.len() - size);
-    let comm = Comm(header.comm.map(|c| c as u8));
-    Some(Event {
+    let event = Event {
         timestamp_ns: header.timestamp_ns,
         cookie: header.socket_cookie,
-        tgid: header.tgid,
         kind: header.kind,
         direction: header.direction,
         length: header.length,
         offset: header.offset,
         last: header.flags & RECORD_LAST != 0,
-        local: address(&header.ends.local_addr, header.ends.local_port),
-        remote: address(&header.ends.remote_addr, header.ends.remote_port),
-        comm,
-        data: data[size..size + captured].to_vec(),
-    })
+        ends: Ends {
+            local_addr: header.ends.local_addr,
+            remote_addr: header.ends.remote_addr,
+            local_port: header.ends.local_port,
+            remote_port: header.ends.remote_port,
+        },
+        comm: Comm(header.comm.map(|c| c as u8)),
+        data: 0..0,
+    };
+    batch.push(event, &data[size..size + captured]);
 }
 
 fn address(raw: &[u8; 16], port: u16) -> std::net::SocketAddr {

@@ -29,6 +29,7 @@ pub mod commands;
 pub mod connection;
 pub mod discover;
 pub mod ebpf;
+mod fnv;
 pub mod info;
 pub mod metrics;
 pub mod resp;

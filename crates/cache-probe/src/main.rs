@@ -190,7 +190,7 @@ fn follow(
     let mut counted_at = Instant::now();
     let drained = probe.drain(
         plan.drain_interval,
-        |events| tracker.handle_batch(events),
+        |batch| tracker.handle_batch(batch),
         |probe| {
             if counted_at.elapsed() >= Duration::from_secs(1) {
                 counted_at = Instant::now();

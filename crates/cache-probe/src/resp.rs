@@ -6,35 +6,85 @@
 //! so it is skipped. A hole anywhere else (in a type byte, a length line, an
 //! integer) loses the framing: the stream reports a resync and, for
 //! requests, drops bytes up to the next plausible start of a command array.
-//! Values are kept small: bulk strings longer than [`KEEP`] bytes are cut
-//! (the probe needs command names, keys and channel names, never values).
+//! Values are kept small: of a bulk string only its length and as many of
+//! its first bytes as the reader asks for (the probe needs command names,
+//! keys and channel names, never values).
 //!
-//! Requests in the shape clients send them (an array of bulk strings) that
-//! lie whole in one record are read in place by [`Stream::next_words`],
-//! with no value built: that is nearly every command of a busy server.
+//! What a syscall moved is read where it lies ([`Stream::feed`]) while the
+//! stream holds nothing from before: only the unfinished end of it, if
+//! any, is copied and kept for the next syscall. Requests in the shape
+//! clients send them (an array of bulk strings) are read in place by
+//! [`Feed::next_words`], with no value built: that is nearly every command
+//! of a busy server.
 
 use std::collections::VecDeque;
 
-/// Bytes kept of each bulk string.
+/// Bytes kept of each bulk string, at most.
 pub const KEEP: usize = 256;
+/// Bytes a [`Text`] holds without allocating.
+const INLINE: usize = 22;
 /// Deepest nesting parsed (arrays of arrays of …); deeper is a framing error.
 const MAX_DEPTH: usize = 8;
-/// Most words of a request read by [`Stream::next_words`]; longer ones go
+/// Most words of a request read by [`Feed::next_words`]; longer ones go
 /// through the general parser.
 const FAST_WORDS: usize = 16;
 /// Most elements of one aggregate; more is taken for a framing error.
 const MAX_ELEMENTS: i64 = 1 << 24;
 
-/// A parsed value, with bulk strings cut to [`KEEP`] bytes.
+/// The first bytes of a string: up to [`INLINE`] of them without an
+/// allocation (a reply's `OK`, `QUEUED`, a type name, a push's kind).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Text {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl Text {
+    pub fn new(bytes: &[u8]) -> Text {
+        if bytes.len() <= INLINE {
+            let mut inline = [0; INLINE];
+            inline[..bytes.len()].copy_from_slice(bytes);
+            Text::Inline {
+                len: bytes.len() as u8,
+                bytes: inline,
+            }
+        } else {
+            Text::Heap(bytes.into())
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Text::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Text::Heap(bytes) => bytes,
+        }
+    }
+
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            Text::Heap(bytes) => bytes.into_vec(),
+            inline => inline.as_slice().to_vec(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_slice()))
+    }
+}
+
+/// A parsed value, with bulk strings cut to what the reader keeps.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// `+`, and RESP3 verbatim strings, big numbers, doubles, booleans.
-    Simple(Vec<u8>),
+    Simple(Text),
     /// `-` and RESP3 `!`: the error's message, cut to [`KEEP`] bytes; its
     /// first word is its code (`ERR`, `WRONGTYPE`, …, see [`error_code`]).
     Error(String),
     Integer(i64),
-    Bulk(Vec<u8>),
+    /// `$`: its length, and its first bytes (as many as the reader keeps).
+    Bulk { len: usize, head: Text },
     /// `$-1`, `*-1`, RESP3 `_`.
     Nil,
     /// `*`, RESP3 `~` (set) and `%` (map, flattened: key, value, …).
@@ -44,10 +94,23 @@ pub enum Value {
 }
 
 impl Value {
-    /// Bulk or simple string contents.
+    /// A bulk string kept whole (tests, and values built by hand).
+    pub fn bulk(bytes: &[u8]) -> Value {
+        Value::Bulk {
+            len: bytes.len(),
+            head: Text::new(bytes),
+        }
+    }
+
+    /// A simple string.
+    pub fn simple(bytes: &[u8]) -> Value {
+        Value::Simple(Text::new(bytes))
+    }
+
+    /// Bulk or simple string contents, as kept.
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
-            Value::Bulk(b) | Value::Simple(b) => Some(b),
+            Value::Bulk { head, .. } | Value::Simple(head) => Some(head.as_slice()),
             _ => None,
         }
     }
@@ -68,6 +131,8 @@ enum Segment {
 /// One direction of one connection.
 #[derive(Debug, Default)]
 pub struct Stream {
+    /// What was moved and not yet read: the unfinished end of earlier
+    /// syscalls, and holes.
     segments: VecDeque<Segment>,
     /// Framing was lost: drop bytes until a command array seems to start.
     lost: bool,
@@ -77,7 +142,7 @@ pub struct Stream {
     skipped: u64,
 }
 
-/// What [`Stream::next_value`] found.
+/// What [`Feed::next_value`] found.
 #[derive(Debug, PartialEq)]
 pub enum Next {
     Value(Value),
@@ -85,6 +150,15 @@ pub enum Next {
     Incomplete,
     /// Framing lost (and, for requests, found again further on).
     Resync,
+}
+
+/// A syscall's bytes being read: from where they lie while the stream held
+/// nothing before them, else from the stream, where they were copied. What
+/// is left unread when the feed is dropped is kept for the next syscall.
+pub struct Feed<'a> {
+    stream: &'a mut Stream,
+    /// Bytes not yet read, not copied (empty once in the stream).
+    input: &'a [u8],
 }
 
 impl Stream {
@@ -101,17 +175,28 @@ impl Stream {
 
     /// Appends what a syscall moved: `captured` bytes of its `length`.
     pub fn push(&mut self, captured: &[u8], length: usize) {
-        self.push_owned(captured.to_vec(), length);
+        self.feed(captured, length.saturating_sub(captured.len()))
+            .keep();
     }
 
-    /// [`Stream::push`], keeping `captured` rather than copying it.
-    pub fn push_owned(&mut self, captured: Vec<u8>, length: usize) {
-        let missed = length.saturating_sub(captured.len());
-        if !captured.is_empty() {
-            self.segments.push_back(Segment::Data(captured, 0));
+    /// Starts reading what a syscall moved: `data`, then `missed` bytes not
+    /// captured.
+    pub fn feed<'a>(&'a mut self, data: &'a [u8], missed: usize) -> Feed<'a> {
+        if self.segments.is_empty() && !self.lost && missed == 0 {
+            return Feed {
+                stream: self,
+                input: data,
+            };
+        }
+        if !data.is_empty() {
+            self.segments.push_back(Segment::Data(data.to_vec(), 0));
         }
         if missed > 0 {
             self.segments.push_back(Segment::Hole(missed));
+        }
+        Feed {
+            stream: self,
+            input: &[],
         }
     }
 
@@ -131,15 +216,16 @@ impl Stream {
         self.segments.clear();
     }
 
-    /// The next complete value, if any.
-    pub fn next_value(&mut self) -> Next {
+    /// The next complete value from the buffered segments, bulk strings
+    /// cut to `keep` bytes.
+    fn next_value(&mut self, keep: usize) -> Next {
         if self.lost {
             if !self.resync() {
                 return Next::Incomplete;
             }
             self.lost = false;
         }
-        let mut cursor = Cursor::new(&self.segments);
+        let mut cursor = Cursor::new(Source::Owned(&self.segments), keep);
         match parse(&mut cursor, 0) {
             Ok(value) => {
                 let (index, offset) = (cursor.index, cursor.offset);
@@ -164,44 +250,17 @@ impl Stream {
         }
     }
 
-    /// The next request when it lies whole in the data at the front,
-    /// framed as clients send commands (an array of at most [`FAST_WORDS`]
-    /// bulk strings): its words go to `take`, borrowed, without a
-    /// [`Value`] being built, and are consumed. `None` when it is not that;
-    /// [`Stream::next_value`] then tells what it is (incomplete, another
-    /// shape, a framing error).
-    pub fn next_words<R>(&mut self, take: impl FnOnce(&[&[u8]]) -> R) -> Option<R> {
+    /// The next request from the front data segment, if it lies whole
+    /// there in the common shape (see [`Feed::next_words`]).
+    fn next_words<R>(&mut self, take: impl FnOnce(&[&[u8]]) -> R) -> Option<R> {
         if self.lost {
             return None;
         }
         let Some(Segment::Data(data, start)) = self.segments.front_mut() else {
             return None;
         };
-        let bytes = &data[*start..];
-        if bytes.first() != Some(&b'*') {
-            return None;
-        }
-        let (count, used) = number_in(&bytes[1..])?;
-        let count = usize::try_from(count)
-            .ok()
-            .filter(|n| (1..=FAST_WORDS).contains(n))?;
-        let mut at = 1 + used;
-        let mut words: [&[u8]; FAST_WORDS] = [&[]; FAST_WORDS];
-        for word in &mut words[..count] {
-            if bytes.get(at) != Some(&b'$') {
-                return None;
-            }
-            let (len, used) = number_in(&bytes[at + 1..])?;
-            let begin = at + 1 + used;
-            let end = begin.checked_add(usize::try_from(len).ok()?)?;
-            if bytes.get(end..end + 2) != Some(b"\r\n") {
-                return None;
-            }
-            *word = &bytes[begin..end];
-            at = end + 2;
-        }
-        let taken = take(&words[..count]);
-        *start += at;
+        let (taken, used) = words(&data[*start..], take)?;
+        *start += used;
         if *start >= data.len() {
             self.segments.pop_front();
         }
@@ -275,6 +334,97 @@ impl Stream {
     }
 }
 
+impl Feed<'_> {
+    /// The next request when it lies whole at the front, framed as clients
+    /// send commands (an array of at most [`FAST_WORDS`] bulk strings): its
+    /// words go to `take`, borrowed, without a [`Value`] being built, and
+    /// are consumed. `None` when it is not that; [`Feed::next_value`] then
+    /// tells what it is (incomplete, another shape, a framing error).
+    pub fn next_words<R>(&mut self, take: impl FnOnce(&[&[u8]]) -> R) -> Option<R> {
+        if self.input.is_empty() {
+            return self.stream.next_words(take);
+        }
+        let (taken, used) = words(self.input, take)?;
+        self.input = &self.input[used..];
+        Some(taken)
+    }
+
+    /// The next complete value, bulk strings cut to `keep` bytes.
+    pub fn next_value(&mut self, keep: usize) -> Next {
+        if !self.input.is_empty() {
+            let mut cursor = Cursor::new(Source::Slice(self.input), keep);
+            match parse(&mut cursor, 0) {
+                Ok(value) => {
+                    let used = if cursor.index == 0 {
+                        cursor.offset
+                    } else {
+                        self.input.len()
+                    };
+                    self.input = &self.input[used..];
+                    return Next::Value(value);
+                }
+                // Kept for the next syscall, or read again from the stream,
+                // which handles a framing error.
+                Err(Fault::Incomplete) => {
+                    self.keep();
+                    return Next::Incomplete;
+                }
+                Err(Fault::Framing) => self.keep(),
+            }
+        }
+        self.stream.next_value(keep)
+    }
+
+    /// Copies what is left unread into the stream.
+    fn keep(&mut self) {
+        if !self.input.is_empty() {
+            self.stream
+                .segments
+                .push_back(Segment::Data(self.input.to_vec(), 0));
+            self.input = &[];
+        }
+    }
+
+    /// Bytes skipped inside bulk strings so far.
+    pub fn take_skipped(&mut self) -> u64 {
+        self.stream.take_skipped()
+    }
+}
+
+impl Drop for Feed<'_> {
+    fn drop(&mut self) {
+        self.keep();
+    }
+}
+
+/// A request at the start of `bytes` in the common shape, its words handed
+/// to `take`: what `take` made of them and the bytes the request took.
+fn words<R>(bytes: &[u8], take: impl FnOnce(&[&[u8]]) -> R) -> Option<(R, usize)> {
+    if bytes.first() != Some(&b'*') {
+        return None;
+    }
+    let (count, used) = number_in(&bytes[1..])?;
+    let count = usize::try_from(count)
+        .ok()
+        .filter(|n| (1..=FAST_WORDS).contains(n))?;
+    let mut at = 1 + used;
+    let mut words: [&[u8]; FAST_WORDS] = [&[]; FAST_WORDS];
+    for word in &mut words[..count] {
+        if bytes.get(at) != Some(&b'$') {
+            return None;
+        }
+        let (len, used) = number_in(&bytes[at + 1..])?;
+        let begin = at + 1 + used;
+        let end = begin.checked_add(usize::try_from(len).ok()?)?;
+        if bytes.get(end..end + 2) != Some(b"\r\n") {
+            return None;
+        }
+        *word = &bytes[begin..end];
+        at = end + 2;
+    }
+    Some((take(&words[..count]), at))
+}
+
 /// Where `*<digits>\r\n$` starts in `bytes`, at its beginning or after a
 /// `\n`.
 fn find_command_start(bytes: &[u8]) -> Option<usize> {
@@ -294,30 +444,60 @@ enum Fault {
     Framing,
 }
 
+/// What a cursor reads: the stream's segments, or one syscall's bytes where
+/// they lie.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Owned(&'a VecDeque<Segment>),
+    Slice(&'a [u8]),
+}
+
+enum Piece<'a> {
+    Data(&'a [u8]),
+    Hole(usize),
+}
+
+impl<'a> Source<'a> {
+    fn get(self, index: usize) -> Option<Piece<'a>> {
+        match self {
+            Source::Owned(segments) => segments.get(index).map(|segment| match segment {
+                Segment::Data(data, _) => Piece::Data(data),
+                Segment::Hole(n) => Piece::Hole(*n),
+            }),
+            Source::Slice(data) => (index == 0).then_some(Piece::Data(data)),
+        }
+    }
+}
+
 /// A read position over the segments, never consuming them. The data
 /// segment being read is kept at hand (`current`): most values lie whole in
 /// one, and reading them then takes no look into the queue per byte.
 struct Cursor<'a> {
-    segments: &'a VecDeque<Segment>,
+    source: Source<'a>,
     index: usize,
     offset: usize,
     /// The bytes of segment `index` when it is a data segment, else empty.
     current: &'a [u8],
     /// Hole bytes passed inside bulk payloads.
     skipped: u64,
+    /// Bytes kept of each bulk string.
+    keep: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn new(segments: &'a VecDeque<Segment>) -> Self {
+    fn new(source: Source<'a>, keep: usize) -> Self {
         let mut cursor = Cursor {
-            segments,
+            source,
             index: 0,
             offset: 0,
             current: &[],
             skipped: 0,
+            keep: keep.min(KEEP),
         };
         cursor.at(0);
-        if let Some(Segment::Data(_, start)) = segments.front() {
+        if let Source::Owned(segments) = source
+            && let Some(Segment::Data(_, start)) = segments.front()
+        {
             cursor.offset = *start;
         }
         cursor
@@ -327,8 +507,8 @@ impl<'a> Cursor<'a> {
     fn at(&mut self, index: usize) {
         self.index = index;
         self.offset = 0;
-        self.current = match self.segments.get(index) {
-            Some(Segment::Data(data, _)) => data,
+        self.current = match self.source.get(index) {
+            Some(Piece::Data(data)) => data,
             _ => &[],
         };
     }
@@ -344,10 +524,10 @@ impl<'a> Cursor<'a> {
             return Ok(b);
         }
         loop {
-            match self.segments.get(self.index) {
+            match self.source.get(self.index) {
                 None => return Err(Fault::Incomplete),
-                Some(Segment::Hole(_)) => return Err(Fault::Framing),
-                Some(Segment::Data(data, _)) => {
+                Some(Piece::Hole(_)) => return Err(Fault::Framing),
+                Some(Piece::Data(data)) => {
                     if let Some(&b) = data.get(self.offset) {
                         self.offset += 1;
                         return Ok(b);
@@ -358,15 +538,16 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// A line up to `\r\n` (excluded); framing error past 64 KiB.
-    fn line(&mut self) -> Result<Vec<u8>, Fault> {
-        // Whole in this segment: one search and one copy.
+    /// A line up to `\r\n` (excluded), its first `keep` bytes kept;
+    /// framing error past 64 KiB.
+    fn line(&mut self, keep: usize) -> Result<Text, Fault> {
+        // Whole in this segment: one search, no copy beyond what is kept.
         let rest = self.rest();
         if let Some(end) = rest.iter().take(65_536).position(|&b| b == b'\r')
             && rest.get(end + 1) == Some(&b'\n')
         {
             self.offset += end + 2;
-            return Ok(rest[..end].to_vec());
+            return Ok(Text::new(&rest[..end.min(keep)]));
         }
         let mut line = Vec::new();
         loop {
@@ -375,7 +556,8 @@ impl<'a> Cursor<'a> {
                     if self.byte()? != b'\n' {
                         return Err(Fault::Framing);
                     }
-                    return Ok(line);
+                    line.truncate(keep);
+                    return Ok(Text::new(&line));
                 }
                 b => {
                     line.push(b);
@@ -426,15 +608,15 @@ impl<'a> Cursor<'a> {
         }
         for expected in [b'\r', b'\n'] {
             // Past the end of a data segment, look at the next one.
-            while let Some(Segment::Data(data, _)) = self.segments.get(self.index) {
+            while let Some(Piece::Data(data)) = self.source.get(self.index) {
                 if self.offset < data.len() {
                     break;
                 }
                 self.at(self.index + 1);
             }
-            match self.segments.get(self.index) {
-                Some(Segment::Hole(_)) => {
-                    self.bulk(1)?;
+            match self.source.get(self.index) {
+                Some(Piece::Hole(_)) => {
+                    self.bulk(1, 0)?;
                 }
                 _ => {
                     if self.byte()? != expected {
@@ -446,42 +628,42 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 
-    /// `n` bytes, keeping the first [`KEEP`], through holes.
-    fn bulk(&mut self, mut n: usize) -> Result<Vec<u8>, Fault> {
+    /// `n` bytes, keeping the first `keep`, through holes.
+    fn bulk(&mut self, mut n: usize, keep: usize) -> Result<Text, Fault> {
         let rest = self.rest();
         if rest.len() >= n {
             self.offset += n;
-            return Ok(rest[..n.min(KEEP)].to_vec());
+            return Ok(Text::new(&rest[..n.min(keep)]));
         }
-        let mut kept = Vec::with_capacity(n.min(KEEP));
+        let mut kept = Vec::with_capacity(n.min(keep));
         while n > 0 {
-            match self.segments.get(self.index) {
+            match self.source.get(self.index) {
                 None => return Err(Fault::Incomplete),
-                Some(Segment::Hole(len)) => {
+                Some(Piece::Hole(len)) => {
                     let available = len - self.offset;
                     let take = available.min(n);
                     n -= take;
                     self.offset += take;
                     self.skipped += take as u64;
-                    if self.offset == *len {
+                    if self.offset == len {
                         self.at(self.index + 1);
                     }
                 }
-                Some(Segment::Data(data, _)) => {
+                Some(Piece::Data(data)) => {
                     let available = data.len() - self.offset;
                     if available == 0 {
                         self.at(self.index + 1);
                         continue;
                     }
                     let take = available.min(n);
-                    let room = KEEP.saturating_sub(kept.len()).min(take);
+                    let room = keep.saturating_sub(kept.len()).min(take);
                     kept.extend_from_slice(&data[self.offset..self.offset + room]);
                     n -= take;
                     self.offset += take;
                 }
             }
         }
-        Ok(kept)
+        Ok(Text::new(&kept))
     }
 }
 
@@ -513,15 +695,16 @@ fn parse(cursor: &mut Cursor<'_>, depth: usize) -> Result<Value, Fault> {
     }
     let kind = cursor.byte()?;
     match kind {
-        b'+' | b'(' | b',' | b'#' => Ok(Value::Simple(cursor.line()?)),
+        b'+' | b'(' | b',' | b'#' => Ok(Value::Simple(cursor.line(KEEP)?)),
         b'-' => {
-            let mut line = cursor.line()?;
-            line.truncate(KEEP);
-            Ok(Value::Error(String::from_utf8_lossy(&line).into_owned()))
+            let line = cursor.line(KEEP)?;
+            Ok(Value::Error(
+                String::from_utf8_lossy(line.as_slice()).into_owned(),
+            ))
         }
         b':' => Ok(Value::Integer(cursor.number()?)),
         b'_' => {
-            cursor.line()?;
+            cursor.line(0)?;
             Ok(Value::Nil)
         }
         b'$' | b'=' | b'!' => {
@@ -529,13 +712,20 @@ fn parse(cursor: &mut Cursor<'_>, depth: usize) -> Result<Value, Fault> {
             if len < 0 {
                 return Ok(Value::Nil);
             }
-            let body = cursor.bulk(len as usize)?;
+            let len = len as usize;
+            // Errors and verbatim strings are kept as they would be read.
+            let keep = if kind == b'$' { cursor.keep } else { KEEP };
+            let body = cursor.bulk(len, keep)?;
             cursor.crlf()?;
             match kind {
-                b'!' => Ok(Value::Error(String::from_utf8_lossy(&body).into_owned())),
+                b'!' => Ok(Value::Error(
+                    String::from_utf8_lossy(body.as_slice()).into_owned(),
+                )),
                 // Verbatim strings carry a `txt:` prefix.
-                b'=' => Ok(Value::Simple(body.get(4..).unwrap_or_default().to_vec())),
-                _ => Ok(Value::Bulk(body)),
+                b'=' => Ok(Value::Simple(Text::new(
+                    body.as_slice().get(4..).unwrap_or_default(),
+                ))),
+                _ => Ok(Value::Bulk { len, head: body }),
             }
         }
         b'*' | b'~' | b'>' | b'%' | b'|' => {
@@ -551,10 +741,16 @@ fn parse(cursor: &mut Cursor<'_>, depth: usize) -> Result<Value, Fault> {
             } else {
                 count
             };
+            // A push's channels and kinds are always kept.
+            let keep = cursor.keep;
+            if kind == b'>' {
+                cursor.keep = KEEP;
+            }
             let mut values = Vec::with_capacity((elements as usize).min(1024));
             for _ in 0..elements {
                 values.push(parse(cursor, depth + 1)?);
             }
+            cursor.keep = keep;
             match kind {
                 b'>' => Ok(Value::Push(values)),
                 // Attributes describe the value that follows; they are not
@@ -566,11 +762,11 @@ fn parse(cursor: &mut Cursor<'_>, depth: usize) -> Result<Value, Fault> {
         // An inline command: words separated by spaces, up to the line end.
         b if b.is_ascii_alphabetic() => {
             let mut line = vec![b];
-            line.extend(cursor.line()?);
+            line.extend_from_slice(cursor.line(usize::MAX)?.as_slice());
             let words = line
                 .split(|b| *b == b' ')
                 .filter(|w| !w.is_empty())
-                .map(|w| Value::Bulk(w.to_vec()))
+                .map(Value::bulk)
                 .collect();
             Ok(Value::Array(words))
         }
@@ -582,18 +778,24 @@ fn parse(cursor: &mut Cursor<'_>, depth: usize) -> Result<Value, Fault> {
 mod tests {
     use super::*;
 
+    /// Every value the stream holds, bulk strings kept to [`KEEP`].
     fn all(stream: &mut Stream) -> Vec<Next> {
+        let mut feed = stream.feed(&[], 0);
         let mut found = Vec::new();
         loop {
-            match stream.next_value() {
+            match feed.next_value(KEEP) {
                 Next::Incomplete => return found,
                 next => found.push(next),
             }
         }
     }
 
+    fn next(stream: &mut Stream) -> Next {
+        stream.feed(&[], 0).next_value(KEEP)
+    }
+
     fn bulk(s: &str) -> Value {
-        Value::Bulk(s.as_bytes().to_vec())
+        Value::bulk(s.as_bytes())
     }
 
     #[test]
@@ -627,7 +829,7 @@ mod tests {
         assert_eq!(
             values,
             vec![
-                Value::Simple(b"OK".to_vec()),
+                Value::simple(b"OK"),
                 Value::Error("WRONGTYPE Operation".into()),
                 Value::Integer(42),
                 Value::Nil,
@@ -635,13 +837,13 @@ mod tests {
                 Value::Nil,
                 Value::Array(vec![bulk("a"), Value::Nil]),
                 Value::Nil,
-                Value::Simple(b"t".to_vec()),
-                Value::Simple(b"1.5".to_vec()),
+                Value::simple(b"t"),
+                Value::simple(b"1.5"),
                 Value::Array(vec![bulk("k"), Value::Integer(1)]),
                 Value::Array(vec![Value::Integer(2)]),
                 Value::Push(vec![bulk("message"), bulk("ch"), bulk("x")]),
                 Value::Error("ERR oops".into()),
-                Value::Simple(b"abc".to_vec()),
+                Value::simple(b"abc"),
             ]
         );
     }
@@ -656,7 +858,9 @@ mod tests {
         let found = all(&mut s);
         assert_eq!(found.len(), 2);
         match &found[0] {
-            Next::Value(Value::Bulk(kept)) => assert_eq!(&kept[..4], b"abcd"),
+            Next::Value(Value::Bulk { len, head }) => {
+                assert_eq!((*len, &head.as_slice()[..4]), (20_000, &b"abcd"[..]))
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(found[1], Next::Value(Value::Integer(1)));
@@ -667,8 +871,8 @@ mod tests {
         let mut s = Stream::replies();
         s.push(b"$4\r\nabcd", 4 + 4 + 2);
         s.push(b":1\r\n", 4);
-        assert_eq!(s.next_value(), Next::Value(bulk("abcd")));
-        assert_eq!(s.next_value(), Next::Value(Value::Integer(1)));
+        assert_eq!(next(&mut s), Next::Value(bulk("abcd")));
+        assert_eq!(next(&mut s), Next::Value(Value::Integer(1)));
     }
 
     #[test]
@@ -677,8 +881,10 @@ mod tests {
         let value = "x".repeat(1000);
         let bytes = format!("$1000\r\n{value}\r\n");
         s.push(bytes.as_bytes(), bytes.len());
-        match s.next_value() {
-            Next::Value(Value::Bulk(kept)) => assert_eq!(kept.len(), KEEP),
+        match next(&mut s) {
+            Next::Value(Value::Bulk { len, head }) => {
+                assert_eq!((len, head.as_slice().len()), (1000, KEEP))
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -689,9 +895,9 @@ mod tests {
         // A hole where a length line should be: framing is lost.
         s.push(b"*3\r\n$3\r\nSET\r\n", 13 + 50);
         s.push(b"x\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", 25);
-        assert_eq!(s.next_value(), Next::Resync);
+        assert_eq!(next(&mut s), Next::Resync);
         assert_eq!(
-            s.next_value(),
+            next(&mut s),
             Next::Value(Value::Array(vec![bulk("GET"), bulk("k")]))
         );
     }
@@ -726,7 +932,7 @@ mod tests {
             }
         }
         let (mut fast, mut general) = (Stream::requests(), Stream::requests());
-        fast.push(&bytes, bytes.len());
+        let mut fast = fast.feed(&bytes, 0);
         general.push(&bytes, bytes.len());
         for command in &words {
             let read: Vec<Vec<u8>> = fast
@@ -739,7 +945,7 @@ mod tests {
                     .map(|w| w.as_bytes().to_vec())
                     .collect::<Vec<_>>()
             );
-            let Next::Value(Value::Array(parsed)) = general.next_value() else {
+            let Next::Value(Value::Array(parsed)) = next(&mut general) else {
                 panic!("the parser reads the same command");
             };
             assert_eq!(parsed.len(), read.len());
@@ -748,7 +954,8 @@ mod tests {
                 assert_eq!(parsed, &read[..read.len().min(KEEP)]);
             }
         }
-        assert!(fast.is_empty() && general.is_empty());
+        drop(fast);
+        assert!(general.is_empty());
     }
 
     #[test]
@@ -762,14 +969,14 @@ mod tests {
             seventeen.as_bytes(),
         ] {
             let mut s = Stream::requests();
-            s.push(bytes, bytes.len());
+            let mut feed = s.feed(bytes, 0);
             assert!(
-                s.next_words(|_| ()).is_none(),
+                feed.next_words(|_| ()).is_none(),
                 "{:?}",
                 String::from_utf8_lossy(bytes)
             );
             // Nothing was consumed: the parser sees the request whole.
-            let whole = matches!(s.next_value(), Next::Value(_));
+            let whole = matches!(feed.next_value(KEEP), Next::Value(_));
             assert_eq!(whole, bytes != b"*2\r\n$3\r\nGET\r\n$1\r\n");
         }
     }
@@ -785,6 +992,66 @@ mod tests {
         ] {
             s.push(chunk, chunk.len() + 3);
             let _ = all(&mut s);
+        }
+    }
+
+    #[test]
+    fn bytes_read_in_place_keep_only_an_unfinished_end() {
+        let mut s = Stream::replies();
+        let mut feed = s.feed(b"+OK\r\n$5\r\nhel", 0);
+        assert_eq!(feed.next_value(KEEP), Next::Value(Value::simple(b"OK")));
+        assert_eq!(feed.next_value(KEEP), Next::Incomplete);
+        drop(feed);
+        assert!(!s.is_empty(), "the unfinished bulk string is kept");
+        let mut feed = s.feed(b"lo\r\n:7\r\n", 0);
+        assert_eq!(feed.next_value(KEEP), Next::Value(bulk("hello")));
+        assert_eq!(feed.next_value(KEEP), Next::Value(Value::Integer(7)));
+        assert_eq!(feed.next_value(KEEP), Next::Incomplete);
+        drop(feed);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn bulk_strings_keep_their_length_and_as_many_bytes_as_asked() {
+        let mut s = Stream::replies();
+        let mut feed = s.feed(b"$10\r\n0123456789\r\n$0\r\n\r\n", 0);
+        assert_eq!(
+            feed.next_value(0),
+            Next::Value(Value::Bulk {
+                len: 10,
+                head: Text::new(b"")
+            })
+        );
+        assert_eq!(feed.next_value(3), Next::Value(bulk("")));
+        // A push keeps its channel however little the reader keeps.
+        let mut s = Stream::replies();
+        let mut feed = s.feed(b">3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n", 0);
+        assert_eq!(
+            feed.next_value(0),
+            Next::Value(Value::Push(vec![bulk("message"), bulk("news"), bulk("hi")]))
+        );
+    }
+
+    #[test]
+    fn a_framing_error_in_bytes_read_in_place_resyncs_as_in_the_stream() {
+        let mut s = Stream::requests();
+        let mut feed = s.feed(b"*2\r\n$3\r\nGET\r\n$x\r\n*1\r\n$4\r\nPING\r\n", 0);
+        assert!(feed.next_words(|_| ()).is_none());
+        assert_eq!(feed.next_value(KEEP), Next::Resync);
+        assert_eq!(
+            feed.next_value(KEEP),
+            Next::Value(Value::Array(vec![bulk("PING")]))
+        );
+    }
+
+    #[test]
+    fn long_inline_commands_keep_every_word() {
+        let mut s = Stream::requests();
+        let line = format!("SET k {}\r\n", "v".repeat(300));
+        let mut feed = s.feed(line.as_bytes(), 0);
+        match feed.next_value(KEEP) {
+            Next::Value(Value::Array(words)) => assert_eq!(words.len(), 3),
+            other => panic!("{other:?}"),
         }
     }
 }

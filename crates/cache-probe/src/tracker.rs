@@ -19,12 +19,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::commands;
-use crate::connection::{Connection, Observation};
+use crate::commands::{self, Name, Reading};
+use crate::connection::{Completed, Connection, Observer};
 use crate::discover::{self, Owners};
 use crate::ebpf::{
-    DIR_RECV, DIR_SEND, EVENT_CLIENT, EVENT_CLOSED, EVENT_DATA, EVENT_DISCOVERED, Event,
+    Batch, DIR_RECV, DIR_SEND, EVENT_CLIENT, EVENT_CLOSED, EVENT_DATA, EVENT_DISCOVERED, Event,
 };
+use crate::fnv::FastHash;
 use crate::metrics::{CommandSeries, LookupSeries, Metrics, Peer};
 use crate::spans::Spans;
 use prometheus_text::Histogram;
@@ -55,9 +56,10 @@ struct Socket {
 /// pipeline depths.
 #[derive(Default)]
 struct SeriesCache {
-    /// Where each command's entry is in `entries`: one hash lookup finds
-    /// it (a map of the entries themselves took a second to insert).
-    commands: HashMap<String, usize, FastHash>,
+    /// Where each command's entry is in `entries`, by its name's id: one
+    /// hash lookup finds it (a map of the entries themselves took a second
+    /// to insert).
+    commands: HashMap<usize, usize, FastHash>,
     entries: Vec<CommandCache>,
     depth: Option<Arc<Histogram>>,
 }
@@ -67,41 +69,6 @@ struct CommandCache {
     statuses: [Option<Arc<CommandSeries>>; 4],
     lookups: Option<Arc<LookupSeries>>,
 }
-
-/// The hasher of the probe's hot maps (sockets by cookie, series by
-/// command name): FNV-1a, a few instructions per byte where the standard
-/// SipHash, built to resist chosen keys, costs tens of nanoseconds. Keys are
-/// socket cookies and command names, neither chosen by a peer in a way that
-/// could degrade a map beyond its few hundred entries.
-#[derive(Default, Clone, Copy)]
-struct Fnv(u64);
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = hash;
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        // A cookie: spread its bits (they count up from a boot-time value).
-        self.0 = (self.0 ^ n)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(29);
-    }
-}
-
-type FastHash = std::hash::BuildHasherDefault<Fnv>;
 
 /// How much of one syscall's bytes its records have brought so far. A
 /// syscall that moved more than one record holds comes as several records,
@@ -170,7 +137,6 @@ pub struct Tracker {
     client_names: HashMap<(SocketAddr, SocketAddr), String>,
     metrics: Arc<Metrics>,
     spans: Option<Spans>,
-    observations: Vec<Observation>,
 }
 
 impl Tracker {
@@ -190,35 +156,35 @@ impl Tracker {
             client_names: HashMap::new(),
             metrics,
             spans,
-            observations: Vec::new(),
         }
     }
 
-    /// One drained batch, in order; the events' payloads are taken.
-    pub fn handle_batch(&mut self, events: &mut [Event]) {
-        for event in events.iter() {
+    /// One drained batch, in order.
+    pub fn handle_batch(&mut self, batch: &Batch) {
+        for event in batch.events() {
             if matches!(event.kind, EVENT_DATA | EVENT_CLIENT)
-                && self.ports.contains(&event.remote.port())
+                && self.ports.contains(&event.ends.remote_port)
             {
                 self.client_names
-                    .entry((event.local, event.remote))
+                    .entry((event.ends.local(), event.ends.remote()))
                     .or_insert_with(|| event.comm.name());
             }
         }
-        for event in events {
-            self.handle(event);
+        for event in batch.events() {
+            self.handle(event, batch.data(event));
         }
     }
 
-    fn handle(&mut self, event: &mut Event) {
+    fn handle(&mut self, event: &Event, data: &[u8]) {
         match event.kind {
             EVENT_DISCOVERED if event.direction == DIR_RECV => {
                 // A followed process started listening on a watched port.
-                self.followed_listeners.insert(event.local.port());
+                self.followed_listeners.insert(event.ends.local_port);
             }
             EVENT_CLOSED => {
                 // A client end never captured (named only) closes too.
-                self.client_names.remove(&(event.local, event.remote));
+                self.client_names
+                    .remove(&(event.ends.local(), event.ends.remote()));
                 if let Some(socket) = self.sockets.remove(&event.cookie) {
                     if socket.counts {
                         self.metrics.connection(&socket.peer, -1);
@@ -228,12 +194,12 @@ impl Tracker {
                     }
                 }
             }
-            EVENT_DATA => self.data(event),
+            EVENT_DATA => self.data(event, data),
             _ => {}
         }
     }
 
-    fn data(&mut self, event: &mut Event) {
+    fn data(&mut self, event: &Event, data: &[u8]) {
         if !self.sockets.contains_key(&event.cookie) {
             let Some(socket) = self.open(event) else {
                 return;
@@ -256,51 +222,43 @@ impl Tracker {
         };
         let part = socket.progress[usize::from(!requests)].part(
             event.offset as usize,
-            event.data.len(),
+            data.len(),
             event.length as usize,
             event.last,
         );
-        let (out, at, connection) = (
-            &mut self.observations,
-            event.timestamp_ns,
-            &mut socket.connection,
-        );
+        let at = event.timestamp_ns;
+        let mut out = Recorder {
+            metrics: &self.metrics,
+            spans: self.spans.as_ref(),
+            peer: &socket.peer,
+            server: socket.server,
+            series: &mut socket.series,
+        };
+        let connection = &mut socket.connection;
         if requests {
             if part.previous_missed > 0 {
-                connection.request_part(Vec::new(), part.previous_missed, true, at, out);
+                connection.request_part(&[], part.previous_missed, true, at, &mut out);
             }
             if part.missed_before > 0 {
-                connection.request_part(Vec::new(), part.missed_before, false, at, out);
+                connection.request_part(&[], part.missed_before, false, at, &mut out);
             }
-            let data = std::mem::take(&mut event.data);
-            connection.request_part(data, part.missed_after, part.last, at, out);
+            connection.request_part(data, part.missed_after, part.last, at, &mut out);
         } else {
             for missed in [part.previous_missed, part.missed_before] {
                 if missed > 0 {
-                    connection.reply_part(Vec::new(), missed, at, out);
+                    connection.reply_part(&[], missed, at, &mut out);
                 }
             }
-            let data = std::mem::take(&mut event.data);
-            connection.reply_part(data, part.missed_after, at, out);
-        }
-        let (peer, server) = (&socket.peer, socket.server);
-        for observation in self.observations.drain(..) {
-            record(
-                &self.metrics,
-                self.spans.as_ref(),
-                peer,
-                server,
-                &mut socket.series,
-                observation,
-            );
+            connection.reply_part(data, part.missed_after, at, &mut out);
         }
     }
 
     fn open(&mut self, event: &Event) -> Option<Socket> {
-        let (side, client, server) = if self.ports.contains(&event.remote.port()) {
-            (Side::Client, event.local, event.remote)
-        } else if self.ports.contains(&event.local.port()) {
-            (Side::Server, event.remote, event.local)
+        let (local, remote) = (event.ends.local(), event.ends.remote());
+        let (side, client, server) = if self.ports.contains(&remote.port()) {
+            (Side::Client, local, remote)
+        } else if self.ports.contains(&local.port()) {
+            (Side::Server, remote, local)
         } else {
             return None;
         };
@@ -332,7 +290,10 @@ impl Tracker {
             peer: Arc::new(Peer { service, server }),
             server,
             counts,
-            connection: Connection::default(),
+            // Keys are shown in spans only.
+            connection: Connection::new(Reading {
+                keys: self.spans.is_some(),
+            }),
             progress: Default::default(),
             series: SeriesCache::default(),
         })
@@ -351,78 +312,87 @@ fn is_local(server: IpAddr, client: IpAddr) -> bool {
     server.is_loopback() || server == client
 }
 
-fn command_cache<'a>(series: &'a mut SeriesCache, name: &str) -> &'a mut CommandCache {
-    let index = match series.commands.get(name) {
+fn command_cache(series: &mut SeriesCache, name: Name) -> &mut CommandCache {
+    let index = match series.commands.get(&name.id()) {
         Some(&index) => index,
         None => {
             series.entries.push(CommandCache::default());
             let index = series.entries.len() - 1;
-            series.commands.insert(name.to_owned(), index);
+            series.commands.insert(name.id(), index);
             index
         }
     };
     &mut series.entries[index]
 }
 
-fn record(
-    metrics: &Metrics,
-    spans: Option<&Spans>,
-    peer: &Arc<Peer>,
+/// Where a connection's observations go: its series, and spans.
+struct Recorder<'a> {
+    metrics: &'a Metrics,
+    spans: Option<&'a Spans>,
+    peer: &'a Arc<Peer>,
     server: SocketAddr,
-    series: &mut SeriesCache,
-    observation: Observation,
-) {
-    match observation {
-        Observation::Command(done) => {
-            let took = Duration::from_nanos(done.answered_ns.saturating_sub(done.sent_ns));
-            let name = &done.command.name;
-            // Redis counts a command it does not know nowhere but in its
-            // error statistics: not a command of `INFO commandstats`.
-            let counted = done.rejected != Some(commands::Rejection::Unknown);
-            let looked_up = done.lookups.total() > 0;
-            if counted || looked_up {
-                let cache = command_cache(series, name);
-                if counted {
-                    cache.statuses[done.status as usize]
-                        .get_or_insert_with(|| {
-                            metrics.command_series(peer, name, done.status.as_str())
-                        })
-                        .observe(took);
-                }
-                if looked_up {
-                    cache
-                        .lookups
-                        .get_or_insert_with(|| metrics.lookup_series(peer, name))
-                        .add(done.lookups);
-                }
+    series: &'a mut SeriesCache,
+}
+
+impl Observer for Recorder<'_> {
+    fn command(&mut self, done: &Completed) {
+        let (metrics, peer) = (self.metrics, self.peer);
+        let took = Duration::from_nanos(done.answered_ns.saturating_sub(done.sent_ns));
+        let name = done.command.name;
+        // Redis counts a command it does not know nowhere but in its
+        // error statistics: not a command of `INFO commandstats`.
+        let counted = done.rejected != Some(commands::Rejection::Unknown);
+        let looked_up = done.lookups.total() > 0;
+        if counted || looked_up {
+            let cache = command_cache(self.series, name);
+            if counted {
+                cache.statuses[done.status as usize]
+                    .get_or_insert_with(|| metrics.command_series(peer, &name, done.status.as_str()))
+                    .observe(took);
             }
-            if let Some(rejection) = done.rejected {
-                metrics.rejected(peer, name, rejection);
-            }
-            if let Some(spans) = spans {
-                spans.command(peer, server, &done);
+            if looked_up {
+                cache
+                    .lookups
+                    .get_or_insert_with(|| metrics.lookup_series(peer, &name))
+                    .add(done.lookups);
             }
         }
-        Observation::Pipeline(depth) => {
-            let histogram = series
-                .depth
-                .get_or_insert_with(|| metrics.pipeline_series(peer));
-            crate::metrics::observe_depth(histogram, depth);
+        if let Some(rejection) = done.rejected {
+            metrics.rejected(peer, &name, rejection);
         }
-        Observation::Delivered { channel } => metrics.pubsub(peer, &channel, "receive"),
-        Observation::Published { channel } => metrics.pubsub(peer, &channel, "publish"),
-        Observation::Resync => {
-            metrics
-                .probe
-                .resyncs
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(spans) = self.spans {
+            spans.command(peer, self.server, done);
         }
-        Observation::Skipped(bytes) => {
-            metrics
-                .probe
-                .skipped
-                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-        }
+    }
+
+    fn pipeline(&mut self, depth: usize) {
+        let histogram = self
+            .series
+            .depth
+            .get_or_insert_with(|| self.metrics.pipeline_series(self.peer));
+        crate::metrics::observe_depth(histogram, depth);
+    }
+
+    fn delivered(&mut self, channel: &[u8]) {
+        self.metrics.pubsub(self.peer, channel, "receive");
+    }
+
+    fn published(&mut self, channel: &[u8]) {
+        self.metrics.pubsub(self.peer, channel, "publish");
+    }
+
+    fn resync(&mut self) {
+        self.metrics
+            .probe
+            .resyncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn skipped(&mut self, bytes: u64) {
+        self.metrics
+            .probe
+            .skipped
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
