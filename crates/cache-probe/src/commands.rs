@@ -22,13 +22,13 @@ pub struct Command {
     /// [`crate::resp::KEEP`]): spans show it, metrics never do.
     pub key: Option<Box<[u8]>>,
     /// Words sent, the name (and subcommand) included.
-    pub argc: usize,
+    pub argc: u32,
     /// How its reply tells its key lookups, if it makes any Redis counts.
     pub lookup: Option<Lookup>,
     /// Keys it looks up (one for most; `MGET`, `EXISTS`, `SINTER`… more).
-    pub keys: usize,
+    pub keys: u32,
     /// The channels of pub/sub commands; empty for every other command.
-    pub args: Vec<Vec<u8>>,
+    pub args: Box<[Box<[u8]>]>,
 }
 
 /// What a command does to its connection's state, beyond its reply.
@@ -147,6 +147,52 @@ impl std::ops::Deref for Name {
     }
 }
 
+/// The last few names a connection sent, by their bytes as sent: most
+/// connections send a handful of commands, found here by a comparison or
+/// two instead of a look into the interner.
+#[derive(Debug, Default)]
+pub struct RecentNames {
+    entries: [Option<(RecentKey, Name)>; RECENT],
+    next: usize,
+}
+
+/// Names remembered per connection.
+const RECENT: usize = 4;
+
+/// A name's bytes as sent, up to 16 of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RecentKey {
+    len: u8,
+    bytes: [u8; 16],
+}
+
+impl RecentKey {
+    fn of(word: &[u8]) -> Option<RecentKey> {
+        let mut bytes = [0; 16];
+        bytes.get_mut(..word.len())?.copy_from_slice(word);
+        Some(RecentKey {
+            len: word.len() as u8,
+            bytes,
+        })
+    }
+}
+
+impl RecentNames {
+    /// The name of `word`, as [`Name::of`].
+    fn name(&mut self, word: &[u8]) -> Option<Name> {
+        let Some(key) = RecentKey::of(word) else {
+            return Name::of(word);
+        };
+        if let Some((_, name)) = self.entries.iter().flatten().find(|(k, _)| *k == key) {
+            return Some(*name);
+        }
+        let name = Name::of(word)?;
+        self.entries[self.next] = Some((key, name));
+        self.next = (self.next + 1) % RECENT;
+        Some(name)
+    }
+}
+
 /// Longest command or subcommand name taken for one.
 const MAX_NAME: usize = 32;
 
@@ -203,7 +249,10 @@ thread_local! {
 fn known_names() -> HashMap<Box<[u8]>, Name, FastHash> {
     let mut names = HashMap::default();
     for text in KNOWN.split_whitespace().chain([OTHER]) {
-        names.insert(text.as_bytes().into(), Name(Box::leak(Box::new(spec(text.to_owned())))));
+        names.insert(
+            text.as_bytes().into(),
+            Name(Box::leak(Box::new(spec(text.to_owned())))),
+        );
     }
     names
 }
@@ -633,7 +682,9 @@ enum Family {
     Window,
     Lindex,
     /// `ZRANGE`, `ZRANGESTORE` (`store`: a destination key first).
-    Zrange { store: bool },
+    Zrange {
+        store: bool,
+    },
     /// `ZRANGEBYSCORE` and its kind: the bounds that cover every member.
     ZrangeBy {
         low: &'static str,
@@ -861,7 +912,16 @@ impl Command {
     /// `reading` keeps keys) and channels are copied, each cut to
     /// [`crate::resp::KEEP`] bytes.
     pub fn from_words<W: AsRef<[u8]>>(words: &[W], reading: Reading) -> Option<Command> {
-        let mut name = Name::of(words.first()?.as_ref())?;
+        Command::from_words_of(words, reading, &mut RecentNames::default())
+    }
+
+    /// [`Command::from_words`] on a connection that sent `recent` names.
+    pub fn from_words_of<W: AsRef<[u8]>>(
+        words: &[W],
+        reading: Reading,
+        recent: &mut RecentNames,
+    ) -> Option<Command> {
+        let mut name = recent.name(words.first()?.as_ref())?;
         let argc = words.len();
         let mut rest = &words[1..];
         if name.0.container
@@ -875,31 +935,31 @@ impl Command {
             Some((rule, keys)) => (Some(rule), keys),
             None => (None, 0),
         };
-        let kept = |word: &W| {
+        let kept = |word: &W| -> Box<[u8]> {
             let word = word.as_ref();
-            word[..word.len().min(crate::resp::KEEP)].to_vec()
+            word[..word.len().min(crate::resp::KEEP)].into()
         };
         // Only channels are kept: other arguments (values, and the
         // credentials of AUTH, HELLO, ACL SETUSER, CONFIG SET, MIGRATE) are
         // never kept.
-        let args = match name.role() {
+        let args: Vec<Box<[u8]>> = match name.role() {
             // The channel, not the message.
             Role::Publish => rest.iter().take(1).map(kept).collect(),
             Role::Subscribe(_) | Role::Unsubscribe(_) => rest.iter().map(kept).collect(),
             _ => Vec::new(),
         };
         let key = if reading.keys && name.0.keyed {
-            rest.first().map(|key| kept(key).into_boxed_slice())
+            rest.first().map(kept)
         } else {
             None
         };
         Some(Command {
             name,
             key,
-            argc,
+            argc: u32::try_from(argc).unwrap_or(u32::MAX),
             lookup,
-            keys,
-            args,
+            keys: u32::try_from(keys).unwrap_or(u32::MAX),
+            args: args.into_boxed_slice(),
         })
     }
 
@@ -916,7 +976,7 @@ impl Command {
     }
 
     /// Channels named by a (un)subscribe or publish.
-    pub fn channels(&self) -> &[Vec<u8>] {
+    pub fn channels(&self) -> &[Box<[u8]>] {
         &self.args
     }
 }
@@ -926,12 +986,7 @@ mod tests {
     use super::*;
 
     fn command(words: &[&str]) -> Command {
-        let array = Value::Array(
-            words
-                .iter()
-                .map(|w| Value::bulk(w.as_bytes()))
-                .collect(),
-        );
+        let array = Value::Array(words.iter().map(|w| Value::bulk(w.as_bytes())).collect());
         Command::from_request(array, Reading { keys: true }).unwrap()
     }
 
@@ -943,9 +998,15 @@ mod tests {
         assert_eq!(get.key.as_deref(), Some(&key[..crate::resp::KEEP]));
         let unkept = Command::from_words(&[&b"GET"[..], &key], Reading::default()).unwrap();
         assert!(unkept.key.is_none(), "keys are kept only when asked for");
-        let publish = Command::from_words(&[&b"PUBLISH"[..], b"ch", b"secret"], Reading { keys: true }).unwrap();
-        assert_eq!(publish.channels(), [b"ch".to_vec()]);
-        let auth = Command::from_words(&[&b"AUTH"[..], b"user", b"password"], Reading { keys: true }).unwrap();
+        let publish =
+            Command::from_words(&[&b"PUBLISH"[..], b"ch", b"secret"], Reading { keys: true })
+                .unwrap();
+        assert_eq!(publish.channels(), [b"ch".to_vec().into_boxed_slice()]);
+        let auth = Command::from_words(
+            &[&b"AUTH"[..], b"user", b"password"],
+            Reading { keys: true },
+        )
+        .unwrap();
         assert!(auth.key.is_none() && auth.args.is_empty(), "{auth:?}");
         assert!(Command::from_words(&[&b"G\x00T"[..]], Reading { keys: true }).is_none());
     }
@@ -1017,10 +1078,7 @@ mod tests {
         );
         assert_eq!(lookups(&["TTL", "k"], &Value::Integer(-2)), (0, 1, 0));
         assert_eq!(lookups(&["TTL", "k"], &Value::Integer(-1)), (1, 0, 0));
-        assert_eq!(
-            lookups(&["TYPE", "k"], &Value::simple(b"none")),
-            (0, 1, 0)
-        );
+        assert_eq!(lookups(&["TYPE", "k"], &Value::simple(b"none")), (0, 1, 0));
         assert_eq!(lookups(&["HGETALL", "h"], &array(vec![])), (0, 1, 0));
         // A missing field of an existing hash, or a missing hash: unknown.
         assert_eq!(lookups(&["HGET", "h", "f"], &Value::Nil), (0, 0, 1));

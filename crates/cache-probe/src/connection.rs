@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use crate::commands::{self, Command, Reading, Role, Subscription};
+use crate::commands::{self, Command, Reading, RecentNames, Role, Subscription};
 use crate::resp::{KEEP, Next, Stream, Value};
 
 /// Most commands awaiting a reply on one connection (deep pipelines are
@@ -108,7 +108,7 @@ struct Pending {
     /// (Un)subscribe confirmations still expected; `None` for an
     /// unsubscribe from all, until its first confirmation (when how many
     /// subscriptions it ends is known).
-    confirmations: Option<usize>,
+    confirmations: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -116,6 +116,7 @@ pub struct Connection {
     requests: Stream,
     replies: Stream,
     reading: Reading,
+    names: RecentNames,
     pending: VecDeque<Pending>,
     /// A `MULTI` was sent and no `EXEC` or `DISCARD` yet.
     transaction_open: bool,
@@ -186,6 +187,7 @@ impl Connection {
             requests: Stream::requests(),
             replies: Stream::replies(),
             reading,
+            names: RecentNames::default(),
             pending: VecDeque::new(),
             transaction_open: false,
             queued: Vec::new(),
@@ -221,10 +223,12 @@ impl Connection {
         let reading = self.reading;
         // Taken out while its commands are queued (see `reply_part`).
         let mut requests = std::mem::take(&mut self.requests);
+        let mut names = std::mem::take(&mut self.names);
         let mut feed = requests.feed(captured, missed);
         loop {
             // The common shape first, read in place; the rest as values.
-            let command = match feed.next_words(|words| Command::from_words(words, reading)) {
+            let words = feed.next_words(|words| Command::from_words_of(words, reading, &mut names));
+            let command = match words {
                 Some(command) => command,
                 None => match feed.next_value(KEEP) {
                     Next::Incomplete => break,
@@ -243,6 +247,7 @@ impl Connection {
         skipped(feed.take_skipped(), out);
         drop(feed);
         self.requests = requests;
+        self.names = names;
         if last && self.burst > 0 {
             out.pipeline(std::mem::take(&mut self.burst));
         }
@@ -257,10 +262,11 @@ impl Connection {
             Role::Exec | Role::Discard => self.transaction_open = false,
             _ => {}
         }
+        let channels = u32::try_from(command.args.len()).unwrap_or(u32::MAX);
         let confirmations = match role {
-            Role::Subscribe(_) => Some(command.args.len().max(1)),
-            Role::Unsubscribe(_) if command.args.is_empty() => None,
-            Role::Unsubscribe(_) => Some(command.args.len()),
+            Role::Subscribe(_) => Some(channels.max(1)),
+            Role::Unsubscribe(_) if channels == 0 => None,
+            Role::Unsubscribe(_) => Some(channels),
             _ => Some(0),
         };
         // Replies that never come (CLIENT REPLY OFF, a reply stream lost)
@@ -277,13 +283,7 @@ impl Connection {
     }
 
     /// Bytes the server sent back in one syscall.
-    pub fn replies(
-        &mut self,
-        captured: &[u8],
-        length: usize,
-        at_ns: u64,
-        out: &mut impl Observer,
-    ) {
+    pub fn replies(&mut self, captured: &[u8], length: usize, at_ns: u64, out: &mut impl Observer) {
         self.reply_part(captured, length - captured.len(), at_ns, out);
     }
 
@@ -314,8 +314,11 @@ impl Connection {
                     // Which reply answers which command is no longer known:
                     // the commands waiting are counted without an outcome.
                     out.resync();
-                    let waiting: Vec<Pending> =
-                        self.pending.drain(..).chain(self.queued.drain(..)).collect();
+                    let waiting: Vec<Pending> = self
+                        .pending
+                        .drain(..)
+                        .chain(self.queued.drain(..))
+                        .collect();
                     for pending in waiting {
                         out.command(&Completed {
                             command: pending.command,
@@ -407,7 +410,7 @@ impl Connection {
                 };
                 self.subscribed = left > 0;
                 let subscriptions = &mut self.subscriptions[which as usize];
-                let known = subscriptions.len();
+                let known = u32::try_from(subscriptions.len()).unwrap_or(u32::MAX);
                 if let Some(channel) = items.get(1).and_then(Value::as_bytes) {
                     if subscribing {
                         subscriptions.insert(channel.to_vec());

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_text::{Exposition, Histogram};
+use prometheus_text::{Exposition, Histogram, add_from_one_thread};
 
 /// Command latency buckets, from 25 µs, fine below a millisecond where
 /// Redis commands live.
@@ -63,9 +63,11 @@ pub struct CommandSeries {
 }
 
 impl CommandSeries {
+    /// Counts a command. Series are written by the tracker's thread alone
+    /// (the exposition only reads them): no locked instructions.
     pub fn observe(&self, took: Duration) {
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.duration.observe(took);
+        add_from_one_thread(&self.count, 1);
+        self.duration.observe_from_one_thread(took);
     }
 }
 
@@ -74,6 +76,8 @@ impl CommandSeries {
 pub struct LookupSeries([AtomicU64; 3]);
 
 impl LookupSeries {
+    /// Counts a command's lookups; written by the tracker's thread alone,
+    /// as [`CommandSeries`].
     pub fn add(&self, lookups: crate::commands::Lookups) {
         for (counter, n) in self
             .0
@@ -81,7 +85,7 @@ impl LookupSeries {
             .zip([lookups.hits, lookups.misses, lookups.unknown])
         {
             if n > 0 {
-                counter.fetch_add(n, Ordering::Relaxed);
+                add_from_one_thread(counter, n);
             }
         }
     }
@@ -433,8 +437,10 @@ impl Metrics {
 
 /// Records one burst of `depth` commands (the histogram counts seconds:
 /// a depth is given as that many).
+/// Counts a burst of `depth` commands; written by the tracker's thread
+/// alone, as [`CommandSeries`].
 pub fn observe_depth(histogram: &Histogram, depth: usize) {
-    histogram.observe(Duration::from_secs(depth as u64));
+    histogram.observe_from_one_thread(Duration::from_secs(depth as u64));
 }
 
 fn refs<'a>(labels: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {

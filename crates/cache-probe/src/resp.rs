@@ -84,7 +84,10 @@ pub enum Value {
     Error(String),
     Integer(i64),
     /// `$`: its length, and its first bytes (as many as the reader keeps).
-    Bulk { len: usize, head: Text },
+    Bulk {
+        len: usize,
+        head: Text,
+    },
     /// `$-1`, `*-1`, RESP3 `_`.
     Nil,
     /// `*`, RESP3 `~` (set) and `%` (map, flattened: key, value, …).
@@ -351,6 +354,10 @@ impl Feed<'_> {
 
     /// The next complete value, bulk strings cut to `keep` bytes.
     pub fn next_value(&mut self, keep: usize) -> Next {
+        if let Some((value, used)) = scalar(self.input, keep) {
+            self.input = &self.input[used..];
+            return Next::Value(value);
+        }
         if !self.input.is_empty() {
             let mut cursor = Cursor::new(Source::Slice(self.input), keep);
             match parse(&mut cursor, 0) {
@@ -423,6 +430,53 @@ fn words<R>(bytes: &[u8], take: impl FnOnce(&[&[u8]]) -> R) -> Option<(R, usize)
         at = end + 2;
     }
     Some((take(&words[..count]), at))
+}
+
+/// A reply at the start of `bytes` that is one whole simple string, integer
+/// or bulk string (most replies), and the bytes it took: read without a
+/// cursor. `None` for anything else, left to the parser.
+fn scalar(bytes: &[u8], keep: usize) -> Option<(Value, usize)> {
+    match bytes.first()? {
+        b'+' => {
+            let end = line_end(&bytes[1..])?;
+            Some((
+                Value::Simple(Text::new(&bytes[1..1 + end.min(KEEP)])),
+                end + 3,
+            ))
+        }
+        b':' => {
+            let (n, used) = number_in(&bytes[1..])?;
+            Some((Value::Integer(n), 1 + used))
+        }
+        b'$' => {
+            let (len, used) = number_in(&bytes[1..])?;
+            if len < 0 {
+                return Some((Value::Nil, 1 + used));
+            }
+            let start = 1 + used;
+            let end = start.checked_add(usize::try_from(len).ok()?)?;
+            if bytes.get(end..end.checked_add(2)?)? != b"\r\n" {
+                return None;
+            }
+            let head = Text::new(&bytes[start..end.min(start + keep.min(KEEP))]);
+            Some((
+                Value::Bulk {
+                    len: len as usize,
+                    head,
+                },
+                end + 2,
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Where the `\r\n` ending a line at the start of `bytes` is, if whole
+/// there and within 64 KiB.
+fn line_end(bytes: &[u8]) -> Option<usize> {
+    let window = &bytes[..bytes.len().min(65_536)];
+    let end = window.iter().position(|&b| b == b'\r')?;
+    (bytes.get(end + 1) == Some(&b'\n')).then_some(end)
 }
 
 /// Where `*<digits>\r\n$` starts in `bytes`, at its beginning or after a
@@ -543,9 +597,7 @@ impl<'a> Cursor<'a> {
     fn line(&mut self, keep: usize) -> Result<Text, Fault> {
         // Whole in this segment: one search, no copy beyond what is kept.
         let rest = self.rest();
-        if let Some(end) = rest.iter().take(65_536).position(|&b| b == b'\r')
-            && rest.get(end + 1) == Some(&b'\n')
-        {
+        if let Some(end) = line_end(rest) {
             self.offset += end + 2;
             return Ok(Text::new(&rest[..end.min(keep)]));
         }

@@ -56,13 +56,16 @@ struct Socket {
 /// pipeline depths.
 #[derive(Default)]
 struct SeriesCache {
-    /// Where each command's entry is in `entries`, by its name's id: one
-    /// hash lookup finds it (a map of the entries themselves took a second
-    /// to insert).
-    commands: HashMap<usize, usize, FastHash>,
-    entries: Vec<CommandCache>,
+    /// Each command's entry, by its name's id: a connection sends few
+    /// distinct commands, found by a short scan (a hash lookup cost more);
+    /// past [`SCANNED`], `more` finds the rest.
+    commands: Vec<(usize, CommandCache)>,
+    more: HashMap<usize, CommandCache, FastHash>,
     depth: Option<Arc<Histogram>>,
 }
+
+/// Commands of one connection found by a scan.
+const SCANNED: usize = 16;
 
 #[derive(Default)]
 struct CommandCache {
@@ -313,16 +316,15 @@ fn is_local(server: IpAddr, client: IpAddr) -> bool {
 }
 
 fn command_cache(series: &mut SeriesCache, name: Name) -> &mut CommandCache {
-    let index = match series.commands.get(&name.id()) {
-        Some(&index) => index,
-        None => {
-            series.entries.push(CommandCache::default());
-            let index = series.entries.len() - 1;
-            series.commands.insert(name.id(), index);
-            index
-        }
-    };
-    &mut series.entries[index]
+    let id = name.id();
+    if let Some(at) = series.commands.iter().position(|(known, _)| *known == id) {
+        return &mut series.commands[at].1;
+    }
+    if series.commands.len() < SCANNED {
+        series.commands.push((id, CommandCache::default()));
+        return &mut series.commands.last_mut().expect("just pushed").1;
+    }
+    series.more.entry(id).or_default()
 }
 
 /// Where a connection's observations go: its series, and spans.
@@ -347,7 +349,9 @@ impl Observer for Recorder<'_> {
             let cache = command_cache(self.series, name);
             if counted {
                 cache.statuses[done.status as usize]
-                    .get_or_insert_with(|| metrics.command_series(peer, &name, done.status.as_str()))
+                    .get_or_insert_with(|| {
+                        metrics.command_series(peer, &name, done.status.as_str())
+                    })
                     .observe(took);
             }
             if looked_up {

@@ -10,6 +10,9 @@ use std::time::Duration;
 /// A histogram with fixed buckets; lock-free to record.
 pub struct Histogram {
     bounds: &'static [f64],
+    /// The same bounds in nanoseconds: observations are durations, and a
+    /// bucket is found with integer comparisons.
+    bounds_ns: Box<[u64]>,
     /// Per bucket (not cumulative), plus one for `+Inf`.
     counts: Box<[AtomicU64]>,
     sum_nanos: AtomicU64,
@@ -19,21 +22,33 @@ impl Histogram {
     pub fn new(bounds: &'static [f64]) -> Self {
         Self {
             bounds,
+            bounds_ns: bounds.iter().map(|b| (b * 1e9).round() as u64).collect(),
             counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
             sum_nanos: AtomicU64::new(0),
         }
     }
 
     pub fn observe(&self, value: Duration) {
-        let seconds = value.as_secs_f64();
-        let bucket = self
-            .bounds
-            .iter()
-            .position(|&bound| seconds <= bound)
-            .unwrap_or(self.bounds.len());
-        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
+        let nanos = nanos(value);
+        self.counts[self.bucket(nanos)].fetch_add(1, Ordering::Relaxed);
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// [`Histogram::observe`], for a histogram that one thread alone
+    /// observes (others only read it): plain loads and stores instead of
+    /// locked read-modify-writes, several times cheaper. Observations made
+    /// from two threads at once could be lost.
+    pub fn observe_from_one_thread(&self, value: Duration) {
+        let nanos = nanos(value);
+        add_from_one_thread(&self.counts[self.bucket(nanos)], 1);
+        add_from_one_thread(&self.sum_nanos, nanos);
+    }
+
+    fn bucket(&self, nanos: u64) -> usize {
+        self.bounds_ns
+            .iter()
+            .position(|&bound| nanos <= bound)
+            .unwrap_or(self.bounds_ns.len())
     }
 
     /// Cumulative counts per upper bound (`None`: `+Inf`), and the sum.
@@ -51,6 +66,20 @@ impl Histogram {
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         (buckets, sum)
     }
+}
+
+/// Adds `n` to a counter that one thread alone writes (others only read
+/// it), without a locked read-modify-write; see
+/// [`Histogram::observe_from_one_thread`].
+pub fn add_from_one_thread(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
+fn nanos(value: Duration) -> u64 {
+    u64::try_from(value.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A text exposition being written: `# HELP`/`# TYPE` lines and samples.
@@ -169,6 +198,28 @@ mod tests {
         assert!(text.contains("h_bucket{a=\"b\",le=\"0.01\"} 2\n"));
         assert!(text.contains("h_bucket{a=\"b\",le=\"+Inf\"} 3\n"));
         assert!(text.contains("h_count{a=\"b\"} 3\n"));
+    }
+
+    #[test]
+    fn one_threads_observations_land_where_shared_ones_do() {
+        static BOUNDS: [f64; 3] = [0.000025, 0.001, 0.01];
+        let (shared, single) = (Histogram::new(&BOUNDS), Histogram::new(&BOUNDS));
+        for micros in [1, 25, 26, 999, 1000, 5000, 20_000] {
+            shared.observe(Duration::from_micros(micros));
+            single.observe_from_one_thread(Duration::from_micros(micros));
+        }
+        assert_eq!(shared.read(), single.read());
+        let (buckets, _) = single.read();
+        assert_eq!(
+            buckets,
+            vec![
+                (Some(0.000025), 2),
+                (Some(0.001), 5),
+                (Some(0.01), 6),
+                (None, 7)
+            ],
+            "a bound is inclusive"
+        );
     }
 
     #[test]
