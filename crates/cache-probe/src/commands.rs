@@ -175,20 +175,31 @@ impl RecentKey {
             bytes,
         })
     }
+
+    /// Whether `word` is this key's bytes: compared without a call (names
+    /// are a few bytes long, where a `memcmp` costs more than the bytes).
+    fn is(&self, word: &[u8]) -> bool {
+        usize::from(self.len) == word.len()
+            && self
+                .bytes
+                .iter()
+                .zip(word)
+                .fold(0, |differ, (a, b)| differ | (a ^ b))
+                == 0
+    }
 }
 
 impl RecentNames {
     /// The name of `word`, as [`Name::of`].
     fn name(&mut self, word: &[u8]) -> Option<Name> {
-        let Some(key) = RecentKey::of(word) else {
-            return Name::of(word);
-        };
-        if let Some((_, name)) = self.entries.iter().flatten().find(|(k, _)| *k == key) {
+        if let Some((_, name)) = self.entries.iter().flatten().find(|(key, _)| key.is(word)) {
             return Some(*name);
         }
         let name = Name::of(word)?;
-        self.entries[self.next] = Some((key, name));
-        self.next = (self.next + 1) % RECENT;
+        if let Some(key) = RecentKey::of(word) {
+            self.entries[self.next] = Some((key, name));
+            self.next = (self.next + 1) % RECENT;
+        }
         Some(name)
     }
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use std::os::fd::AsFd as _;
+
 use libbpf_rs::{MapCore, MapFlags, OpenObject, RingBufferBuilder};
 
 mod skeleton {
@@ -24,7 +26,7 @@ mod skeleton {
     include!(concat!(env!("OUT_DIR"), "/probe.skel.rs"));
 }
 
-use skeleton::types::{event_header, settings};
+use skeleton::types::{batch_state, event_header, settings};
 use skeleton::{ProbeSkel, ProbeSkelBuilder};
 
 /// Mirrors of the enums of `probe.h`.
@@ -39,6 +41,13 @@ const COUNTER_LOST: u32 = 0;
 const COUNTER_TRUNCATED: u32 = 1;
 const COUNTERS: u32 = 2;
 const MAX_PORTS: usize = 16;
+/// Records in a ring buffer record are padded to this (`RECORD_ALIGN`).
+const RECORD_ALIGN: usize = 8;
+/// `BPF_F_TEST_RUN_ON_CPU`: run a program on the CPU asked for.
+const TEST_RUN_ON_CPU: u32 = 1;
+/// Tries to flush a batch a program is adding to before giving up until
+/// the next drain (each is a few microseconds; a record takes far less).
+const FLUSH_TRIES: usize = 1000;
 
 /// One record from the kernel; its bytes are in the [`Batch`] it came in.
 #[derive(Debug, Clone, Default)]
@@ -121,6 +130,20 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+
+    /// Puts the events in the order they were taken (their order of
+    /// arrival among equals), and moves those taken at or after `from_ns`
+    /// to `later`.
+    pub fn split_off_from(&mut self, from_ns: u64, later: &mut Batch) {
+        if !self.events.is_sorted_by_key(|e| e.timestamp_ns) {
+            self.events.sort_by_key(|e| e.timestamp_ns);
+        }
+        let keep = self.events.partition_point(|e| e.timestamp_ns < from_ns);
+        for event in self.events.drain(keep..) {
+            let data = &self.bytes[event.data.clone()];
+            later.push(event, data);
+        }
     }
 
     pub fn clear(&mut self) {
@@ -251,9 +274,77 @@ fn ensure_tracefs() -> anyhow::Result<()> {
 /// The loaded, attached programs.
 pub struct Probe {
     skel: ProbeSkel<'static>,
+    /// Each CPU's batch state, mapped (see `batch_states` in probe.bpf.c).
+    batch_states: BatchStates,
     /// Data records read from the ring buffer, and their payload bytes.
     records: AtomicU64,
     record_bytes: AtomicU64,
+}
+
+/// The `batch_states` map, mapped read-only into this process: which CPUs
+/// hold records not handed over yet is read without a system call.
+struct BatchStates {
+    base: std::ptr::NonNull<batch_state>,
+    cpus: usize,
+    len: usize,
+}
+
+impl BatchStates {
+    fn map(fd: std::os::fd::BorrowedFd<'_>, cpus: usize) -> anyhow::Result<Self> {
+        use std::os::fd::AsRawFd;
+        let len = (cpus * std::mem::size_of::<batch_state>()).next_multiple_of(page_size());
+        // SAFETY: maps `len` bytes of an mmap-able BPF array of `cpus`
+        // elements (its size rounded up to a page, as the kernel allows),
+        // read-only and shared; the mapping is released in Drop.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("cannot map the batch states");
+        }
+        Ok(BatchStates {
+            base: std::ptr::NonNull::new(base.cast()).context("mmap gave a null mapping")?,
+            cpus,
+            len,
+        })
+    }
+
+    /// Whether `cpu`'s batch holds records taken before `before_ns`. A
+    /// racy read, and sound for its use: a record being added while it is
+    /// read was taken inside a system call still running, which no later
+    /// record of that connection's direction can precede (see `drain`).
+    fn holds_records_before(&self, cpu: usize, before_ns: u64) -> bool {
+        debug_assert!(cpu < self.cpus);
+        // SAFETY: `cpu` is within the mapped array; the kernel writes the
+        // element concurrently, so its fields are read volatile (a torn or
+        // stale read only flushes a batch for nothing, or a round late).
+        unsafe {
+            let state = self.base.as_ptr().add(cpu);
+            let used = std::ptr::addr_of!((*state).used).read_volatile();
+            let busy = std::ptr::addr_of!((*state).busy).read_volatile();
+            let first = std::ptr::addr_of!((*state).first_ns).read_volatile();
+            busy != 0 || (used > 0 && first < before_ns)
+        }
+    }
+}
+
+impl Drop for BatchStates {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `map` mapped.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
 }
 
 impl Probe {
@@ -268,20 +359,26 @@ impl Probe {
         let mut open = ProbeSkelBuilder::default()
             .open(object)
             .context("cannot open the BPF object")?;
-        // One scratch buffer per possible CPU (see probe.bpf.c).
+        // One scratch buffer and one batch per possible CPU (see probe.bpf.c).
         let cpus = libbpf_rs::num_possible_cpus().context("cannot count the CPUs")?;
-        open.maps
-            .scratch
-            .set_max_entries(cpus as u32)
-            .context("cannot size the scratch buffers")?;
+        for map in [
+            &mut open.maps.scratch,
+            &mut open.maps.batches,
+            &mut open.maps.batch_states,
+        ] {
+            map.set_max_entries(cpus as u32)
+                .context("cannot size the per-CPU buffers")?;
+        }
         let skel = open.load().map_err(|err| {
             anyhow::anyhow!(
                 "the kernel refused the BPF programs ({err}); it needs BTF, ring buffers \
                  and BPF_PROG_TYPE_TRACING (Linux 5.17 or newer)"
             )
         })?;
+        let batch_states = BatchStates::map(skel.maps.batch_states.as_fd(), cpus)?;
         let mut probe = Probe {
             skel,
+            batch_states,
             records: AtomicU64::new(0),
             record_bytes: AtomicU64::new(0),
         };
@@ -377,9 +474,21 @@ impl Probe {
         }
     }
 
-    /// Drains the ring buffer every `every`, without the kernel ever waking
-    /// us per event, handing each batch of events to `handle`; returns when
-    /// `keep_going` says to stop.
+    /// Drains the ring buffer every `every`, handing each batch of events
+    /// to `handle`, in the order they were taken; returns when `keep_going`
+    /// says to stop.
+    ///
+    /// Records reach the ring buffer a CPU's batch at a time, so records
+    /// of one connection taken on two CPUs (its thread moved) may arrive
+    /// out of order; they are put back in order by their timestamps. Each
+    /// round takes `now`, hands over every CPU's batch that holds records
+    /// taken before it, and then hands on only the records taken before
+    /// `now`, keeping the rest for the next round: every record taken
+    /// before `now` is there by then (a record being added at that moment
+    /// belongs to a system call still running, and no later record of its
+    /// connection's direction can be taken before that call returns).
+    /// The kernel never wakes us per event: we drain on a timer, or at
+    /// once when the ring buffer is filling up.
     pub fn drain(
         &self,
         every: Duration,
@@ -388,19 +497,23 @@ impl Probe {
     ) -> anyhow::Result<()> {
         // Filled by the callback during `consume`, emptied after it.
         let batch = std::cell::RefCell::new(Batch::default());
+        let mut later = Batch::default();
         let mut builder = RingBufferBuilder::new();
         builder
             .add(&self.skel.maps.events, |data: &[u8]| {
-                read_record(data, &mut batch.borrow_mut());
+                read_records(data, &mut batch.borrow_mut());
                 0
             })
             .context("cannot read the ring buffer")?;
         let ring = builder.build().context("cannot read the ring buffer")?;
         loop {
+            let now = monotonic_ns();
+            self.flush_batches(now);
             ring.consume().context("cannot read the ring buffer")?;
             {
                 let mut batch = batch.borrow_mut();
                 if !batch.is_empty() {
+                    batch.split_off_from(now, &mut later);
                     let data = batch.events.iter().filter(|e| e.kind == EVENT_DATA);
                     let (records, bytes) =
                         data.fold((0, 0), |(n, b), e| (n + 1, b + e.data.len() as u64));
@@ -408,12 +521,42 @@ impl Probe {
                     self.record_bytes.fetch_add(bytes, Ordering::Relaxed);
                     handle(&batch);
                     batch.clear();
+                    // What was taken after `now` comes first next round.
+                    std::mem::swap(&mut *batch, &mut later);
                 }
             }
             if !keep_going(self) {
                 return Ok(());
             }
-            std::thread::sleep(every);
+            ring.poll(every).context("cannot wait on the ring buffer")?;
+        }
+    }
+
+    /// Hands over the batch of every CPU that holds records taken before
+    /// `before_ns`.
+    fn flush_batches(&self, before_ns: u64) {
+        for cpu in 0..self.batch_states.cpus {
+            if !self.batch_states.holds_records_before(cpu, before_ns) {
+                continue;
+            }
+            for _ in 0..FLUSH_TRIES {
+                let run = self
+                    .skel
+                    .progs
+                    .flush_batch
+                    .test_run(libbpf_rs::ProgramInput {
+                        cpu: cpu as u32,
+                        flags: TEST_RUN_ON_CPU,
+                        ..Default::default()
+                    });
+                match run {
+                    // A CPU that is offline has nothing to flush.
+                    Err(_) => break,
+                    Ok(output) if output.return_value == 0 => break,
+                    // A record is being added there: it takes nanoseconds.
+                    Ok(_) => std::hint::spin_loop(),
+                }
+            }
         }
     }
 }
@@ -429,34 +572,36 @@ pub fn monotonic_ns() -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
-/// Adds the ring buffer record `data` to `batch`.
-fn read_record(data: &[u8], batch: &mut Batch) {
+/// Adds the records of the ring buffer record `data` (a CPU's batch, or
+/// one record of its own) to `batch`.
+fn read_records(mut data: &[u8], batch: &mut Batch) {
     let size = std::mem::size_of::<event_header>();
-    if data.len() < size {
-        return;
+    while data.len() >= size {
+        // SAFETY: each record starts with an event_header written by the
+        // kernel side; read_unaligned copes with any alignment.
+        let header: event_header = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+        let captured = (header.captured as usize).min(data.len() - size);
+        let event = Event {
+            timestamp_ns: header.timestamp_ns,
+            cookie: header.socket_cookie,
+            kind: header.kind,
+            direction: header.direction,
+            length: header.length,
+            offset: header.offset,
+            last: header.flags & RECORD_LAST != 0,
+            ends: Ends {
+                local_addr: header.ends.local_addr,
+                remote_addr: header.ends.remote_addr,
+                local_port: header.ends.local_port,
+                remote_port: header.ends.remote_port,
+            },
+            comm: Comm(header.comm.map(|c| c as u8)),
+            data: 0..0,
+        };
+        batch.push(event, &data[size..size + captured]);
+        let record = (size + captured).next_multiple_of(RECORD_ALIGN);
+        data = data.get(record..).unwrap_or_default();
     }
-    // SAFETY: the ring buffer record starts with an event_header written by
-    // the kernel side; read_unaligned copes with any alignment.
-    let header: event_header = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
-    let captured = (header.captured as usize).min(data.len() - size);
-    let event = Event {
-        timestamp_ns: header.timestamp_ns,
-        cookie: header.socket_cookie,
-        kind: header.kind,
-        direction: header.direction,
-        length: header.length,
-        offset: header.offset,
-        last: header.flags & RECORD_LAST != 0,
-        ends: Ends {
-            local_addr: header.ends.local_addr,
-            remote_addr: header.ends.remote_addr,
-            local_port: header.ends.local_port,
-            remote_port: header.ends.remote_port,
-        },
-        comm: Comm(header.comm.map(|c| c as u8)),
-        data: 0..0,
-    };
-    batch.push(event, &data[size..size + captured]);
 }
 
 fn address(raw: &[u8; 16], port: u16) -> std::net::SocketAddr {
@@ -466,4 +611,74 @@ fn address(raw: &[u8; 16], port: u16) -> std::net::SocketAddr {
         None => std::net::IpAddr::V6(v6),
     };
     std::net::SocketAddr::new(ip, port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record as the kernel side writes it: its header and bytes, padded.
+    fn record(at: u64, cookie: u64, data: &[u8]) -> Vec<u8> {
+        let header = event_header {
+            timestamp_ns: at,
+            socket_cookie: cookie,
+            kind: EVENT_DATA,
+            direction: DIR_SEND,
+            length: data.len() as u32,
+            captured: data.len() as u32,
+            flags: RECORD_LAST,
+            ..Default::default()
+        };
+        // SAFETY: event_header is a plain-old-data #[repr(C)] struct.
+        let mut bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&header as *const event_header).cast::<u8>(),
+                std::mem::size_of::<event_header>(),
+            )
+        }
+        .to_vec();
+        bytes.extend_from_slice(data);
+        bytes.resize(bytes.len().next_multiple_of(RECORD_ALIGN), 0);
+        bytes
+    }
+
+    #[test]
+    fn a_batch_is_read_record_by_record() {
+        let mut ring_record = record(10, 1, b"+OK\r\n");
+        ring_record.extend(record(11, 2, b":1\r\n"));
+        let mut batch = Batch::default();
+        read_records(&ring_record, &mut batch);
+        let read: Vec<(u64, u64, &[u8])> = batch
+            .events()
+            .iter()
+            .map(|e| (e.timestamp_ns, e.cookie, batch.data(e)))
+            .collect();
+        assert_eq!(read, [(10, 1, &b"+OK\r\n"[..]), (11, 2, &b":1\r\n"[..])]);
+    }
+
+    #[test]
+    fn records_are_handed_on_in_the_order_taken_and_later_ones_kept() {
+        // Two CPUs' batches: the second holds a record taken before the
+        // first's last, and one taken after the round began.
+        let mut batch = Batch::default();
+        read_records(
+            &[record(10, 1, b"a"), record(30, 1, b"c")].concat(),
+            &mut batch,
+        );
+        read_records(
+            &[record(20, 1, b"b"), record(50, 1, b"d")].concat(),
+            &mut batch,
+        );
+        let mut later = Batch::default();
+        batch.split_off_from(40, &mut later);
+        let data = |batch: &Batch| -> Vec<Vec<u8>> {
+            batch
+                .events()
+                .iter()
+                .map(|e| batch.data(e).to_vec())
+                .collect()
+        };
+        assert_eq!(data(&batch), [b"a", b"b", b"c"]);
+        assert_eq!(data(&later), [b"d"]);
+    }
 }

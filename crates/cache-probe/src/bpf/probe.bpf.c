@@ -2,14 +2,19 @@
 /* Kernel side of cache-probe: copies what selected processes send and
  * receive on TCP connections to Redis ports into one ring buffer.
  *
- * How a syscall is seen: its sys_enter tracepoint records the user buffer
- * (or iovec array) of the calling thread; while the syscall runs,
- * sock_send_length / sock_recv_length (tp_btf) give the socket, so the
- * connection's ports and cookie are known without walking the fd table;
- * its sys_exit tracepoint, knowing how many bytes moved, copies up to
- * MAX_SYSCALL_CAPTURE of them into the ring buffer, MAX_CAPTURE bytes per
- * record, without waking the reader (it drains on a timer). Every program filters on the process first: only
- * processes in `pids` pay more than a map lookup.
+ * How a syscall is seen: the socket layer's sock_send_length /
+ * sock_recv_length tracepoints (tp_btf) fire inside every socket send and
+ * receive once the bytes have moved, with the socket (its ports and cookie,
+ * without walking the fd table) and the count; the syscall's user buffer
+ * (or iovec array) is read from the thread's saved registers. A call of at
+ * most BATCHED_CAPTURE bytes from one buffer is added, as a record, to its
+ * CPU's batch, which is handed over to the ring buffer whole (see probe.h);
+ * larger calls and iovecs are copied in MAX_CAPTURE-byte records of their
+ * own, up to MAX_SYSCALL_CAPTURE bytes. Nothing wakes the reader per event:
+ * it drains on a timer. Every program filters on the process first: only
+ * processes in `pids` pay more than a map lookup, and no syscall
+ * tracepoint is attached, so other processes (and the followed ones' file
+ * and pipe I/O) run none of this code.
  *
  * Processes are selected by the Rust side (--pid, --comm, a scan of
  * existing sockets) and, in discovery mode, here: a process that connects to
@@ -68,10 +73,40 @@ struct {
 	__type(value, struct settings);
 } config SEC(".maps");
 
+#define RING_SIZE (16 * 1024 * 1024)
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 16 * 1024 * 1024);
+	__uint(max_entries, RING_SIZE);
 } events SEC(".maps");
+
+/* Each CPU's batch of records (see BATCH_SIZE in probe.h): its state, in a
+ * map user space reads in place, and its bytes. Both are indexed by CPU;
+ * the loader sizes them to the number of CPUs. Only programs running on a
+ * CPU touch its batch, and they never run two at a time there: the socket
+ * tracepoints run in process context with preemption disabled, and
+ * flush_batch runs in an interrupt on that CPU, which `busy` keeps away
+ * from a batch being written. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct batch_state);
+} batch_states SEC(".maps");
+
+/* Room for a full batch plus the largest record that starts within it,
+ * so that every write at a bounded offset is in bounds. */
+struct batch {
+	unsigned char data[BATCH_SIZE + sizeof(struct event_header) + BATCHED_CAPTURE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct batch);
+} batches SEC(".maps");
 
 /* A record being assembled, and the copy it is part of: too large for the
  * BPF stack. The payload area is twice MAX_CAPTURE so that masked offsets
@@ -217,6 +252,31 @@ static __always_inline void name_client(struct sock *sk, struct endpoints *ends,
 		count(COUNTER_LOST, 1);
 }
 
+/* Hand-over flags: no wake-up (the reader drains on a timer), unless the
+ * ring buffer is filling up, when waking the reader at once is cheaper
+ * than losing records. */
+static __always_inline __u64 handover_flags(void)
+{
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > RING_SIZE / 4)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
+/* Hands over this CPU's batch as one ring buffer record. */
+static __always_inline void flush(struct batch_state *st, struct batch *b)
+{
+	__u64 flags = handover_flags();
+	/* Bounded right before the call, for the verifier. */
+	__u64 used = st->used;
+	barrier_var(used);
+	if (used == 0 || used > BATCH_SIZE)
+		return;
+	if (bpf_ringbuf_output(&events, b->data, used, flags) != 0)
+		count(COUNTER_LOST, st->records);
+	st->used = 0;
+	st->records = 0;
+}
+
 /* Hands over the scratch record (its header was filled by end()). */
 static __always_inline int emit(struct scratch *out)
 {
@@ -230,7 +290,7 @@ static __always_inline int emit(struct scratch *out)
 	barrier_var(size);
 	size &= 2 * MAX_CAPTURE - 1;
 	size += sizeof(struct event_header);
-	if (bpf_ringbuf_output(&events, &out->header, size, BPF_RB_NO_WAKEUP) != 0) {
+	if (bpf_ringbuf_output(&events, &out->header, size, handover_flags()) != 0) {
 		count(COUNTER_LOST, 1);
 		c->stopped = 1;
 		return 1;
@@ -293,17 +353,6 @@ static long copy_step(__u64 index, void *data)
 /* Steps enough for MAX_RECORDS records over MAX_IOVECS iovec entries. */
 #define COPY_STEPS (2 * MAX_IOVECS + 2 * MAX_RECORDS)
 
-/* The common case, one buffer of at most SMALL_CAPTURE bytes: written
- * straight into a record reserved in the ring buffer (no scratch copy, no
- * second copy into the ring). The record has room for SMALL_CAPTURE bytes
- * whatever the call moved; the reader takes `captured` of them. */
-#define SMALL_CAPTURE 256
-
-struct small_record {
-	struct event_header header;
-	unsigned char data[SMALL_CAPTURE];
-};
-
 /* What every data record of one syscall says about it: when, which socket
  * and process, which way, how many bytes it moved, and (on a client end)
  * the process's name. */
@@ -324,27 +373,45 @@ static __always_inline void data_header(struct event_header *h, __u32 direction,
 		__builtin_memset(h->comm, 0, sizeof(h->comm));
 }
 
-static __always_inline void capture_small(__u64 buf, __u32 direction, __u32 moved,
-					  struct endpoints *ends, __u64 cookie, __u32 tgid,
-					  int client_end)
+/* The common case, one buffer of at most BATCHED_CAPTURE bytes: its record
+ * is written straight into this CPU's batch (no scratch copy, and the
+ * ring buffer's reservation, the costliest step, once a batch). */
+static __always_inline void capture_batched(__u64 buf, __u32 direction, __u32 moved,
+					    struct endpoints *ends, __u64 cookie, __u32 tgid,
+					    int client_end)
 {
-	struct small_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
-	if (!r) {
-		count(COUNTER_LOST, 1);
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct batch_state *st = bpf_map_lookup_elem(&batch_states, &cpu);
+	struct batch *b = bpf_map_lookup_elem(&batches, &cpu);
+	if (!st || !b)
 		return;
-	}
-	struct event_header *h = &r->header;
-	data_header(h, direction, moved, ends, cookie, tgid, client_end);
-	h->captured = moved;
-	h->offset = 0;
-	h->flags = RECORD_LAST;
-	/* Between 1 and SMALL_CAPTURE (the mask changes nothing). */
+	/* Between 1 and BATCHED_CAPTURE (the mask changes nothing). */
 	__u32 size = moved - 1;
 	barrier_var(size);
-	size = (size & (SMALL_CAPTURE - 1)) + 1;
-	/* Bytes that cannot be read are zeros (the helper clears them). */
-	bpf_probe_read_user(r->data, size, (const void *)buf);
-	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+	size = (size & (BATCHED_CAPTURE - 1)) + 1;
+	__u32 length = (sizeof(struct event_header) + size + RECORD_ALIGN - 1) & ~(RECORD_ALIGN - 1);
+	st->busy = 1;
+	barrier();
+	if (st->used + length > BATCH_SIZE)
+		flush(st, b);
+	__u32 at = st->used;
+	barrier_var(at);
+	if (at <= BATCH_SIZE) {
+		struct event_header *h = (void *)&b->data[at];
+		data_header(h, direction, moved, ends, cookie, tgid, client_end);
+		h->captured = size;
+		h->offset = 0;
+		h->flags = RECORD_LAST;
+		/* Bytes that cannot be read are zeros (the helper clears them). */
+		bpf_probe_read_user(&b->data[at + sizeof(struct event_header)], size,
+				    (const void *)buf);
+		if (st->records == 0)
+			st->first_ns = h->timestamp_ns;
+		st->used = at + length;
+		st->records += 1;
+	}
+	barrier();
+	st->busy = 0;
 }
 
 /* Copies what the syscall moved (`moved` bytes, from `buf`, or the iovec
@@ -353,8 +420,8 @@ static __always_inline void capture(__u64 buf, __u32 iovcnt, __u32 direction, lo
 				    struct endpoints *ends, __u64 cookie, __u32 tgid,
 				    int client_end)
 {
-	if (iovcnt == 0 && moved <= SMALL_CAPTURE) {
-		capture_small(buf, direction, moved, ends, cookie, tgid, client_end);
+	if (iovcnt == 0 && moved <= BATCHED_CAPTURE) {
+		capture_batched(buf, direction, moved, ends, cookie, tgid, client_end);
 		return;
 	}
 	__u32 cpu = bpf_get_smp_processor_id();
@@ -561,5 +628,22 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 	h.ends = ends;
 	if (bpf_ringbuf_output(&events, &h, sizeof(h), 0) != 0)
 		count(COUNTER_LOST, 1);
+	return 0;
+}
+
+/* Hands over the batch of the CPU it runs on: user space runs it (BPF
+ * test run, on a given CPU) for every CPU whose batch holds records, before
+ * each drain. Returns 1 when a record is being added there (try again). */
+SEC("raw_tp")
+int flush_batch(void *ctx)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct batch_state *st = bpf_map_lookup_elem(&batch_states, &cpu);
+	struct batch *b = bpf_map_lookup_elem(&batches, &cpu);
+	if (!st || !b)
+		return 0;
+	if (st->busy)
+		return 1;
+	flush(st, b);
 	return 0;
 }

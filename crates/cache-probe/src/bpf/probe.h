@@ -15,6 +15,17 @@
  * when it falls inside a bulk string, whose length it knows). */
 #define MAX_RECORDS 64
 #define MAX_SYSCALL_CAPTURE (MAX_RECORDS * MAX_CAPTURE)
+/* A syscall of at most BATCHED_CAPTURE bytes from one buffer (most
+ * commands and replies, and deep pipelines of them) is not handed over on
+ * its own: its record is added to its CPU's batch, and a batch is handed
+ * over whole when the next record would not fit in BATCH_SIZE bytes, or
+ * when user space flushes it (the flush_batch program, run on that CPU).
+ * A ring buffer record is therefore a sequence of records, each an
+ * event_header and its captured bytes, padded to 8 bytes. */
+#define BATCH_SIZE 16384
+#define BATCHED_CAPTURE 4096
+/* Records are padded to this. */
+#define RECORD_ALIGN 8
 /* Most iovec entries read for writev/readv/sendmsg/recvmsg (IOV_MAX). */
 #define MAX_IOVECS 1024
 /* Most Redis server ports to watch. */
@@ -67,6 +78,21 @@ struct event_header {
 	/* The process's name, on a connection's client end only (zeros on
 	 * a server end: the reader names a server end's client otherwise). */
 	char comm[16];
+};
+
+/* The state of one CPU's batch, in a map user space reads in place
+ * (mmap) to tell which CPUs have records to flush. */
+struct batch_state {
+	/* A program is adding a record: a flush must wait. */
+	unsigned int busy;
+	/* Bytes and records in the batch. */
+	unsigned int used;
+	unsigned int records;
+	unsigned int _pad;
+	/* When its first record was taken. */
+	unsigned long long first_ns;
+	/* One cache line per CPU. */
+	unsigned long long _line[5];
 };
 
 /* Counters kept per CPU, summed by the Rust side. Records and their bytes
