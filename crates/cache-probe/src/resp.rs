@@ -721,24 +721,25 @@ impl<'a> Cursor<'a> {
 
 /// A decimal line whole at the start of `bytes`: its value and the bytes it
 /// took, `\r\n` included; `None` when it is not whole there or not a
-/// number (the byte-wise reader then decides which).
+/// number (the byte-wise reader then decides which). Every length header
+/// of every request and reply goes through here: one pass over the digits.
 fn number_in(bytes: &[u8]) -> Option<(i64, usize)> {
-    let (negative, digits) = match bytes.first()? {
-        b'-' => (true, &bytes[1..]),
-        _ => (false, bytes),
-    };
+    let negative = bytes.first() == Some(&b'-');
+    let start = usize::from(negative);
     let mut value: i64 = 0;
-    for (i, &b) in digits.iter().enumerate().take(18) {
-        match b {
-            b'0'..=b'9' => value = value * 10 + i64::from(b - b'0'),
-            b'\r' if i > 0 && digits.get(i + 1) == Some(&b'\n') => {
-                let used = i + 2 + usize::from(negative);
-                return Some((if negative { -value } else { value }, used));
-            }
-            _ => return None,
-        }
+    let mut at = start;
+    // 18 digits at most: no overflow.
+    while let Some(&b) = bytes
+        .get(at)
+        .filter(|b| b.is_ascii_digit() && at - start < 18)
+    {
+        value = value * 10 + i64::from(b - b'0');
+        at += 1;
     }
-    None
+    if at == start || bytes.get(at..at + 2) != Some(b"\r\n") {
+        return None;
+    }
+    Some((if negative { -value } else { value }, at + 2))
 }
 
 fn parse(cursor: &mut Cursor<'_>, depth: usize) -> Result<Value, Fault> {
@@ -829,6 +830,29 @@ fn parse(cursor: &mut Cursor<'_>, depth: usize) -> Result<Value, Fault> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_whole_in_place() {
+        assert_eq!(number_in(b"0\r\n"), Some((0, 3)));
+        assert_eq!(number_in(b"42\r\nx"), Some((42, 4)));
+        assert_eq!(number_in(b"-1\r\n"), Some((-1, 4)));
+        assert_eq!(
+            number_in(b"999999999999999999\r\n"),
+            Some((999_999_999_999_999_999, 20))
+        );
+        // Left to the byte-wise reader: too long, not whole, not a number.
+        for bytes in [
+            &b"1234567890123456789\r\n"[..],
+            b"12",
+            b"12\r",
+            b"-\r\n",
+            b"\r\n",
+            b"1x\r\n",
+            b"",
+        ] {
+            assert_eq!(number_in(bytes), None, "{bytes:?}");
+        }
+    }
 
     /// Every value the stream holds, bulk strings kept to [`KEEP`].
     fn all(stream: &mut Stream) -> Vec<Next> {
