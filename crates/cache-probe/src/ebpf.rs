@@ -275,58 +275,81 @@ fn ensure_tracefs() -> anyhow::Result<()> {
 pub struct Probe {
     skel: ProbeSkel<'static>,
     /// Each CPU's batch state, mapped (see `batch_states` in probe.bpf.c).
-    batch_states: BatchStates,
+    batch_states: Mapped<batch_state>,
+    /// One bit per followed process (`followed` in probe.bpf.c).
+    followed: Mapped<u64>,
     /// Data records read from the ring buffer, and their payload bytes.
     records: AtomicU64,
     record_bytes: AtomicU64,
 }
 
-/// The `batch_states` map, mapped read-only into this process: which CPUs
-/// hold records not handed over yet is read without a system call.
-struct BatchStates {
-    base: std::ptr::NonNull<batch_state>,
-    cpus: usize,
+/// An mmap-able BPF array (`BPF_F_MMAPABLE`) mapped into this process:
+/// read, or for `followed` updated with atomic operations, without a
+/// system call.
+struct Mapped<T> {
+    base: std::ptr::NonNull<T>,
     len: usize,
+    bytes: usize,
 }
 
-impl BatchStates {
-    fn map(fd: std::os::fd::BorrowedFd<'_>, cpus: usize) -> anyhow::Result<Self> {
+impl<T> Mapped<T> {
+    /// Maps the `len` elements of the array `fd`.
+    fn map(fd: std::os::fd::BorrowedFd<'_>, len: usize, writable: bool) -> anyhow::Result<Self> {
         use std::os::fd::AsRawFd;
-        let len = (cpus * std::mem::size_of::<batch_state>()).next_multiple_of(page_size());
-        // SAFETY: maps `len` bytes of an mmap-able BPF array of `cpus`
-        // elements (its size rounded up to a page, as the kernel allows),
-        // read-only and shared; the mapping is released in Drop.
+        let bytes = (len * std::mem::size_of::<T>()).next_multiple_of(page_size());
+        let protection = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        // SAFETY: maps `bytes` bytes of an mmap-able BPF array of `len`
+        // elements of `T` (its size rounded up to a page, as the kernel
+        // allows), shared; the mapping is released in Drop.
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
+                bytes,
+                protection,
                 libc::MAP_SHARED,
                 fd.as_raw_fd(),
                 0,
             )
         };
         if base == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error()).context("cannot map the batch states");
+            return Err(std::io::Error::last_os_error()).context("cannot map a BPF array");
         }
-        Ok(BatchStates {
+        Ok(Mapped {
             base: std::ptr::NonNull::new(base.cast()).context("mmap gave a null mapping")?,
-            cpus,
             len,
+            bytes,
         })
     }
 
+    fn element(&self, index: usize) -> *mut T {
+        assert!(index < self.len, "element {index} of {}", self.len);
+        // SAFETY: within the mapped array.
+        unsafe { self.base.as_ptr().add(index) }
+    }
+}
+
+impl<T> Drop for Mapped<T> {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `map` mapped.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.bytes) };
+    }
+}
+
+impl Mapped<batch_state> {
     /// Whether `cpu`'s batch holds records taken before `before_ns`. A
     /// racy read, and sound for its use: a record being added while it is
     /// read was taken inside a system call still running, which no later
     /// record of that connection's direction can precede (see `drain`).
     fn holds_records_before(&self, cpu: usize, before_ns: u64) -> bool {
-        debug_assert!(cpu < self.cpus);
-        // SAFETY: `cpu` is within the mapped array; the kernel writes the
-        // element concurrently, so its fields are read volatile (a torn or
-        // stale read only flushes a batch for nothing, or a round late).
+        let state = self.element(cpu);
+        // SAFETY: a valid element of the mapping; the kernel writes it
+        // concurrently, so its fields are read volatile (a torn or stale
+        // read only flushes a batch for nothing, or a round late).
         unsafe {
-            let state = self.base.as_ptr().add(cpu);
             let used = std::ptr::addr_of!((*state).used).read_volatile();
             let busy = std::ptr::addr_of!((*state).busy).read_volatile();
             let first = std::ptr::addr_of!((*state).first_ns).read_volatile();
@@ -335,10 +358,12 @@ impl BatchStates {
     }
 }
 
-impl Drop for BatchStates {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `map` mapped.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+impl Mapped<u64> {
+    /// The `followed` bitmap's word of `tgid`, as the programs update it.
+    fn word(&self, tgid: u32) -> &AtomicU64 {
+        // SAFETY: a valid, 8-byte aligned element of a shared mapping that
+        // lives as long as `self`; the programs update it atomically too.
+        unsafe { AtomicU64::from_ptr(self.element(tgid as usize / 64)) }
     }
 }
 
@@ -375,14 +400,33 @@ impl Probe {
                  and BPF_PROG_TYPE_TRACING (Linux 5.17 or newer)"
             )
         })?;
-        let batch_states = BatchStates::map(skel.maps.batch_states.as_fd(), cpus)?;
+        let batch_states = Mapped::map(skel.maps.batch_states.as_fd(), cpus, false)?;
+        let followed = Mapped::map(
+            skel.maps.followed.as_fd(),
+            skel.maps.followed.max_entries() as usize,
+            true,
+        )?;
         let mut probe = Probe {
             skel,
             batch_states,
+            followed,
             records: AtomicU64::new(0),
             record_bytes: AtomicU64::new(0),
         };
         probe.configure(selection)?;
+        // Batches are handed over by running flush_batch on each CPU: a
+        // kernel that cannot (BPF_PROG_TEST_RUN of a raw tracepoint program
+        // on a given CPU, Linux 5.10) would hold records back for ever.
+        probe
+            .skel
+            .progs
+            .flush_batch
+            .test_run(libbpf_rs::ProgramInput {
+                cpu: 0,
+                flags: TEST_RUN_ON_CPU,
+                ..Default::default()
+            })
+            .context("cannot run the probe's flush program on a given CPU (Linux 5.10 or newer)")?;
         probe
             .skel
             .attach()
@@ -420,11 +464,13 @@ impl Probe {
 
     /// Follows `tgid` from now on.
     pub fn select(&self, tgid: u32) -> anyhow::Result<()> {
-        self.skel
-            .maps
-            .pids
-            .update(&tgid.to_ne_bytes(), &1u32.to_ne_bytes(), MapFlags::ANY)
-            .with_context(|| format!("cannot select process {tgid}"))
+        if tgid as usize / 64 >= self.followed.len {
+            bail!("cannot select process {tgid}: beyond the kernel's largest process id");
+        }
+        self.followed
+            .word(tgid)
+            .fetch_or(1 << (tgid % 64), Ordering::Relaxed);
+        Ok(())
     }
 
     /// Records that a followed process listens on `port` (see the
@@ -441,14 +487,14 @@ impl Probe {
             .context("cannot record a listener")
     }
 
-    /// Processes followed now.
-    pub fn selected(&self) -> Vec<u32> {
-        self.skel
-            .maps
-            .pids
-            .keys()
-            .filter_map(|key| Some(u32::from_ne_bytes(key.try_into().ok()?)))
-            .collect()
+    /// How many processes are followed now.
+    pub fn followed(&self) -> usize {
+        (0..self.followed.len)
+            .map(|word| {
+                let bits = self.followed.word(word as u32 * 64).load(Ordering::Relaxed);
+                bits.count_ones() as usize
+            })
+            .sum()
     }
 
     pub fn counters(&self) -> KernelCounters {
@@ -535,7 +581,7 @@ impl Probe {
     /// Hands over the batch of every CPU that holds records taken before
     /// `before_ns`.
     fn flush_batches(&self, before_ns: u64) {
-        for cpu in 0..self.batch_states.cpus {
+        for cpu in 0..self.batch_states.len {
             if !self.batch_states.holds_records_before(cpu, before_ns) {
                 continue;
             }

@@ -201,7 +201,7 @@ fn follow(
                 p.lost.store(kernel.lost, Ordering::Relaxed);
                 p.truncated.store(kernel.truncated, Ordering::Relaxed);
                 p.processes
-                    .store(probe.selected().len() as u64, Ordering::Relaxed);
+                    .store(probe.followed() as u64, Ordering::Relaxed);
             }
             !stop.load(Ordering::Relaxed)
         },

@@ -12,13 +12,13 @@
  * larger calls and iovecs are copied in MAX_CAPTURE-byte records of their
  * own, up to MAX_SYSCALL_CAPTURE bytes. Nothing wakes the reader per event:
  * it drains on a timer. Every program filters on the process first: only
- * processes in `pids` pay more than a map lookup, and no syscall
+ * processes in `followed` pay more than a bit test, and no syscall
  * tracepoint is attached, so other processes (and the followed ones' file
  * and pipe I/O) run none of this code.
  *
  * Processes are selected by the Rust side (--pid, --comm, a scan of
  * existing sockets) and, in discovery mode, here: a process that connects to
- * or listens on a watched port joins `pids` at that moment, before it sends
+ * or listens on a watched port joins `followed` at that moment, before it sends
  * anything. */
 
 #include <linux/bpf.h>
@@ -40,12 +40,18 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define TCP_LISTEN 10
 #define MSG_PEEK 2
 
+/* Followed processes, one bit per process id (up to PID_MAX_LIMIT): every
+ * socket send and receive on the host tests one bit, not a hash lookup.
+ * User space maps it and sets bits with atomic ORs, as the programs do. */
+#define PID_LIMIT 4194304
+
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32);   /* tgid */
-	__type(value, __u32); /* unused */
-} pids SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, PID_LIMIT / 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} followed SEC(".maps");
 
 /* Watched ports on which a followed process of this host listens. A local
  * client of such a server is not captured: the server's side of the
@@ -169,7 +175,17 @@ static __always_inline void count(__u32 which, __u64 n)
 
 static __always_inline int selected(__u32 tgid)
 {
-	return bpf_map_lookup_elem(&pids, &tgid) != NULL;
+	__u32 word = tgid / 64;
+	__u64 *bits = bpf_map_lookup_elem(&followed, &word);
+	return bits && ((*bits >> (tgid % 64)) & 1);
+}
+
+static __always_inline void follow(__u32 tgid)
+{
+	__u32 word = tgid / 64;
+	__u64 *bits = bpf_map_lookup_elem(&followed, &word);
+	if (bits)
+		__sync_fetch_and_or(bits, 1ULL << (tgid % 64));
 }
 
 static __always_inline int watched_port(struct settings *s, __u16 port)
@@ -615,7 +631,7 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 	}
 	__u32 one = 1;
 	if (!already)
-		bpf_map_update_elem(&pids, &tgid, &one, BPF_ANY);
+		follow(tgid);
 	if (newstate == TCP_LISTEN) {
 		__u32 port = ends.local_port;
 		bpf_map_update_elem(&listeners, &port, &one, BPF_ANY);
