@@ -340,20 +340,18 @@ impl<T> Drop for Mapped<T> {
 }
 
 impl Mapped<batch_state> {
-    /// Whether `cpu`'s batch holds records taken before `before_ns`. A
-    /// racy read, and sound for its use: a record being added while it is
-    /// read was taken inside a system call still running, which no later
-    /// record of that connection's direction can precede (see `drain`).
-    fn holds_records_before(&self, cpu: usize, before_ns: u64) -> bool {
+    /// When the first record in `cpu`'s batch was taken, if it holds any.
+    /// A racy read, and sound for its use (see `Probe::drain`): a record
+    /// being added while it is read is not seen, and need not be.
+    fn first_record(&self, cpu: usize) -> Option<u64> {
         let state = self.element(cpu);
         // SAFETY: a valid element of the mapping; the kernel writes it
-        // concurrently, so its fields are read volatile (a torn or stale
-        // read only flushes a batch for nothing, or a round late).
+        // concurrently, so its fields are read volatile (the first record's
+        // time is written before the count that makes it one).
         unsafe {
             let used = std::ptr::addr_of!((*state).used).read_volatile();
-            let busy = std::ptr::addr_of!((*state).busy).read_volatile();
             let first = std::ptr::addr_of!((*state).first_ns).read_volatile();
-            busy != 0 || (used > 0 && first < before_ns)
+            (used > 0).then_some(first)
         }
     }
 }
@@ -526,15 +524,19 @@ impl Probe {
     ///
     /// Records reach the ring buffer a CPU's batch at a time, so records
     /// of one connection taken on two CPUs (its thread moved) may arrive
-    /// out of order; they are put back in order by their timestamps. Each
-    /// round takes `now`, hands over every CPU's batch that holds records
-    /// taken before it, and then hands on only the records taken before
-    /// `now`, keeping the rest for the next round: every record taken
-    /// before `now` is there by then (a record being added at that moment
-    /// belongs to a system call still running, and no later record of its
-    /// connection's direction can be taken before that call returns).
-    /// The kernel never wakes us per event: we drain on a timer, or at
-    /// once when the ring buffer is filling up.
+    /// out of order; they are put back in order by their timestamps, and
+    /// a record is handed on only when none taken before it can still be
+    /// in a batch: each round reads every CPU's batch state, then drains,
+    /// and hands on the records taken before the oldest record still in a
+    /// batch (and before the round began), keeping the rest for the next
+    /// round. A record being added while the states are read belongs to a
+    /// system call still running, and no later record of its connection's
+    /// direction can be taken before that call returns: it cannot be
+    /// overtaken. A batch that has held records for a whole round (its CPU
+    /// went quiet) is handed over by running `flush_batch` on that CPU; the
+    /// others hand themselves over as they fill. The kernel never wakes us
+    /// per event: we drain on a timer, or at once when the ring buffer is
+    /// filling up.
     pub fn drain(
         &self,
         every: Duration,
@@ -552,14 +554,15 @@ impl Probe {
             })
             .context("cannot read the ring buffer")?;
         let ring = builder.build().context("cannot read the ring buffer")?;
+        let every_ns = u64::try_from(every.as_nanos()).unwrap_or(u64::MAX);
         loop {
             let now = monotonic_ns();
-            self.flush_batches(now);
+            let horizon = self.settle_batches(now, now.saturating_sub(every_ns));
             ring.consume().context("cannot read the ring buffer")?;
             {
                 let mut batch = batch.borrow_mut();
                 if !batch.is_empty() {
-                    batch.split_off_from(now, &mut later);
+                    batch.split_off_from(horizon, &mut later);
                     let data = batch.events.iter().filter(|e| e.kind == EVENT_DATA);
                     let (records, bytes) =
                         data.fold((0, 0), |(n, b), e| (n + 1, b + e.data.len() as u64));
@@ -567,7 +570,7 @@ impl Probe {
                     self.record_bytes.fetch_add(bytes, Ordering::Relaxed);
                     handle(&batch);
                     batch.clear();
-                    // What was taken after `now` comes first next round.
+                    // What could still be overtaken comes first next round.
                     std::mem::swap(&mut *batch, &mut later);
                 }
             }
@@ -578,32 +581,42 @@ impl Probe {
         }
     }
 
-    /// Hands over the batch of every CPU that holds records taken before
-    /// `before_ns`.
-    fn flush_batches(&self, before_ns: u64) {
+    /// Hands over the batches that hold records taken before `stale_ns`;
+    /// returns the time before which every record taken is out of the
+    /// batches: `now_ns`, or the first record of a batch still holding one.
+    fn settle_batches(&self, now_ns: u64, stale_ns: u64) -> u64 {
+        let mut horizon = now_ns;
         for cpu in 0..self.batch_states.len {
-            if !self.batch_states.holds_records_before(cpu, before_ns) {
+            let Some(first_ns) = self.batch_states.first_record(cpu) else {
                 continue;
-            }
-            for _ in 0..FLUSH_TRIES {
-                let run = self
-                    .skel
-                    .progs
-                    .flush_batch
-                    .test_run(libbpf_rs::ProgramInput {
-                        cpu: cpu as u32,
-                        flags: TEST_RUN_ON_CPU,
-                        ..Default::default()
-                    });
-                match run {
-                    // A CPU that is offline has nothing to flush.
-                    Err(_) => break,
-                    Ok(output) if output.return_value == 0 => break,
-                    // A record is being added there: it takes nanoseconds.
-                    Ok(_) => std::hint::spin_loop(),
-                }
+            };
+            if first_ns >= stale_ns || !self.flush_batch(cpu) {
+                horizon = horizon.min(first_ns);
             }
         }
+        horizon
+    }
+
+    /// Runs `flush_batch` on `cpu`; false when it could not.
+    fn flush_batch(&self, cpu: usize) -> bool {
+        for _ in 0..FLUSH_TRIES {
+            let run = self
+                .skel
+                .progs
+                .flush_batch
+                .test_run(libbpf_rs::ProgramInput {
+                    cpu: cpu as u32,
+                    flags: TEST_RUN_ON_CPU,
+                    ..Default::default()
+                });
+            match run {
+                Err(_) => return false,
+                Ok(output) if output.return_value == 0 => return true,
+                // A record is being added there: it takes nanoseconds.
+                Ok(_) => std::hint::spin_loop(),
+            }
+        }
+        false
     }
 }
 
