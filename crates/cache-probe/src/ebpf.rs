@@ -283,6 +283,15 @@ pub struct Probe {
     record_bytes: AtomicU64,
 }
 
+/// What running `flush_batch` on a CPU did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    Done,
+    /// A record was being added every time it ran.
+    Busy,
+    Impossible,
+}
+
 /// An mmap-able BPF array (`BPF_F_MMAPABLE`) mapped into this process:
 /// read, or for `followed` updated with atomic operations, without a
 /// system call.
@@ -590,15 +599,16 @@ impl Probe {
             let Some(first_ns) = self.batch_states.first_record(cpu) else {
                 continue;
             };
-            if first_ns >= stale_ns || !self.flush_batch(cpu) {
+            let waiting = first_ns >= stale_ns || self.flush_batch(cpu) == Flush::Busy;
+            if waiting {
                 horizon = horizon.min(first_ns);
             }
         }
         horizon
     }
 
-    /// Runs `flush_batch` on `cpu`; false when it could not.
-    fn flush_batch(&self, cpu: usize) -> bool {
+    /// Runs `flush_batch` on `cpu`.
+    fn flush_batch(&self, cpu: usize) -> Flush {
         for _ in 0..FLUSH_TRIES {
             let run = self
                 .skel
@@ -610,13 +620,15 @@ impl Probe {
                     ..Default::default()
                 });
             match run {
-                Err(_) => return false,
-                Ok(output) if output.return_value == 0 => return true,
+                Ok(output) if output.return_value == 0 => return Flush::Done,
                 // A record is being added there: it takes nanoseconds.
                 Ok(_) => std::hint::spin_loop(),
+                // The CPU went offline: what its batch holds is lost, and
+                // must not hold the others back.
+                Err(_) => return Flush::Impossible,
             }
         }
-        false
+        Flush::Busy
     }
 }
 
