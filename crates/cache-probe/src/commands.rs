@@ -953,11 +953,11 @@ impl Command {
         // Only channels are kept: other arguments (values, and the
         // credentials of AUTH, HELLO, ACL SETUSER, CONFIG SET, MIGRATE) are
         // never kept.
-        let args: Vec<Box<[u8]>> = match name.role() {
+        let args: Box<[Box<[u8]>]> = match name.role() {
             // The channel, not the message.
             Role::Publish => rest.iter().take(1).map(kept).collect(),
             Role::Subscribe(_) | Role::Unsubscribe(_) => rest.iter().map(kept).collect(),
-            _ => Vec::new(),
+            _ => Box::default(),
         };
         let key = if reading.keys && name.0.keyed {
             rest.first().map(kept)
@@ -970,7 +970,7 @@ impl Command {
             argc: u32::try_from(argc).unwrap_or(u32::MAX),
             lookup,
             keys: u32::try_from(keys).unwrap_or(u32::MAX),
-            args: args.into_boxed_slice(),
+            args,
         })
     }
 

@@ -724,6 +724,14 @@ impl<'a> Cursor<'a> {
 /// number (the byte-wise reader then decides which). Every length header
 /// of every request and reply goes through here: one pass over the digits.
 fn number_in(bytes: &[u8]) -> Option<(i64, usize)> {
+    // One or two digits: the count and lengths of nearly every command.
+    match bytes {
+        [a @ b'0'..=b'9', b'\r', b'\n', ..] => return Some((i64::from(a - b'0'), 3)),
+        [a @ b'0'..=b'9', b @ b'0'..=b'9', b'\r', b'\n', ..] => {
+            return Some((i64::from((a - b'0') * 10 + (b - b'0')), 4));
+        }
+        _ => {}
+    }
     let negative = bytes.first() == Some(&b'-');
     let start = usize::from(negative);
     let mut value: i64 = 0;
