@@ -22,6 +22,7 @@ mod load;
 mod policy;
 mod receive;
 mod refresh;
+mod source;
 mod status;
 mod write;
 
@@ -37,12 +38,10 @@ use crate::cache::{
     LookupResult, NearCache, RedisCache, RedisFailure, StatsSnapshot, Ticket, Tier, Totals,
 };
 use crate::config::CacheConfig;
-use crate::domain::{Item, ItemId};
 use crate::invalidation::{
     LagCounts, LagHistogram, LagSnapshot, Outbox, Publisher, SenderId, Sequences,
 };
-use crate::store::{Store, StoreError};
-use crate::telemetry::metrics::{DbSystem, Metrics, RedisInfo};
+use crate::telemetry::metrics::{Metrics, RedisInfo};
 use crate::telemetry::since_reset::{Counted, SinceReset};
 use crate::telemetry::spans;
 use failsafe::Failsafe;
@@ -54,6 +53,7 @@ use load::LoadFor;
 pub use load::{Loaded, SourceError, Via};
 pub use policy::Policy;
 use refresh::Refreshing;
+pub use source::{Source, SourceFailure, WriteFailure};
 pub use status::{NearCacheState, Status};
 
 /// Bound on one `total_keys` count, however large or slow Redis is.
@@ -90,9 +90,8 @@ pub struct Stats {
 }
 
 /// Cheap to clone: every field is a handle.
-#[derive(Clone)]
-pub struct Catalog {
-    store: Store,
+pub struct Catalog<S: Source> {
+    source: S,
     /// Opened by repeated failures to reach the database (PostgreSQL): while
     /// open, reads and writes fail at once instead of each waiting out
     /// `SOURCE_TIMEOUT` on a database known to be down.
@@ -101,16 +100,16 @@ pub struct Catalog {
     metrics: Arc<Metrics>,
     /// This instance's near cache; shared with the subscriber, which
     /// suspends it while invalidations may be lost.
-    l1: Arc<NearCache<Item>>,
+    l1: Arc<NearCache<S::Value>>,
     l2: RedisCache,
     prefix: KeyPrefix,
     policy: Arc<Policy>,
     deferred: Arc<DeferredInvalidations>,
     stats: Arc<CacheStats>,
-    flights: Arc<Flights<ItemId, load::Outcome>>,
-    failsafe: Arc<Failsafe<ItemId>>,
-    refreshing: Arc<Refreshing>,
-    hooks: Arc<Hooks>,
+    flights: Arc<Flights<S::Id, load::Outcome<S::Value>>>,
+    failsafe: Arc<Failsafe<S::Id>>,
+    refreshing: Arc<Refreshing<S::Id>>,
+    hooks: Arc<Hooks<S::Id>>,
     instance: Arc<str>,
     /// This instance's voice on the invalidation channel.
     publisher: Publisher,
@@ -170,8 +169,8 @@ type KeyCount = (Instant, Option<u64>);
 
 /// The answer to a single lookup.
 #[derive(Debug)]
-pub struct Lookup {
-    pub item: Option<Item>,
+pub struct Lookup<V> {
+    pub value: Option<V>,
     pub status: CacheStatus,
     /// For hits: which cache answered.
     pub tier: Option<Tier>,
@@ -179,10 +178,10 @@ pub struct Lookup {
     pub age: Option<Duration>,
 }
 
-impl Lookup {
-    fn hit(item: Option<Item>, tier: Tier) -> Self {
+impl<V> Lookup<V> {
+    fn hit(value: Option<V>, tier: Tier) -> Self {
         Lookup {
-            item,
+            value,
             status: CacheStatus::Hit,
             tier: Some(tier),
             age: None,
@@ -192,11 +191,11 @@ impl Lookup {
 
 /// The answer to a batch lookup of distinct ids.
 #[derive(Debug)]
-pub struct BatchLookup {
-    /// Found items, in the order of the ids asked for.
-    pub items: Vec<Item>,
-    /// Ids with no item, in the order asked for.
-    pub missing: Vec<ItemId>,
+pub struct BatchLookup<I, V> {
+    /// Found values, in the order of the ids asked for.
+    pub values: Vec<V>,
+    /// Ids with no value, in the order asked for.
+    pub missing: Vec<I>,
     /// Ids answered from a fresh cache entry.
     pub hits: usize,
     pub misses: usize,
@@ -205,9 +204,9 @@ pub struct BatchLookup {
     pub status: CacheStatus,
 }
 
-impl BatchLookup {
+impl<I: Clone, V> BatchLookup<I, V> {
     /// The batch's view of its ids' answers (in the order of `ids`).
-    fn new(ids: &[ItemId], answers: Vec<Lookup>) -> Self {
+    fn new(ids: &[I], answers: Vec<Lookup<V>>) -> Self {
         let hits = answers
             .iter()
             .filter(|a| a.status == CacheStatus::Hit)
@@ -222,16 +221,16 @@ impl BatchLookup {
         } else {
             CacheStatus::Miss
         };
-        let mut items = Vec::with_capacity(ids.len());
+        let mut values = Vec::with_capacity(ids.len());
         let mut missing = Vec::new();
         for (id, answer) in ids.iter().zip(answers) {
-            match answer.item {
-                Some(item) => items.push(item),
+            match answer.value {
+                Some(value) => values.push(value),
                 None => missing.push(id.clone()),
             }
         }
         BatchLookup {
-            items,
+            values,
             missing,
             hits,
             misses: ids.len() - hits,
@@ -243,8 +242,8 @@ impl BatchLookup {
 /// Some ids could be answered neither by the cache nor by the source of truth.
 #[derive(Debug, thiserror::Error)]
 #[error("{cause}")]
-pub struct LookupError {
-    pub ids: Vec<ItemId>,
+pub struct LookupError<I> {
+    pub ids: Vec<I>,
     pub cause: SourceError,
 }
 
@@ -270,21 +269,53 @@ pub struct Warmed {
 }
 
 /// What the caches hold for one id.
-enum Cached {
+enum Cached<V> {
     /// A fresh entry in the near cache.
-    Near(Entry<Item>),
+    Near(Entry<V>),
     /// With its encoded size (for the near cache's byte bound).
-    Fresh(Entry<Item>, usize),
+    Fresh(Entry<V>, usize),
     /// Past its freshness: served only if the source of truth fails.
-    Stale(Entry<Item>),
+    Stale(Entry<V>),
     Missing,
     /// Redis was not asked (or did not answer).
     Bypassed,
 }
 
-impl Catalog {
+// Written out: a derived `Clone` would ask `S::Id` and `S::Value` to be
+// `Clone` through `Arc`s that are cloned whatever they hold.
+impl<S: Source> Clone for Catalog<S> {
+    fn clone(&self) -> Self {
+        Self {
+            source: self.source.clone(),
+            source_breaker: self.source_breaker.clone(),
+            metrics: self.metrics.clone(),
+            l1: self.l1.clone(),
+            l2: self.l2.clone(),
+            prefix: self.prefix.clone(),
+            policy: self.policy.clone(),
+            deferred: self.deferred.clone(),
+            stats: self.stats.clone(),
+            flights: self.flights.clone(),
+            failsafe: self.failsafe.clone(),
+            refreshing: self.refreshing.clone(),
+            hooks: self.hooks.clone(),
+            instance: self.instance.clone(),
+            publisher: self.publisher.clone(),
+            sender: self.sender.clone(),
+            outbox: self.outbox.clone(),
+            twin_warned: self.twin_warned.clone(),
+            since_reset: self.since_reset.clone(),
+            sequences: self.sequences.clone(),
+            lag: self.lag.clone(),
+            writes: self.writes.clone(),
+            key_count: self.key_count.clone(),
+        }
+    }
+}
+
+impl<S: Source> Catalog<S> {
     pub fn new(
-        store: Store,
+        source: S,
         l2: RedisCache,
         cache: &CacheConfig,
         instance: &str,
@@ -297,11 +328,10 @@ impl Catalog {
         };
         let (publisher, outbox) =
             crate::invalidation::publisher_channel(sender.clone(), cache.heartbeat);
-        // A SQLite file cannot be "down": its errors are contention or the
-        // disk, which a breaker would only turn into refusals.
-        let breaker_failures = match store {
-            Store::Postgres(_) => cache.source_breaker_failures,
-            Store::Sqlite(_) => 0,
+        let breaker_failures = if source.can_be_down() {
+            cache.source_breaker_failures
+        } else {
+            0
         };
         Self {
             source_breaker: Arc::new(Breaker::new(
@@ -309,7 +339,7 @@ impl Catalog {
                 breaker_failures,
                 cache.source_breaker_cooldown,
             )),
-            store,
+            source,
             metrics,
             l1: Arc::new(NearCache::new(cache.l1, cache.prefix.clone())),
             l2,
@@ -334,8 +364,8 @@ impl Catalog {
         }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn source(&self) -> &S {
+        &self.source
     }
 
     /// The database's circuit breaker (see [`Catalog::source_guarded`]).
@@ -369,7 +399,7 @@ impl Catalog {
         &self.metrics
     }
 
-    pub fn l1(&self) -> &NearCache<Item> {
+    pub fn l1(&self) -> &NearCache<S::Value> {
         &self.l1
     }
 
@@ -422,23 +452,23 @@ impl Catalog {
 
     /// Test hook: runs before each fill, after the source-of-truth read.
     #[cfg(feature = "test-hooks")]
-    pub fn set_before_fill_hook(&self, hook: Option<FillHook>) {
+    pub fn set_before_fill_hook(&self, hook: Option<FillHook<S::Id>>) {
         self.hooks.set_before_fill(hook);
     }
 
     /// Test hook: runs before a lookup keeps what it read in the near cache.
     #[cfg(feature = "test-hooks")]
-    pub fn set_before_l1_fill_hook(&self, hook: Option<FillHook>) {
+    pub fn set_before_l1_fill_hook(&self, hook: Option<FillHook<S::Id>>) {
         self.hooks.set_before_l1_fill(hook);
     }
 
     // ---- reads -------------------------------------------------------------
 
     /// Looks `id` up: a lookup of one id (see [`Catalog::lookup`]).
-    pub async fn get(&self, id: &ItemId) -> Result<Lookup, LookupError> {
+    pub async fn get(&self, id: &S::Id) -> Result<Lookup<S::Value>, LookupError<S::Id>> {
         let span = tracing::info_span!(
             "cache lookup",
-            item.id = %id,
+            cache.id = %id,
             cache.status = tracing::field::Empty,
             cache.tier = tracing::field::Empty,
         );
@@ -463,7 +493,10 @@ impl Catalog {
 
     /// Looks up distinct `ids` with one Redis round trip for all of them and
     /// one load for all that missed (see [`Catalog::lookup`]).
-    pub async fn get_many(&self, ids: &[ItemId]) -> Result<BatchLookup, LookupError> {
+    pub async fn get_many(
+        &self,
+        ids: &[S::Id],
+    ) -> Result<BatchLookup<S::Id, S::Value>, LookupError<S::Id>> {
         let span = tracing::info_span!(
             "cache batch lookup",
             ids = ids.len(),
@@ -487,12 +520,12 @@ impl Catalog {
     /// every id Redis could not answer. Answers come in the order of `ids`;
     /// if any id can be answered neither from the source of truth nor from a
     /// stale entry, the lookup fails with every such id.
-    async fn lookup(&self, ids: &[ItemId]) -> Result<Vec<Lookup>, LookupError> {
+    async fn lookup(&self, ids: &[S::Id]) -> Result<Vec<Lookup<S::Value>>, LookupError<S::Id>> {
         // Taken before anything is read: an invalidation from here on keeps
         // what this lookup reads out of the near cache.
         let tickets: Vec<Ticket> = ids.iter().map(|id| self.l1.ticket(id)).collect();
         // Keys are only spelled out for ids the near cache did not answer.
-        let mut found: Vec<Cached> = Vec::with_capacity(ids.len());
+        let mut found: Vec<Cached<S::Value>> = Vec::with_capacity(ids.len());
         let (mut asked, mut asked_keys) = (Vec::new(), Vec::new());
         for (i, id) in ids.iter().enumerate() {
             if let Some(entry) = self.l1.get(id) {
@@ -522,7 +555,7 @@ impl Catalog {
             }
         }
 
-        let mut answers: Vec<Option<Lookup>> = ids.iter().map(|_| None).collect();
+        let mut answers: Vec<Option<Lookup<S::Value>>> = ids.iter().map(|_| None).collect();
         let mut to_load = Vec::new();
         for (i, state) in found.into_iter().enumerate() {
             let (answered, stale) = match state {
@@ -555,9 +588,9 @@ impl Catalog {
         let heading_for = to_load.iter().map(|&(_, answered, _)| answered).collect();
         let mut endings = Endings::new(&self.stats, heading_for);
 
-        let load_ids: Vec<ItemId> = to_load.iter().map(|&(i, ..)| ids[i].clone()).collect();
+        let load_ids: Vec<S::Id> = to_load.iter().map(|&(i, ..)| ids[i].clone()).collect();
         let mut outcomes = self.load(&load_ids, LoadFor::Lookup).await.into_iter();
-        let mut failed: Option<LookupError> = None;
+        let mut failed: Option<LookupError<S::Id>> = None;
         for (n, (i, answered, stale)) in to_load.into_iter().enumerate() {
             let outcome = outcomes
                 .next()
@@ -572,7 +605,7 @@ impl Catalog {
                             .await;
                     }
                     answers[i] = Some(Lookup {
-                        item: loaded.item,
+                        value: loaded.value,
                         status: match answered {
                             LookupResult::Bypass => CacheStatus::Bypass,
                             _ => CacheStatus::Miss,
@@ -606,14 +639,14 @@ impl Catalog {
 
     /// Keeps what a lookup read in the near cache, unless an invalidation
     /// came after its ticket (or, for an answer from a load, after the load's).
-    async fn fill_l1(&self, id: &ItemId, entry: &Entry<Item>, size: usize, tickets: &[Ticket]) {
+    async fn fill_l1(&self, id: &S::Id, entry: &Entry<S::Value>, size: usize, tickets: &[Ticket]) {
         if self.l1.is_usable() {
             self.hooks.before_l1_fill(id).await;
             self.l1.insert(id, entry, size, tickets);
         }
     }
 
-    fn classify(&self, id: &ItemId, key: &CacheKey, value: Option<Vec<u8>>) -> Cached {
+    fn classify(&self, id: &S::Id, key: &CacheKey, value: Option<Vec<u8>>) -> Cached<S::Value> {
         let Some(bytes) = value else {
             return Cached::Missing;
         };
@@ -630,7 +663,7 @@ impl Catalog {
         }
     }
 
-    fn count_hit(&self, entry: &Entry<Item>, tier: Tier) {
+    fn count_hit(&self, entry: &Entry<S::Value>, tier: Tier) {
         CacheStats::bump(&self.stats.lookups);
         CacheStats::bump(match tier {
             Tier::L1 => &self.stats.l1_hits,
@@ -643,10 +676,10 @@ impl Catalog {
 
     /// Fail-safe: the source of truth failed, but Redis still holds a value
     /// within its stale window.
-    fn serve_stale(&self, entry: Entry<Item>) -> Lookup {
+    fn serve_stale(&self, entry: Entry<S::Value>) -> Lookup<S::Value> {
         let age = entry.age(cache::now_ms());
         Lookup {
-            item: entry.value,
+            value: entry.value,
             status: CacheStatus::Stale,
             tier: None,
             age: Some(age),
@@ -657,13 +690,13 @@ impl Catalog {
 
     /// Loads up to `limit` of the most recently updated items that Redis does
     /// not hold yet, through the normal load path (leases included).
-    pub async fn warm(&self, limit: u32) -> Result<Warmed, StoreError> {
+    pub async fn warm(&self, limit: u32) -> Result<Warmed, S::Error> {
         let ids = source_call(
             &self.metrics,
-            self.store.system(),
+            &self.source,
             "SELECT",
-            |err: &StoreError| Some(err.kind()),
-            self.store.recent_ids(limit),
+            |err: &S::Error| Some(err.kind()),
+            self.source.recent_ids(limit),
         )
         .await?;
         let mut warmed = Warmed {
@@ -678,13 +711,13 @@ impl Catalog {
                 break;
             };
             let now = cache::now_ms();
-            let absent: Vec<ItemId> = chunk
+            let absent: Vec<S::Id> = chunk
                 .iter()
                 .zip(values)
                 .filter(|(id, value)| {
                     !value
                         .as_deref()
-                        .and_then(|bytes| cache::decode::<Item>(id, bytes).ok())
+                        .and_then(|bytes| cache::decode::<S::Value>(id, bytes).ok())
                         .is_some_and(|e| matches!(e.freshness(now), Freshness::Fresh { .. }))
                 })
                 .map(|(id, _)| id.clone())
@@ -782,12 +815,13 @@ fn log_bypass(failure: &RedisFailure) {
 /// such as a version conflict.
 async fn source_call<T, E>(
     metrics: &Metrics,
-    system: DbSystem,
+    source: &impl Source,
     operation: &'static str,
     kind: impl Fn(&E) -> Option<&'static str>,
     call: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
-    let span = spans::source_of_truth(system, operation);
+    let system = source.system();
+    let span = spans::source_of_truth(system, source.collection(), operation);
     let started = Instant::now();
     let result = call.instrument(span.clone()).await;
     let error = result.as_ref().err().and_then(&kind);

@@ -28,8 +28,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::catalog::Catalog;
 use crate::invalidation::SubscriberState;
+use crate::items::ItemCatalog;
 use crate::secret::Secret;
 use crate::telemetry::spans;
 pub use error::{ApiError, ErrorCause};
@@ -39,7 +39,7 @@ pub use json::BODY_LIMIT;
 /// Everything a handler needs; every field is a cheap handle.
 #[derive(Clone)]
 pub struct AppState {
-    pub catalog: Catalog,
+    pub catalog: ItemCatalog,
     /// Written by the invalidation subscriber task, read by `/health`.
     pub subscriber: watch::Receiver<SubscriberState>,
     pub admin_token: Option<Secret>,

@@ -23,6 +23,7 @@
 //! - [`store`]: SQLite or PostgreSQL, migrations, demo data.
 //! - [`breaker`]: the circuit breaker in front of Redis and of the store.
 //! - [`domain`]: item ids and items, parsed at the edge.
+//! - [`items`]: the catalog of items kept in the store, and their writes.
 //! - [`healthcheck`]: `redis-cache healthcheck`, for container health
 //!   checks without a shell.
 //!
@@ -52,6 +53,7 @@ pub mod domain;
 pub mod healthcheck;
 pub mod http;
 pub mod invalidation;
+pub mod items;
 pub mod random;
 pub mod secret;
 pub mod shutdown;

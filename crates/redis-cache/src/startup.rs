@@ -12,11 +12,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cache::{Breaker, LinkState, RedisCache, RedisLink};
-use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::http::server::{self, ServerLimits};
 use crate::http::{self, AppState};
 use crate::invalidation::Subscriber;
+use crate::items::ItemCatalog;
 use crate::store::{FirstStart, Store};
 use crate::telemetry::metrics::Metrics;
 use std::sync::Arc;
@@ -28,7 +28,7 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     limits: ServerLimits,
-    catalog: Catalog,
+    catalog: ItemCatalog,
     shutdown_delay: Duration,
     shutdown_grace: Duration,
     /// Cancelled when shutdown begins (shared with `/readyz`).
@@ -85,7 +85,7 @@ impl Application {
         }
         let metrics = Arc::new(Metrics::default());
         let l2 = RedisCache::new(link.clone(), metrics.clone());
-        let catalog = Catalog::new(
+        let catalog = ItemCatalog::new(
             store,
             l2.clone(),
             &config.cache,
@@ -185,7 +185,7 @@ impl Application {
         self.local_addr().port()
     }
 
-    pub fn catalog(&self) -> &Catalog {
+    pub fn catalog(&self) -> &ItemCatalog {
         &self.catalog
     }
 
@@ -263,7 +263,7 @@ fn reserved_descriptors(database_connections: u32) -> usize {
 
 /// Tries every command the cache needs on Redis and says which the Redis
 /// user may not run (see [`crate::cache::Refusals`]).
-async fn check_permissions(catalog: &Catalog) {
+async fn check_permissions(catalog: &ItemCatalog) {
     let prefix = catalog.prefix();
     catalog
         .l2()
@@ -278,7 +278,7 @@ async fn check_permissions(catalog: &Catalog) {
 /// Tells the catalogue whenever the shared Redis connection goes down or
 /// comes back (the near cache depends on it), until `cancel` fires. Checks
 /// Redis permissions on the first connection, unless start-up did.
-async fn watch_link(catalog: Catalog, mut checked: bool, cancel: CancellationToken) {
+async fn watch_link(catalog: ItemCatalog, mut checked: bool, cancel: CancellationToken) {
     let mut state = catalog.l2().link().watch_state();
     loop {
         let connected = *state.borrow_and_update() == LinkState::Connected;

@@ -25,6 +25,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 use time::OffsetDateTime;
 
+use crate::catalog::{Source, SourceFailure, WriteFailure};
 use crate::domain::{Item, ItemId, ItemPatch, NewItem, Version};
 pub use demo::FirstStart;
 pub use url::{DEFAULT_DATABASE_URL, DatabaseUrl, DatabaseUrlError};
@@ -117,6 +118,20 @@ impl StoreError {
     }
 }
 
+impl SourceFailure for StoreError {
+    fn kind(&self) -> &'static str {
+        StoreError::kind(self)
+    }
+
+    fn is_outage(&self) -> bool {
+        StoreError::is_outage(self)
+    }
+
+    fn is_unavailable(&self) -> bool {
+        StoreError::is_unavailable(self)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("item not found")]
@@ -127,6 +142,35 @@ pub enum WriteError {
     VersionMismatch { current: Version },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl WriteFailure for WriteError {
+    /// Refusals (not found, exists, a version conflict) are no failure.
+    fn kind(&self) -> Option<&'static str> {
+        match self {
+            WriteError::Store(err) => Some(err.kind()),
+            _ => None,
+        }
+    }
+
+    fn is_outage(&self) -> bool {
+        matches!(self, WriteError::Store(err) if err.is_outage())
+    }
+
+    /// Refusals by the store and errors before the write reached the
+    /// database are certain no-ops.
+    fn may_have_committed(&self) -> bool {
+        match self {
+            WriteError::NotFound
+            | WriteError::AlreadyExists
+            | WriteError::VersionMismatch { .. } => false,
+            WriteError::Store(err) => err.may_have_applied(),
+        }
+    }
+
+    fn source_down() -> Self {
+        WriteError::Store(StoreError::Down)
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -419,14 +463,6 @@ impl Store {
         Ok(store)
     }
 
-    /// The database, as metrics and spans name it (`db.system.name`).
-    pub fn system(&self) -> crate::telemetry::metrics::DbSystem {
-        match self {
-            Store::Sqlite(_) => crate::telemetry::metrics::DbSystem::Sqlite,
-            Store::Postgres(_) => crate::telemetry::metrics::DbSystem::Postgresql,
-        }
-    }
-
     pub fn dialect(&self) -> &'static str {
         match self {
             Store::Sqlite(_) => "sqlite",
@@ -564,6 +600,44 @@ impl Store {
             Ok(None) => WriteError::NotFound,
             Err(err) => WriteError::Store(err.into()),
         }
+    }
+}
+
+/// Items in SQL, as the catalog reads them.
+impl Source for Store {
+    type Id = ItemId;
+    type Value = Item;
+    type Error = StoreError;
+
+    async fn get_many(&self, ids: &[ItemId]) -> Result<Vec<Item>, StoreError> {
+        match ids {
+            // The common case, a single lookup, with a plain `WHERE id = ?`.
+            [id] => Ok(self.get(id).await?.into_iter().collect()),
+            _ => Store::get_many(self, ids).await,
+        }
+    }
+
+    async fn recent_ids(&self, limit: u32) -> Result<Vec<ItemId>, StoreError> {
+        Store::recent_ids(self, limit).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Store::ping(self).await
+    }
+
+    fn system(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgresql",
+        }
+    }
+
+    fn collection(&self) -> &'static str {
+        "items"
+    }
+
+    fn can_be_down(&self) -> bool {
+        matches!(self, Store::Postgres(_))
     }
 }
 

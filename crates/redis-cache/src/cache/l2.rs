@@ -12,7 +12,7 @@ use redis::{Pipeline, RedisError, Script};
 
 use super::key::{CacheKey, KeyPattern};
 use super::link::{RedisFailure, RedisLink};
-use crate::telemetry::metrics::{DbSystem, Metrics};
+use crate::telemetry::metrics::Metrics;
 use crate::telemetry::spans;
 
 /// Keys asked for per `SCAN` call.
@@ -649,7 +649,7 @@ impl RedisCache {
             }
             _ => self
                 .metrics
-                .db_operation(DbSystem::Redis, op.name, error, started.elapsed()),
+                .db_operation("redis", op.name, error, started.elapsed()),
         }
         outcome
     }

@@ -10,37 +10,51 @@ use std::sync::{Arc, RwLock};
 #[cfg(feature = "test-hooks")]
 use futures::future::BoxFuture;
 
-use crate::domain::ItemId;
+use crate::cache::CacheId;
 
 /// Called with the ids of a load after its source-of-truth read and before
 /// its fill; the fill waits for the returned future.
 #[cfg(feature = "test-hooks")]
-pub type FillHook = Arc<dyn Fn(Vec<ItemId>) -> BoxFuture<'static, ()> + Send + Sync>;
+pub type FillHook<I> = Arc<dyn Fn(Vec<I>) -> BoxFuture<'static, ()> + Send + Sync>;
 
-#[derive(Default)]
-pub struct Hooks {
+pub struct Hooks<I> {
     #[cfg(feature = "test-hooks")]
-    before_fill: RwLock<Option<FillHook>>,
+    before_fill: RwLock<Option<FillHook<I>>>,
     /// Called with the id of a lookup that is about to keep what it read
     /// (from Redis, or from a load) in the near cache.
     #[cfg(feature = "test-hooks")]
-    before_l1_fill: RwLock<Option<FillHook>>,
+    before_l1_fill: RwLock<Option<FillHook<I>>>,
+    #[cfg(not(feature = "test-hooks"))]
+    ids: std::marker::PhantomData<fn(I)>,
+}
+
+impl<I> Default for Hooks<I> {
+    fn default() -> Self {
+        Self {
+            #[cfg(feature = "test-hooks")]
+            before_fill: RwLock::new(None),
+            #[cfg(feature = "test-hooks")]
+            before_l1_fill: RwLock::new(None),
+            #[cfg(not(feature = "test-hooks"))]
+            ids: std::marker::PhantomData,
+        }
+    }
 }
 
 #[cfg(feature = "test-hooks")]
-impl Hooks {
-    pub fn set_before_fill(&self, hook: Option<FillHook>) {
+impl<I: CacheId> Hooks<I> {
+    pub fn set_before_fill(&self, hook: Option<FillHook<I>>) {
         *self.before_fill.write().unwrap_or_else(|e| e.into_inner()) = hook;
     }
 
-    pub fn set_before_l1_fill(&self, hook: Option<FillHook>) {
+    pub fn set_before_l1_fill(&self, hook: Option<FillHook<I>>) {
         *self
             .before_l1_fill
             .write()
             .unwrap_or_else(|e| e.into_inner()) = hook;
     }
 
-    pub async fn before_l1_fill(&self, id: &ItemId) {
+    pub async fn before_l1_fill(&self, id: &I) {
         let hook = self
             .before_l1_fill
             .read()
@@ -51,7 +65,7 @@ impl Hooks {
         }
     }
 
-    pub async fn before_fill(&self, ids: &[ItemId]) {
+    pub async fn before_fill(&self, ids: &[I]) {
         let hook = self
             .before_fill
             .read()
@@ -64,10 +78,10 @@ impl Hooks {
 }
 
 #[cfg(not(feature = "test-hooks"))]
-impl Hooks {
+impl<I: CacheId> Hooks<I> {
     #[inline(always)]
-    pub async fn before_l1_fill(&self, _id: &ItemId) {}
+    pub async fn before_l1_fill(&self, _id: &I) {}
 
     #[inline(always)]
-    pub async fn before_fill(&self, _ids: &[ItemId]) {}
+    pub async fn before_fill(&self, _ids: &[I]) {}
 }

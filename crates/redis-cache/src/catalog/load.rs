@@ -30,13 +30,12 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
-use super::Catalog;
 use super::flight::{FlightOutcome, Lead};
+use super::{Catalog, Source, SourceFailure};
 use crate::cache::{
-    self, CacheKey, CacheStats, Entry, Fill, Freshness, LeaseTry, Overwrite, Ticket,
+    self, CacheId, CacheKey, CacheStats, Cacheable, Entry, Fill, Freshness, LeaseTry, Overwrite,
+    Ticket,
 };
-use crate::domain::{Item, ItemId};
-use crate::store::StoreError;
 use crate::telemetry::spans;
 
 /// First and longest pause between two looks at a key whose lease another
@@ -44,32 +43,35 @@ use crate::telemetry::spans;
 const PEER_POLL_FIRST: Duration = Duration::from_millis(5);
 const PEER_POLL_MAX: Duration = Duration::from_millis(50);
 
-pub type Outcome = Result<Loaded, SourceError>;
+pub type Outcome<V> = Result<Loaded<V>, SourceError>;
 
-impl FlightOutcome for Outcome {
+/// Ids answered by a fill in Redis, with what was filled.
+type Filled<S> = Vec<(<S as Source>::Id, Arc<Stored<<S as Source>::Value>>)>;
+
+impl<V: Cacheable> FlightOutcome for Outcome<V> {
     fn abandoned() -> Self {
         Err(SourceError::failed("the load was abandoned"))
     }
 }
 
 #[derive(Debug, Clone)]
-pub struct Loaded {
-    pub item: Option<Item>,
+pub struct Loaded<V> {
+    pub value: Option<V>,
     pub via: Via,
     /// Whether this load wrote the value to Redis.
     pub filled: bool,
     /// The entry now in Redis for the id, as it was written there (by this
     /// load or by the one it waited for): what the near cache may keep. `None`
     /// when the answer is not in Redis (bypass, voided fill).
-    pub stored: Option<Arc<Stored>>,
+    pub stored: Option<Arc<Stored<V>>>,
     /// The near-cache ticket taken when the load started.
     pub ticket: Option<Ticket>,
 }
 
 /// An entry as it is in Redis, with its encoded size.
 #[derive(Debug)]
-pub struct Stored {
-    pub entry: Entry<Item>,
+pub struct Stored<V> {
+    pub entry: Entry<V>,
     pub size: usize,
 }
 
@@ -114,7 +116,7 @@ impl SourceError {
         }
     }
 
-    fn from_store(err: &StoreError) -> Self {
+    fn from_source(err: &impl SourceFailure) -> Self {
         Self {
             unavailable: err.is_unavailable(),
             superseded: false,
@@ -124,8 +126,8 @@ impl SourceError {
     }
 }
 
-/// An error and its causes on one line (`StoreError` is not `Clone`, so
-/// waiters share this text instead).
+/// An error and its causes on one line (a source's error need not be
+/// `Clone`, so waiters share this text instead).
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut message = err.to_string();
     let mut source = err.source();
@@ -152,7 +154,7 @@ impl LoadFor {
     /// Whether `entry`, found in Redis when taking the lease, answers the
     /// load: any fresh entry does, except for a refresh, which needs one
     /// newer than the entry it refreshes.
-    fn answered_by(self, entry: &Entry<Item>) -> bool {
+    fn answered_by<V>(self, entry: &Entry<V>) -> bool {
         match self {
             LoadFor::Refresh { due } => entry.fresh_until > due,
             LoadFor::Lookup | LoadFor::Warming => true,
@@ -170,10 +172,10 @@ impl LoadFor {
     }
 }
 
-impl Catalog {
+impl<S: Source> Catalog<S> {
     /// Loads distinct `ids`, joining loads of the same ids already in
     /// progress in this process. Outcomes come in the order of `ids`.
-    pub(super) async fn load(&self, ids: &[ItemId], purpose: LoadFor) -> Vec<Outcome> {
+    pub(super) async fn load(&self, ids: &[S::Id], purpose: LoadFor) -> Vec<Outcome<S::Value>> {
         let assignment = self.flights.join_or_lead(ids);
         if purpose == LoadFor::Lookup {
             CacheStats::add(&self.stats.coalesced, assignment.joined as u64);
@@ -194,16 +196,16 @@ impl Catalog {
     /// does it join theirs. Outcomes by id (an id may have none).
     pub(super) async fn load_alone(
         &self,
-        ids: &[ItemId],
+        ids: &[S::Id],
         purpose: LoadFor,
-    ) -> HashMap<ItemId, Outcome> {
+    ) -> HashMap<S::Id, Outcome<S::Value>> {
         let mut outcomes = Settle::default();
         self.load_group(ids.to_vec(), purpose, &mut outcomes).await;
         outcomes.unled
     }
 
-    async fn lead(&self, leads: Vec<Lead<ItemId, Outcome>>, purpose: LoadFor) {
-        let ids: Vec<ItemId> = leads.iter().map(|lead| lead.id.clone()).collect();
+    async fn lead(&self, leads: Vec<Lead<S::Id, Outcome<S::Value>>>, purpose: LoadFor) {
+        let ids: Vec<S::Id> = leads.iter().map(|lead| lead.id.clone()).collect();
         let mut outcomes = Settle {
             tickets: ids
                 .iter()
@@ -221,8 +223,13 @@ impl Catalog {
         }
     }
 
-    async fn load_group(&self, ids: Vec<ItemId>, purpose: LoadFor, outcomes: &mut Settle) {
-        let (throttled, ids): (Vec<ItemId>, Vec<ItemId>) =
+    async fn load_group(
+        &self,
+        ids: Vec<S::Id>,
+        purpose: LoadFor,
+        outcomes: &mut Settle<S::Id, S::Value>,
+    ) {
+        let (throttled, ids): (Vec<S::Id>, Vec<S::Id>) =
             ids.into_iter().partition(|id| self.failsafe.throttled(id));
         for id in throttled {
             let cause = "source of truth failed recently; not retried yet";
@@ -296,7 +303,7 @@ impl Catalog {
             unleased.extend(waited.gave_up);
         }
 
-        let to_read: Vec<ItemId> = leased.iter().chain(&unleased).cloned().collect();
+        let to_read: Vec<S::Id> = leased.iter().chain(&unleased).cloned().collect();
         if to_read.is_empty() {
             return;
         }
@@ -327,12 +334,12 @@ impl Catalog {
         if matches!(purpose, LoadFor::Refresh { .. }) {
             CacheStats::add(&self.stats.early_refreshes, filled.len() as u64);
         }
-        let voided_ids: HashSet<&ItemId> = voided.iter().collect();
+        let voided_ids: HashSet<&S::Id> = voided.iter().collect();
         for id in &to_read {
             if !voided_ids.contains(id) {
                 let stored = filled.remove(id);
                 let loaded = Loaded {
-                    item: found.remove(id),
+                    value: found.remove(id),
                     via: Via::Source,
                     filled: stored.is_some(),
                     stored,
@@ -363,7 +370,7 @@ impl Catalog {
             Ok(mut again) => {
                 for id in voided {
                     let loaded = Loaded {
-                        item: again.remove(&id),
+                        value: again.remove(&id),
                         via: Via::Source,
                         filled: false,
                         stored: None,
@@ -393,11 +400,11 @@ impl Catalog {
     /// leases are given back.
     async fn fill(
         &self,
-        ids: &[ItemId],
-        found: &HashMap<ItemId, Item>,
+        ids: &[S::Id],
+        found: &HashMap<S::Id, S::Value>,
         (fetched_at, fresh_from): (i64, i64),
         lease: Option<&str>,
-    ) -> FillResult {
+    ) -> FillResult<S::Id, S::Value> {
         let mut fills = Vec::new();
         let mut filling = Vec::new();
         let mut released = Vec::new();
@@ -458,10 +465,10 @@ impl Catalog {
     /// up waiting for (read without a lease). Bounded by about one lease TTL.
     async fn wait_for_peers(
         &self,
-        held: Vec<ItemId>,
+        held: Vec<S::Id>,
         token: &str,
-        outcomes: &mut Settle,
-    ) -> PeerWait {
+        outcomes: &mut Settle<S::Id, S::Value>,
+    ) -> PeerWait<S::Id> {
         let mut wait = PeerWait::default();
         let mut waiting = held;
         let deadline = Instant::now() + self.policy.lease_ttl + PEER_POLL_MAX * 2;
@@ -526,7 +533,11 @@ impl Catalog {
     }
 
     /// Ids answered by another load's fill, read from Redis.
-    fn settle_from_peers(&self, filled: Vec<(ItemId, Arc<Stored>)>, outcomes: &mut Settle) {
+    fn settle_from_peers(
+        &self,
+        filled: Filled<S>,
+        outcomes: &mut Settle<S::Id, S::Value>,
+    ) {
         CacheStats::add(&self.stats.lease_waits, filled.len() as u64);
         for (id, stored) in filled {
             outcomes.settle(id, Ok(Loaded::from_peer(stored)));
@@ -536,7 +547,7 @@ impl Catalog {
     /// Ids whose last load, on any instance, failed to read the source of
     /// truth less than a throttle interval ago: they fail at once, like ids
     /// this instance failed to read itself (see [`super::failsafe`]).
-    fn failed_elsewhere(&self, ids: Vec<ItemId>, outcomes: &mut Settle) {
+    fn failed_elsewhere(&self, ids: Vec<S::Id>, outcomes: &mut Settle<S::Id, S::Value>) {
         if ids.is_empty() {
             return;
         }
@@ -551,9 +562,9 @@ impl Catalog {
     /// their value is the answer; the leases go back at once.
     async fn use_filled(
         &self,
-        filled: Vec<(ItemId, Arc<Stored>)>,
+        filled: Filled<S>,
         token: &str,
-        outcomes: &mut Settle,
+        outcomes: &mut Settle<S::Id, S::Value>,
     ) {
         if filled.is_empty() {
             return;
@@ -569,8 +580,8 @@ impl Catalog {
     /// is known to be down.
     pub(super) async fn read_source(
         &self,
-        ids: &[ItemId],
-    ) -> Result<HashMap<ItemId, Item>, SourceError> {
+        ids: &[S::Id],
+    ) -> Result<HashMap<S::Id, S::Value>, SourceError> {
         let outage = |result: &Result<_, SourceError>| matches!(result, Err(err) if err.outage);
         let down = || SourceError::unavailable("source of truth down moments ago; not tried");
         self.source_guarded(self.read_source_now(ids), outage, down)
@@ -579,23 +590,19 @@ impl Catalog {
 
     /// One source-of-truth read for `ids`, after the configured artificial
     /// delay, bounded by the source timeout. Returns the items that exist.
-    async fn read_source_now(&self, ids: &[ItemId]) -> Result<HashMap<ItemId, Item>, SourceError> {
+    async fn read_source_now(
+        &self,
+        ids: &[S::Id],
+    ) -> Result<HashMap<S::Id, S::Value>, SourceError> {
         CacheStats::bump(&self.stats.upstream_fetches);
-        let system = self.store.system();
-        let span = spans::source_of_truth(system, "SELECT");
+        let system = self.source.system();
+        let span = spans::source_of_truth(system, self.source.collection(), "SELECT");
         span.record("ids", ids.len());
         let read = async {
             if !self.policy.source_delay.is_zero() {
                 tokio::time::sleep(self.policy.source_delay).await;
             }
-            match ids {
-                [id] => self
-                    .store
-                    .get(id)
-                    .await
-                    .map(|item| item.into_iter().collect::<Vec<_>>()),
-                _ => self.store.get_many(ids).await,
-            }
+            self.source.get_many(ids).await
         };
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.policy.source_timeout, read)
@@ -612,13 +619,13 @@ impl Catalog {
         self.metrics
             .db_operation(system, "SELECT", error, started.elapsed());
         match outcome {
-            Ok(Ok(items)) => Ok(items
+            Ok(Ok(values)) => Ok(values
                 .into_iter()
-                .map(|item| (item.id.clone(), item))
+                .map(|value| (value.id().clone(), value))
                 .collect()),
             Ok(Err(err)) => {
                 tracing::warn!(error = %error_chain(&err), ids = ids.len(), "source of truth read failed");
-                Err(SourceError::from_store(&err))
+                Err(SourceError::from_source(&err))
             }
             Err(_) => {
                 tracing::warn!(ids = ids.len(), "source of truth read timed out");
@@ -630,13 +637,13 @@ impl Catalog {
         }
     }
 
-    fn keys(&self, ids: &[ItemId]) -> Vec<CacheKey> {
+    fn keys(&self, ids: &[S::Id]) -> Vec<CacheKey> {
         ids.iter().map(|id| self.prefix.key(id)).collect()
     }
 }
 
 /// The entry in `value` if it decodes and is still fresh.
-fn fresh(id: &ItemId, value: Option<Vec<u8>>) -> Option<Arc<Stored>> {
+fn fresh<V: Cacheable>(id: &V::Id, value: Option<Vec<u8>>) -> Option<Arc<Stored<V>>> {
     let bytes = value?;
     let entry = cache::decode(id, &bytes).ok()?;
     matches!(entry.freshness(cache::now_ms()), Freshness::Fresh { .. }).then(|| {
@@ -647,10 +654,10 @@ fn fresh(id: &ItemId, value: Option<Vec<u8>>) -> Option<Arc<Stored>> {
     })
 }
 
-impl Loaded {
-    fn from_peer(stored: Arc<Stored>) -> Self {
+impl<V: Clone> Loaded<V> {
+    fn from_peer(stored: Arc<Stored<V>>) -> Self {
         Loaded {
-            item: stored.entry.value.clone(),
+            value: stored.entry.value.clone(),
             via: Via::Peer,
             filled: false,
             stored: Some(stored),
@@ -663,19 +670,29 @@ impl Loaded {
 /// is known, not when the whole group is done: a lookup that starts later must
 /// not join a load whose answer is already decided, as that answer may predate
 /// a write made since (another id of the group can take much longer).
-#[derive(Default)]
-struct Settle {
-    leads: HashMap<ItemId, Lead<ItemId, Outcome>>,
+struct Settle<I: CacheId, V: Cacheable> {
+    leads: HashMap<I, Lead<I, Outcome<V>>>,
     /// Outcomes of ids no lead waits for (a load on its own).
-    unled: HashMap<ItemId, Outcome>,
+    unled: HashMap<I, Outcome<V>>,
     /// Near-cache tickets taken when the load started, before it read
     /// anything: a lookup that joins later keeps the load's answer in L1 only
     /// if no invalidation came since then either.
-    tickets: HashMap<ItemId, Ticket>,
+    tickets: HashMap<I, Ticket>,
 }
 
-impl Settle {
-    fn settle(&mut self, id: ItemId, mut outcome: Outcome) {
+// Written out: derived, it would ask `I` and `V` to be `Default`.
+impl<I: CacheId, V: Cacheable> Default for Settle<I, V> {
+    fn default() -> Self {
+        Self {
+            leads: HashMap::new(),
+            unled: HashMap::new(),
+            tickets: HashMap::new(),
+        }
+    }
+}
+
+impl<I: CacheId, V: Cacheable> Settle<I, V> {
+    fn settle(&mut self, id: I, mut outcome: Outcome<V>) {
         if let Ok(loaded) = &mut outcome {
             loaded.ticket = self.tickets.get(&id).copied();
         }
@@ -688,15 +705,31 @@ impl Settle {
     }
 }
 
-#[derive(Default)]
-struct FillResult {
-    filled: HashMap<ItemId, Arc<Stored>>,
+struct FillResult<I, V> {
+    filled: HashMap<I, Arc<Stored<V>>>,
     /// Refused: a write deleted the lease.
-    voided: Vec<ItemId>,
+    voided: Vec<I>,
 }
 
-#[derive(Default)]
-struct PeerWait {
-    taken_over: Vec<ItemId>,
-    gave_up: Vec<ItemId>,
+impl<I, V> Default for FillResult<I, V> {
+    fn default() -> Self {
+        Self {
+            filled: HashMap::new(),
+            voided: Vec::new(),
+        }
+    }
+}
+
+struct PeerWait<I> {
+    taken_over: Vec<I>,
+    gave_up: Vec<I>,
+}
+
+impl<I> Default for PeerWait<I> {
+    fn default() -> Self {
+        Self {
+            taken_over: Vec::new(),
+            gave_up: Vec::new(),
+        }
+    }
 }

@@ -10,12 +10,12 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tracing::Instrument;
 
-use super::Catalog;
+use super::{Catalog, Source};
 use crate::cache::{self, CacheStats};
 use crate::invalidation::{Continuity, InvalidationMessage, Kind, Listener, silence};
 
 /// The catalog is what the invalidation subscriber reports to.
-impl Listener for Catalog {
+impl<S: Source> Listener for Catalog<S> {
     fn subscribed(&self) {
         self.on_subscribed();
     }
@@ -33,7 +33,7 @@ impl Listener for Catalog {
     }
 }
 
-impl Catalog {
+impl<S: Source> Catalog<S> {
     /// Handles a message from the invalidation channel. Our peers have
     /// already deleted the keys in Redis; other publishers (such as `redis-cli
     /// PUBLISH` or the original example) only announce, so their messages are
@@ -74,7 +74,7 @@ impl Catalog {
         if message.heartbeat {
             return;
         }
-        let targets = match message.targets::<crate::domain::ItemId>(&self.prefix) {
+        let targets = match message.targets::<S::Id>(&self.prefix) {
             Ok(targets) => targets,
             Err(err) => {
                 tracing::warn!(error = %err, source = %message.source, "ignoring invalidation outside the cache namespace");

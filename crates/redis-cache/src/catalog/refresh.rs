@@ -11,23 +11,27 @@ use std::sync::Mutex;
 use tracing::Instrument;
 
 use super::load::LoadFor;
-use super::{Catalog, Loaded};
-use crate::cache::{self, Entry, Tier};
-use crate::domain::{Item, ItemId};
+use super::{Catalog, Loaded, Source};
+use crate::cache::{self, CacheId, Entry, Tier};
 
 /// Ids being refreshed by this instance. Held only to insert or remove.
-#[derive(Default)]
-pub struct Refreshing(Mutex<HashSet<ItemId>>);
+pub struct Refreshing<I>(Mutex<HashSet<I>>);
 
-impl Refreshing {
-    fn begin(&self, id: &ItemId) -> bool {
+impl<I> Default for Refreshing<I> {
+    fn default() -> Self {
+        Self(Mutex::new(HashSet::new()))
+    }
+}
+
+impl<I: CacheId> Refreshing<I> {
+    fn begin(&self, id: &I) -> bool {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.clone())
     }
 
-    fn end(&self, id: &ItemId) {
+    fn end(&self, id: &I) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
     }
 }
@@ -39,23 +43,23 @@ enum Refreshed {
     No,
 }
 
-struct RefreshGuard<'a> {
-    refreshing: &'a Refreshing,
-    id: &'a ItemId,
+struct RefreshGuard<'a, I: CacheId> {
+    refreshing: &'a Refreshing<I>,
+    id: &'a I,
 }
 
-impl Drop for RefreshGuard<'_> {
+impl<I: CacheId> Drop for RefreshGuard<'_, I> {
     fn drop(&mut self) {
         self.refreshing.end(self.id);
     }
 }
 
-impl Catalog {
+impl<S: Source> Catalog<S> {
     /// Starts a background refresh of `id` if `entry`, just served from
     /// `tier`, is due. A near-cache entry starts at most one: it keeps the old
     /// freshness until it is replaced, and every later hit on it would
     /// otherwise try again.
-    pub(super) fn refresh_if_due(&self, id: &ItemId, entry: &Entry<Item>, tier: Tier) {
+    pub(super) fn refresh_if_due(&self, id: &S::Id, entry: &Entry<S::Value>, tier: Tier) {
         if !self.policy.refresh_due(entry, cache::now_ms())
             || (tier == Tier::L1 && !self.l1.claim_refresh(id))
             || !self.refreshing.begin(id)
@@ -64,7 +68,7 @@ impl Catalog {
         }
         let (this, id, fresh_until) = (self.clone(), id.clone(), entry.fresh_until);
         // Its own trace (it outlives the request), linked from the request's.
-        let span = tracing::info_span!(parent: None, "cache refresh", otel.name = "cache refresh", item.id = %id);
+        let span = tracing::info_span!(parent: None, "cache refresh", otel.name = "cache refresh", cache.id = %id);
         span.follows_from(tracing::Span::current());
         let refresh = async move {
             // Ends the refresh even if it panics, so the id can be refreshed again.
@@ -84,7 +88,7 @@ impl Catalog {
     /// lease makes it once across instances: `Newer` once Redis holds an
     /// entry fresher than the one that was due (ours, or a peer's that came
     /// first).
-    async fn refresh(&self, id: &ItemId, due: i64) -> Refreshed {
+    async fn refresh(&self, id: &S::Id, due: i64) -> Refreshed {
         let outcome = self
             .load_alone(std::slice::from_ref(id), LoadFor::Refresh { due })
             .await

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::Catalog;
+use super::{Catalog, Source};
 use crate::breaker::CircuitState;
 use crate::cache::{LinkState, Refused};
 
@@ -52,7 +52,7 @@ impl NearCacheState {
     }
 }
 
-impl Catalog {
+impl<S: Source> Catalog<S> {
     pub fn status(&self) -> Status {
         let l1 = self.l1();
         let link = self.l2().link();
@@ -91,7 +91,7 @@ impl Catalog {
     /// Whether the source of truth answers a trivial query within 2 s.
     pub async fn database_answers(&self) -> bool {
         matches!(
-            tokio::time::timeout(DATABASE_CHECK_TIMEOUT, self.store().ping()).await,
+            tokio::time::timeout(DATABASE_CHECK_TIMEOUT, self.source().ping()).await,
             Ok(Ok(()))
         )
     }

@@ -6,39 +6,73 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-use super::{Catalog, Invalidated};
-use crate::cache::{self, Applied, CacheKey, CacheStats, Fill, KeyPattern, LeaseTry, RedisFailure};
-use crate::domain::{Item, ItemId, ItemPatch, NewItem, Version};
+use super::{Catalog, Invalidated, Source, WriteFailure};
+use crate::cache::{
+    self, Applied, CacheKey, CacheStats, Cacheable, Fill, KeyPattern, LeaseTry, RedisFailure,
+};
 use crate::invalidation::PublishError;
-use crate::store::{StoreError, WriteError};
 use crate::telemetry::spans;
 use tokio_util::sync::CancellationToken;
 
-impl Catalog {
-    /// Creates an item and writes it through to Redis, so that the next read
-    /// is a hit. The write-through is a fill under the id's lease, taken
-    /// before the commit: any write or invalidation after it deletes the
-    /// lease, which voids the fill, so the created value can never land over
-    /// a newer one. When the lease cannot be had (a reader holds it, Redis is
-    /// away) or the fill is voided, the create invalidates like any write:
-    /// the id may be cached as absent, or hold a value from before a delete
-    /// whose invalidation was deferred.
-    pub async fn create(&self, new: NewItem) -> Result<Item, WriteError> {
+impl<S: Source> Catalog<S> {
+    /// A write of `id` to the source of truth, `commit` (step 1), through the
+    /// write path: it runs to completion even if the caller goes away
+    /// ([`Catalog::detached`]), in a source-of-truth span named `operation`,
+    /// refused at once while the source is known to be down; if it may have
+    /// committed, steps 2 to 5 follow before the answer.
+    pub async fn write<T, E>(
+        &self,
+        id: S::Id,
+        operation: &'static str,
+        commit: impl Future<Output = Result<T, E>> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: WriteFailure,
+    {
         let this = self.clone();
         self.detached(async move {
-            let token = this.lease_for_write_through(&new.id).await;
-            let created = this.timed("INSERT", this.store.insert(&new)).await;
+            let written = this.timed(operation, commit).await;
+            if may_have_committed(&written) {
+                this.invalidate_after_write(&id).await;
+            }
+            written
+        })
+        .await
+    }
+
+    /// A write that creates `id`'s value (`commit` returns it), written
+    /// through to Redis so that the next read is a hit. The write-through is
+    /// a fill under the id's lease, taken before the commit: any write or
+    /// invalidation after it deletes the lease, which voids the fill, so the
+    /// created value can never land over a newer one. When the lease cannot
+    /// be had (a reader holds it, Redis is away) or the fill is voided, the
+    /// create invalidates like any write: the id may be cached as absent, or
+    /// hold a value from before a delete whose invalidation was deferred.
+    pub async fn write_created<E>(
+        &self,
+        id: S::Id,
+        operation: &'static str,
+        commit: impl Future<Output = Result<S::Value, E>> + Send + 'static,
+    ) -> Result<S::Value, E>
+    where
+        E: WriteFailure,
+    {
+        let this = self.clone();
+        self.detached(async move {
+            let token = this.lease_for_write_through(&id).await;
+            let created = this.timed(operation, commit).await;
             let written_through = match (&created, &token) {
-                (Ok(item), Some(token)) => this.write_through(item, token).await,
+                (Ok(value), Some(token)) => this.write_through(value, token).await,
                 _ => false,
             };
             if written_through {
-                this.after_write(&new.id, false).await;
+                this.after_write(&id, false).await;
             } else if may_have_committed(&created) {
-                this.invalidate_after_write(&new.id).await;
+                this.invalidate_after_write(&id).await;
             } else if let Some(token) = token {
                 // Nothing was written: readers waiting on the lease load.
-                let key = this.prefix.key(&new.id);
+                let key = this.prefix.key(&id);
                 let _ = this.l2.release_leases(&[key], &token).await;
             }
             created
@@ -47,7 +81,7 @@ impl Catalog {
     }
 
     /// The id's lease, when it is free and Redis usable (and leases on).
-    async fn lease_for_write_through(&self, id: &ItemId) -> Option<String> {
+    async fn lease_for_write_through(&self, id: &S::Id) -> Option<String> {
         let key = self.prefix.key(id);
         if !self.policy.leases || !self.l2.link().usable() || self.deferred.blocks(&key) {
             return None;
@@ -61,15 +95,17 @@ impl Catalog {
         matches!(tries.first(), Some(LeaseTry::Taken { .. })).then_some(token)
     }
 
-    /// Fills `item` under the lease `token`: whether it landed.
-    async fn write_through(&self, item: &Item, token: &str) -> bool {
+    /// Fills `value` under the lease `token`: whether it landed.
+    async fn write_through(&self, value: &S::Value, token: &str) -> bool {
         let now = cache::now_ms();
-        let Some((entry, keep_for)) = self.policy.entry(Some(item.clone()), now, now) else {
+        let Some((entry, keep_for)) = self.policy.entry(Some(value.clone()), now, now) else {
             return false;
         };
-        self.hooks.before_fill(std::slice::from_ref(&item.id)).await;
+        self.hooks
+            .before_fill(std::slice::from_ref(value.id()))
+            .await;
         let fill = Fill {
-            key: self.prefix.key(&item.id),
+            key: self.prefix.key(value.id()),
             value: entry.encode(),
             keep_for,
         };
@@ -88,52 +124,16 @@ impl Catalog {
         }
     }
 
-    pub async fn update(
-        &self,
-        id: &ItemId,
-        patch: &ItemPatch,
-        expected: Option<Version>,
-    ) -> Result<Item, WriteError> {
-        let (this, id, patch) = (self.clone(), id.clone(), patch.clone());
-        self.detached(async move {
-            let updated = this
-                .timed("UPDATE", this.store.update(&id, &patch, expected))
-                .await;
-            if may_have_committed(&updated) {
-                this.invalidate_after_write(&id).await;
-            }
-            updated
-        })
-        .await
-    }
-
-    pub async fn delete(&self, id: &ItemId, expected: Option<Version>) -> Result<(), WriteError> {
-        let (this, id) = (self.clone(), id.clone());
-        self.detached(async move {
-            let deleted = this.timed("DELETE", this.store.delete(&id, expected)).await;
-            if may_have_committed(&deleted) {
-                this.invalidate_after_write(&id).await;
-            }
-            deleted
-        })
-        .await
-    }
-
     /// A source-of-truth write, in a client span, with its duration recorded;
     /// refused at once while the database is known to be down.
-    async fn timed<T>(
+    async fn timed<T, E: WriteFailure>(
         &self,
         operation: &'static str,
-        write: impl Future<Output = Result<T, WriteError>>,
-    ) -> Result<T, WriteError> {
-        let kind = |err: &WriteError| match err {
-            WriteError::Store(err) => Some(err.kind()),
-            _ => None,
-        };
-        let call = super::source_call(&self.metrics, self.store.system(), operation, kind, write);
-        let outage = |result: &Result<T, WriteError>| matches!(result, Err(WriteError::Store(err)) if err.is_outage());
-        self.source_guarded(call, outage, || WriteError::Store(StoreError::Down))
-            .await
+        write: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let call = super::source_call(&self.metrics, &self.source, operation, E::kind, write);
+        let outage = |result: &Result<T, E>| matches!(result, Err(err) if err.is_outage());
+        self.source_guarded(call, outage, E::source_down).await
     }
 
     /// Runs a write to completion even if the caller goes away. Axum drops a
@@ -166,14 +166,14 @@ impl Catalog {
 
     /// Steps 2 to 5 of a write, after its commit (step 1). The key goes
     /// together with its lease, which voids any fill still in progress.
-    async fn invalidate_after_write(&self, id: &ItemId) {
+    async fn invalidate_after_write(&self, id: &S::Id) {
         self.after_write(id, true).await
     }
 
     /// After a commit (step 1): forget loads of `id` (2), delete its key and
     /// lease in Redis unless the new value was just written through (3),
     /// evict it from the near cache (4) and tell the other instances (5).
-    async fn after_write(&self, id: &ItemId, delete_in_redis: bool) {
+    async fn after_write(&self, id: &S::Id, delete_in_redis: bool) {
         self.flights.forget(id);
         self.failsafe.succeeded(std::slice::from_ref(id));
         let key = self.prefix.key(id);
@@ -301,7 +301,7 @@ impl Catalog {
 /// namespace-wide pattern instead of one message per key.
 const ANNOUNCE_KEYS_MAX: usize = 100;
 
-impl Catalog {
+impl<S: Source> Catalog<S> {
     /// Applies deletes deferred by a Redis outage whenever Redis answers,
     /// until `cancel` fires, and announces each batch on the channel: other
     /// instances' near caches may hold those values too.
@@ -341,20 +341,13 @@ impl Catalog {
     }
 }
 
-/// Whether a write may have changed the source of truth. Refusals by the
-/// store and errors before the write reached the database are certain no-ops;
-/// any other error may have come after the commit (a connection lost while the answer was on its
-/// way), so the cache is invalidated anyway: a needless delete costs one miss,
-/// a missing one hides the write until the TTL.
-fn may_have_committed<T>(result: &Result<T, WriteError>) -> bool {
+/// Whether a write may have changed the source of truth: see
+/// [`WriteFailure::may_have_committed`]. Certain failures keep the cached
+/// value, which fail-safe may still need while the database is down.
+fn may_have_committed<T, E: WriteFailure>(result: &Result<T, E>) -> bool {
     match result {
         Ok(_) => true,
-        Err(
-            WriteError::NotFound | WriteError::AlreadyExists | WriteError::VersionMismatch { .. },
-        ) => false,
-        // Certain failures keep the cached value, which fail-safe may still
-        // need while the database is down.
-        Err(WriteError::Store(err)) => err.may_have_applied(),
+        Err(err) => err.may_have_committed(),
     }
 }
 

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::catalog::LookupError;
-use crate::domain::Version;
+use crate::domain::{ItemId, Version};
 use crate::store::{StoreError, WriteError};
 
 #[derive(Debug, thiserror::Error)]
@@ -174,8 +174,8 @@ impl From<StoreError> for ApiError {
 
 /// Nothing cached and the source of truth failed: 503 when it is unreachable
 /// (retrying helps), 500 otherwise.
-impl From<LookupError> for ApiError {
-    fn from(err: LookupError) -> Self {
+impl From<LookupError<ItemId>> for ApiError {
+    fn from(err: LookupError<ItemId>) -> Self {
         let cause = anyhow::anyhow!("{}", err.cause.cause);
         if err.cause.unavailable {
             ApiError::Unavailable {

@@ -18,6 +18,7 @@ use super::error::ApiError;
 use super::json::ApiJson;
 use super::openapi::{ErrorBody, InternalError, PayloadTooLarge, UnsupportedMediaType};
 use crate::domain::{Item, ItemFields, ItemId, ItemPatch, NewItem, ValidationError};
+use crate::items::ItemWrites as _;
 
 pub const X_CACHE_STATUS: HeaderName = HeaderName::from_static("x-cache-status");
 pub const X_CACHE_TIER: HeaderName = HeaderName::from_static("x-cache-tier");
@@ -103,7 +104,7 @@ async fn fetch(
     if let Some(age) = lookup.age {
         cache_headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
     }
-    let Some(item) = lookup.item else {
+    let Some(item) = lookup.value else {
         return Ok((cache_headers, ApiError::NotFound("item not found")).into_response());
     };
     let tag = [(header::ETAG, etag(item.version))];
@@ -298,7 +299,7 @@ async fn batch(
     Ok((
         headers,
         Json(BatchResponse {
-            items: found.items,
+            items: found.values,
             missing: found.missing,
         }),
     )

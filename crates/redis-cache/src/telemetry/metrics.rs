@@ -31,24 +31,6 @@ pub const LATENCY_BUCKETS: [f64; 16] = [
 /// the semantic conventions ask.
 const METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
 
-/// Which database a call went to (`db.system.name`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum DbSystem {
-    Sqlite,
-    Postgresql,
-    Redis,
-}
-
-impl DbSystem {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DbSystem::Sqlite => "sqlite",
-            DbSystem::Postgresql => "postgresql",
-            DbSystem::Redis => "redis",
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct HttpSeries {
     method: &'static str,
@@ -60,7 +42,8 @@ struct HttpSeries {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct DbSeries {
-    system: DbSystem,
+    /// `db.system.name`: `redis`, `sqlite`, `postgresql`.
+    system: &'static str,
     operation: &'static str,
     /// `error.type`; `None` for calls that succeeded.
     error: Option<&'static str>,
@@ -196,7 +179,7 @@ impl Metrics {
 
     pub fn db_operation(
         &self,
-        system: DbSystem,
+        system: &'static str,
         operation: &'static str,
         error: Option<&'static str>,
         took: Duration,
@@ -303,7 +286,7 @@ impl Metrics {
         );
         for (series, histogram) in lock(&self.db).iter() {
             let mut labels = vec![
-                ("db_system_name", series.system.as_str()),
+                ("db_system_name", series.system),
                 ("db_operation_name", series.operation),
             ];
             if let Some(error) = series.error {

@@ -9,8 +9,6 @@ use axum::http::Method;
 use tracing::Span;
 use tracing::field::Empty;
 
-use crate::telemetry::metrics::DbSystem;
-
 /// One HTTP request, named `METHOD route` (the method alone when no route
 /// matched). Its status is recorded with [`http_status`].
 pub fn http_server(method: &Method, route: Option<&str>, path: &str, request_id: &str) -> Span {
@@ -41,18 +39,19 @@ pub fn http_status(span: &Span, status: u16) {
     }
 }
 
-/// One operation on the source of truth's `items` table (`SELECT`,
-/// `INSERT`, …); a read records how many `ids` it asked for.
-pub fn source_of_truth(system: DbSystem, operation: &'static str) -> Span {
-    let summary = format!("{operation} items");
+/// One operation on the source of truth (`system`, `sqlite` or
+/// `postgresql`), on its `collection` (`SELECT`, `INSERT`, …); a read
+/// records how many `ids` it asked for.
+pub fn source_of_truth(system: &str, collection: &str, operation: &'static str) -> Span {
+    let summary = format!("{operation} {collection}");
     tracing::info_span!(
         "source of truth",
         otel.name = summary.as_str(),
         otel.kind = "client",
         otel.status_code = Empty,
-        db.system.name = system.as_str(),
+        db.system.name = system,
         db.operation.name = operation,
-        db.collection.name = "items",
+        db.collection.name = collection,
         db.query.summary = summary.as_str(),
         ids = Empty,
         error.type = Empty,

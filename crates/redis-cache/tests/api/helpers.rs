@@ -8,8 +8,8 @@ pub mod proxy;
 use std::sync::Arc;
 
 use redis_cache::Application;
-use redis_cache::catalog::Catalog;
 use redis_cache::config::{Config, LogFormat};
+use redis_cache::items::ItemCatalog;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -110,7 +110,7 @@ pub struct TestApp {
     pub address: String,
     pub redis: Arc<Redis>,
     pub database: Arc<TestDatabase>,
-    pub catalog: Catalog,
+    pub catalog: ItemCatalog,
     pub http: reqwest::Client,
     pub backend: Backend,
     shutdown: Option<oneshot::Sender<()>>,

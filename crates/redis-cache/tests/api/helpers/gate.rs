@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
-use redis_cache::catalog::{Catalog, FillHook};
+use redis_cache::catalog::FillHook;
 use redis_cache::domain::ItemId;
+use redis_cache::items::ItemCatalog;
 use tokio::sync::watch;
 
 /// Where in a lookup the gate holds it.
@@ -35,24 +36,24 @@ pub struct FillGate {
 
 impl FillGate {
     /// Installs a gate on `catalog`: from now on every load stops at it.
-    pub fn install(catalog: &Catalog) -> Arc<Self> {
+    pub fn install(catalog: &ItemCatalog) -> Arc<Self> {
         Self::install_with(catalog, None, Point::BeforeFill)
     }
 
     /// Like [`FillGate::install`], but only loads that include one of `ids`
     /// stop; the others pass (and are still recorded).
-    pub fn install_for(catalog: &Catalog, ids: &[&str]) -> Arc<Self> {
+    pub fn install_for(catalog: &ItemCatalog, ids: &[&str]) -> Arc<Self> {
         let only = Some(ids.iter().map(|id| id.to_string()).collect());
         Self::install_with(catalog, only, Point::BeforeFill)
     }
 
     /// A gate where lookups are about to keep what they read (from Redis or a
     /// load) in the near cache.
-    pub fn install_before_l1(catalog: &Catalog) -> Arc<Self> {
+    pub fn install_before_l1(catalog: &ItemCatalog) -> Arc<Self> {
         Self::install_with(catalog, None, Point::BeforeL1Fill)
     }
 
-    fn install_with(catalog: &Catalog, only: Option<Vec<String>>, point: Point) -> Arc<Self> {
+    fn install_with(catalog: &ItemCatalog, only: Option<Vec<String>>, point: Point) -> Arc<Self> {
         let gate = Arc::new(Self {
             arrived: AtomicU64::new(0),
             released: watch::Sender::new(0),
@@ -62,7 +63,7 @@ impl FillGate {
             ids: Mutex::default(),
         });
         let hook_gate = gate.clone();
-        let hook: FillHook = Arc::new(move |ids: Vec<ItemId>| {
+        let hook: FillHook<ItemId> = Arc::new(move |ids: Vec<ItemId>| {
             let gate = hook_gate.clone();
             async move {
                 let selected = gate
