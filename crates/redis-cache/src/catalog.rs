@@ -15,6 +15,7 @@
 //! progress), publish the invalidation, then answer. `docs/cache-design.md`
 //! walks through the races this closes.
 
+mod exposition;
 mod failsafe;
 mod flight;
 mod hooks;
@@ -22,6 +23,7 @@ mod load;
 mod policy;
 mod receive;
 mod refresh;
+mod settings;
 mod source;
 mod status;
 mod write;
@@ -37,7 +39,6 @@ use crate::cache::{
     self, CacheKey, CacheStats, CacheStatus, DeferredInvalidations, Entry, Freshness, KeyPrefix,
     LookupResult, NearCache, RedisCache, RedisFailure, StatsSnapshot, Ticket, Tier, Totals,
 };
-use crate::config::CacheConfig;
 use crate::invalidation::{
     LagCounts, LagHistogram, LagSnapshot, Outbox, Publisher, SenderId, Sequences,
 };
@@ -53,6 +54,7 @@ use load::LoadFor;
 pub use load::{Loaded, SourceError, Via};
 pub use policy::Policy;
 use refresh::Refreshing;
+pub use settings::CacheConfig;
 pub use source::{Source, SourceFailure, WriteFailure};
 pub use status::{NearCacheState, Status};
 

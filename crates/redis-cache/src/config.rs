@@ -13,6 +13,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::cache::{KeyPrefix, L1Config};
+pub use crate::catalog::CacheConfig;
 use crate::http::server::ServerLimits;
 use crate::secret::Secret;
 use crate::store::{DEFAULT_DATABASE_URL, DatabaseUrl};
@@ -353,33 +354,6 @@ pub struct DatabaseConfig {
     pub url: DatabaseUrl,
     pub max_connections: u32,
     pub demo_data: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct CacheConfig {
-    pub ttl: Duration,
-    pub prefix: KeyPrefix,
-    pub source_delay: Duration,
-    pub warm_on_start: u32,
-    /// Zero: negative caching off.
-    pub negative_ttl: Duration,
-    /// Fraction in `0.0..=0.5`.
-    pub ttl_jitter: f64,
-    /// Fraction in `0.0..=0.5`; zero: early refresh off.
-    pub early_refresh: f64,
-    /// Zero: fail-safe off.
-    pub stale_if_error: Duration,
-    pub lease_ttl: Duration,
-    pub leases: bool,
-    pub coalescing: bool,
-    pub source_timeout: Duration,
-    pub failsafe_throttle: Duration,
-    /// Longest silence of this instance on the invalidation channel.
-    pub heartbeat: Duration,
-    /// The database's circuit breaker (PostgreSQL only; zero failures: off).
-    pub source_breaker_failures: u32,
-    pub source_breaker_cooldown: Duration,
-    pub l1: L1Config,
 }
 
 /// A bad setting, named by its environment variable, in one line.

@@ -14,6 +14,7 @@ pub mod server;
 mod stats;
 mod trace;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -31,6 +32,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::invalidation::SubscriberState;
 use crate::items::ItemCatalog;
 use crate::secret::Secret;
+use crate::telemetry::http_metrics::HttpMetrics;
 use crate::telemetry::spans;
 pub use error::{ApiError, ErrorCause};
 pub use items::{X_CACHE_HITS, X_CACHE_MISSES, X_CACHE_STATUS};
@@ -40,6 +42,8 @@ pub use json::BODY_LIMIT;
 #[derive(Clone)]
 pub struct AppState {
     pub catalog: ItemCatalog,
+    /// The HTTP server's metrics (the catalog keeps its own).
+    pub metrics: Arc<HttpMetrics>,
     /// Written by the invalidation subscriber task, read by `/health`.
     pub subscriber: watch::Receiver<SubscriberState>,
     pub admin_token: Option<Secret>,
@@ -117,7 +121,7 @@ async fn method_not_allowed() -> ApiError {
 /// refused before their handler ([`refused_early`]) are answered here.
 async fn log_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let _in_flight = state.catalog.metrics().http_in_flight();
+    let _in_flight = state.metrics.http_in_flight();
     let method = request.method().clone();
     let matched = request
         .extensions()
@@ -143,7 +147,7 @@ async fn log_request(State(state): State<AppState>, request: Request, next: Next
     };
     let status = response.status().as_u16();
     spans::http_status(&span, status);
-    state.catalog.metrics().http_request(
+    state.metrics.http_request(
         method.as_str(),
         matched.as_deref(),
         status,

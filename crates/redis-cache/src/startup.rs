@@ -18,6 +18,7 @@ use crate::http::{self, AppState};
 use crate::invalidation::Subscriber;
 use crate::items::ItemCatalog;
 use crate::store::{FirstStart, Store};
+use crate::telemetry::http_metrics::HttpMetrics;
 use crate::telemetry::metrics::Metrics;
 use std::sync::Arc;
 
@@ -29,6 +30,8 @@ pub struct Application {
     router: axum::Router,
     limits: ServerLimits,
     catalog: ItemCatalog,
+    /// The HTTP server's metrics, counted by the accept loop too.
+    http_metrics: Arc<HttpMetrics>,
     shutdown_delay: Duration,
     shutdown_grace: Duration,
     /// Cancelled when shutdown begins (shared with `/readyz`).
@@ -141,8 +144,10 @@ impl Application {
         }
 
         let draining = CancellationToken::new();
+        let http_metrics = Arc::new(HttpMetrics::default());
         let router = http::router(AppState {
             catalog: catalog.clone(),
+            metrics: http_metrics.clone(),
             subscriber: subscriber_state,
             admin_token: config.http.admin_token.clone(),
             batch_max_ids: config.http.batch_max_ids,
@@ -167,6 +172,7 @@ impl Application {
             router,
             limits,
             catalog,
+            http_metrics,
             shutdown_delay: config.http.shutdown_delay,
             shutdown_grace: config.http.shutdown_grace,
             draining,
@@ -187,6 +193,11 @@ impl Application {
 
     pub fn catalog(&self) -> &ItemCatalog {
         &self.catalog
+    }
+
+    /// The HTTP server's metrics (the catalog has its own).
+    pub fn http_metrics(&self) -> &Arc<HttpMetrics> {
+        &self.http_metrics
     }
 
     /// Serves until `shutdown` resolves; then reports not-ready for the
@@ -213,7 +224,7 @@ impl Application {
             self.listener,
             self.router,
             self.limits,
-            self.catalog.metrics().clone(),
+            self.http_metrics,
             closing.clone(),
         );
         let grace = self.shutdown_grace;

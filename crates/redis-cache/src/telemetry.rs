@@ -1,6 +1,7 @@
 //! Telemetry: structured logs, OpenTelemetry traces and Prometheus metrics
-//! ([`metrics`]), the spans we emit ([`spans`]), and what "since
-//! `/stats/reset`" means ([`since_reset`]).
+//! (the HTTP server's, [`http_metrics`]; the cache engine's, [`metrics`]),
+//! the spans we emit ([`spans`]), and what "since `/stats/reset`" means
+//! ([`since_reset`]).
 //!
 //! Logs are `tracing` events, pretty for people or JSON for collectors,
 //! filtered by `RUST_LOG` (default `info`). Spans are `tracing` spans too; the
@@ -15,6 +16,7 @@
 //! its log line. The exporter runs on its own thread: a slow or unreachable
 //! collector costs requests nothing, and its failures are logged.
 
+pub mod http_metrics;
 pub mod metrics;
 pub mod since_reset;
 pub mod spans;

@@ -533,11 +533,7 @@ impl<S: Source> Catalog<S> {
     }
 
     /// Ids answered by another load's fill, read from Redis.
-    fn settle_from_peers(
-        &self,
-        filled: Filled<S>,
-        outcomes: &mut Settle<S::Id, S::Value>,
-    ) {
+    fn settle_from_peers(&self, filled: Filled<S>, outcomes: &mut Settle<S::Id, S::Value>) {
         CacheStats::add(&self.stats.lease_waits, filled.len() as u64);
         for (id, stored) in filled {
             outcomes.settle(id, Ok(Loaded::from_peer(stored)));

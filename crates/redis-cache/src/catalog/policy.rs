@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use super::CacheConfig;
 use crate::cache::{Cacheable, Entry, Freshness};
-use crate::config::CacheConfig;
 
 #[derive(Debug, Clone)]
 pub struct Policy {

@@ -1,6 +1,7 @@
-//! `GET /metrics`: this instance's metrics in the Prometheus text format.
-//! The registry ([`crate::telemetry::metrics`]) holds the timed series; the
-//! cache counters and states are read from the catalogue at scrape time.
+//! `GET /metrics`: this instance's metrics in the Prometheus text format:
+//! the HTTP server's ([`crate::telemetry::http_metrics`]), then the
+//! catalog's (its counters and states, read at scrape time, and its timed
+//! series), then this build's version.
 
 use axum::extract::State;
 use axum::http::header;
@@ -9,8 +10,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use crate::cache::{CircuitState, LinkState};
-use crate::catalog::NearCacheState;
 use crate::invalidation::SubscriberState;
 use crate::telemetry::metrics::Exposition;
 
@@ -26,174 +25,15 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
     responses((status = 200, description = "Metrics", content_type = "text/plain; version=0.0.4", body = String))
 )]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let catalog = &state.catalog;
-    // Counting settles moka's pending evictions under a lock: off the runtime.
-    let l1_entries = catalog.near_cache_entries().await;
-    let status = catalog.status();
-    let totals = catalog.totals();
-    let t = totals.cache;
     let mut out = Exposition::default();
-
-    out.family(
-        "redis_cache_lookups_total",
-        "counter",
-        "Item lookups (a batch counts each distinct id) by how they ended: hit (tier l1 or l2), miss (loaded through Redis), bypass (loaded without Redis), stale (served past freshness, the source of truth failing) or error (no answer).",
-    );
-    for (result, tier, value) in [
-        ("hit", "l1", t.l1_hits),
-        ("hit", "l2", t.l2_hits),
-        ("miss", "source", t.loaded),
-        ("bypass", "source", t.loaded_bypassing),
-        ("stale", "l2", t.stale_served),
-        ("error", "none", t.failed),
-    ] {
-        out.sample(
-            "redis_cache_lookups_total",
-            &[("result", result), ("tier", tier)],
-            value as f64,
-        );
-    }
-    for (name, help, value) in [
-        (
-            "redis_cache_negative_hits_total",
-            "Hits on a cached absence (404 without the source of truth).",
-            t.negative_hits,
-        ),
-        (
-            "redis_cache_coalesced_total",
-            "Missed lookups that joined a load of the same id already running in this instance.",
-            t.coalesced,
-        ),
-        (
-            "redis_cache_lease_waits_total",
-            "Missed lookups answered by another instance's fill while it held the lease.",
-            t.lease_waits,
-        ),
-        (
-            "redis_cache_fills_total",
-            "Values written to Redis (read-through, early refresh, warming).",
-            t.fills,
-        ),
-        (
-            "redis_cache_early_refreshes_total",
-            "Hot keys reloaded in the background before they expired.",
-            t.early_refreshes,
-        ),
-        (
-            "redis_cache_corrupt_values_total",
-            "Cached values that could not be decoded (treated as misses).",
-            t.corrupt,
-        ),
-        (
-            "redis_cache_source_reads_total",
-            "Source-of-truth queries made to answer lookups.",
-            t.upstream_fetches,
-        ),
-        (
-            "redis_cache_invalidations_published_total",
-            "Invalidation messages this instance published.",
-            t.invalidations_published,
-        ),
-        (
-            "redis_cache_invalidations_received_total",
-            "Invalidation messages received from other instances and publishers.",
-            t.invalidations_received,
-        ),
-        (
-            "redis_cache_invalidation_gaps_total",
-            "Times invalidations may have been lost (a sender's sequence gap, or silence): each flushed the near cache.",
-            t.invalidation_gaps,
-        ),
-        (
-            "redis_cache_l1_flushes_total",
-            "Near cache flushes (lost subscription or connection, sequence gaps).",
-            totals.l1_flushes,
-        ),
-    ] {
-        out.counter(name, help, value);
-    }
-
-    // A histogram has no maximum.
-    let lag = totals.lag.report(std::time::Duration::ZERO);
-    out.family(
-        "redis_cache_invalidation_lag_seconds",
-        "histogram",
-        "Time from an invalidation's publication by its sender to its application here.",
-    );
-    let buckets: Vec<(Option<f64>, u64)> = lag
-        .buckets
-        .iter()
-        .map(|(bound, n)| (bound.map(|ms| ms / 1_000.0), *n))
-        .collect();
-    out.histogram_from(
-        "redis_cache_invalidation_lag_seconds",
-        &[],
-        &buckets,
-        lag.sum_ms / 1_000.0,
-    );
-
-    out.gauge(
-        "redis_cache_l1_entries",
-        "Items held in this instance's near cache.",
-        l1_entries as f64,
-    );
-    out.gauge(
-        "redis_cache_l1_usable",
-        "1 while the near cache is in use; 0 while it is bypassed (invalidations may be lost) or off.",
-        f64::from(u8::from(status.near_cache == NearCacheState::Active)),
-    );
-    out.family(
-        "redis_cache_circuit_breaker_state",
-        "gauge",
-        "State of the circuit breaker in front of Redis: 1 for the current state.",
-    );
-    let circuit = status.redis_circuit;
-    for candidate in [
-        CircuitState::Closed,
-        CircuitState::HalfOpen,
-        CircuitState::Open,
-    ] {
-        out.sample(
-            "redis_cache_circuit_breaker_state",
-            &[("state", candidate.as_str())],
-            f64::from(u8::from(circuit == candidate)),
-        );
-    }
-    out.gauge(
-        "redis_cache_redis_up",
-        "1 while the shared Redis connection is up.",
-        f64::from(u8::from(status.redis == LinkState::Connected)),
-    );
-    out.gauge(
-        "redis_cache_subscriber_up",
-        "1 while the invalidation subscriber is subscribed.",
-        f64::from(u8::from(
-            *state.subscriber.borrow() == SubscriberState::Subscribed,
-        )),
-    );
-    out.family(
-        "redis_cache_redis_refused_command",
-        "gauge",
-        "1 for each command Redis refuses for good (NOPERM from the ACL, or a disabled command), until it is accepted again.",
-    );
-    for refused in &status.refused {
-        out.sample(
-            "redis_cache_redis_refused_command",
-            &[("command", &refused.command)],
-            1.0,
-        );
-    }
-    out.gauge(
-        "redis_cache_pending_invalidations",
-        "Invalidations waiting for Redis (deferred by an outage).",
-        status.deferred_invalidations as f64,
-    );
+    state.metrics.render_into(&mut out);
+    let subscribed = *state.subscriber.borrow() == SubscriberState::Subscribed;
+    state.catalog.render_metrics(&mut out, subscribed).await;
     out.family("redis_cache_build_info", "gauge", "Version of this build.");
     out.sample(
         "redis_cache_build_info",
         &[("version", env!("CARGO_PKG_VERSION"))],
         1.0,
     );
-    catalog.metrics().render_into(&mut out);
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], out.finish())
 }

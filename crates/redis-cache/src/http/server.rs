@@ -41,7 +41,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::telemetry::metrics::{ConnectionClosed, Metrics};
+use crate::telemetry::http_metrics::{ConnectionClosed, HttpMetrics};
 
 /// The timeouts and the connection cap; see the module docs.
 #[derive(Debug, Clone, Copy)]
@@ -77,7 +77,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ServerLimits,
-    metrics: Arc<Metrics>,
+    metrics: Arc<HttpMetrics>,
     stop: CancellationToken,
 ) {
     let open = Arc::new(Registry::default());
@@ -145,7 +145,7 @@ async fn serve_connection(
     conn: &Arc<Conn>,
     limits: ServerLimits,
     overloaded: bool,
-    metrics: &Metrics,
+    metrics: &HttpMetrics,
     stop: CancellationToken,
 ) {
     let service = {

@@ -318,7 +318,7 @@ async fn with_every_connection_busy_probes_are_answered_and_the_rest_gets_503() 
         "seven connections open, each with a request in flight",
         || async {
             let mut out = redis_cache::telemetry::metrics::Exposition::default();
-            app.catalog.metrics().render_into(&mut out);
+            app.http_metrics.render_into(&mut out);
             let text = out.finish();
             text.contains("\nhttp_server_active_requests 7\n")
                 && text.contains("\nredis_cache_http_open_connections 7\n")

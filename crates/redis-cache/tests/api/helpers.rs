@@ -10,6 +10,7 @@ use std::sync::Arc;
 use redis_cache::Application;
 use redis_cache::config::{Config, LogFormat};
 use redis_cache::items::ItemCatalog;
+use redis_cache::telemetry::http_metrics::HttpMetrics;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -111,6 +112,8 @@ pub struct TestApp {
     pub redis: Arc<Redis>,
     pub database: Arc<TestDatabase>,
     pub catalog: ItemCatalog,
+    /// The HTTP server's metrics (the catalog keeps its own).
+    pub http_metrics: Arc<HttpMetrics>,
     pub http: reqwest::Client,
     pub backend: Backend,
     shutdown: Option<oneshot::Sender<()>>,
@@ -205,6 +208,7 @@ impl TestAppBuilder {
             .expect("application builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let catalog = app.catalog().clone();
+        let http_metrics = app.http_metrics().clone();
         let (tx, rx) = oneshot::channel();
         let server = tokio::spawn(app.run_until(async move {
             let _ = rx.await;
@@ -214,6 +218,7 @@ impl TestAppBuilder {
             redis,
             database,
             catalog,
+            http_metrics,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
             backend: self.backend,
             shutdown: Some(tx),
