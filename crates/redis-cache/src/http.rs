@@ -33,7 +33,6 @@ use crate::invalidation::SubscriberState;
 use crate::items::ItemCatalog;
 use crate::secret::Secret;
 use crate::telemetry::http_metrics::HttpMetrics;
-use crate::telemetry::spans;
 pub use error::{ApiError, ErrorCause};
 pub use items::{X_CACHE_HITS, X_CACHE_MISSES, X_CACHE_STATUS};
 pub use json::BODY_LIMIT;
@@ -133,7 +132,7 @@ async fn log_request(State(state): State<AppState>, request: Request, next: Next
         .get::<request_id::RequestId>()
         .map(|id| id.as_str().to_owned())
         .unwrap_or_default();
-    let span = spans::http_server(
+    let span = trace::http_server(
         &method,
         matched.as_deref(),
         request.uri().path(),
@@ -146,7 +145,7 @@ async fn log_request(State(state): State<AppState>, request: Request, next: Next
         None => next.run(request).instrument(span.clone()).await,
     };
     let status = response.status().as_u16();
-    spans::http_status(&span, status);
+    trace::http_status(&span, status);
     state.metrics.http_request(
         method.as_str(),
         matched.as_deref(),

@@ -1,43 +1,13 @@
-//! The spans this service emits, one constructor per kind, so that
-//! OpenTelemetry's attribute names are spelled in one place: the HTTP
-//! server span, the database client spans (the source of truth, Redis), and
-//! the invalidation channel's producer and consumer. Fields known only
-//! later are declared empty here and recorded by the caller. It takes plain
-//! values, so that the modules that emit spans need not be known here.
+//! The spans the cache engine emits, one constructor per kind, so that
+//! OpenTelemetry's attribute names are spelled in one place: the database
+//! client spans (the source of truth, Redis) and the invalidation channel's
+//! producer and consumer. Fields known only later are declared empty here
+//! and recorded by the caller. It takes plain values, so that the modules
+//! that emit spans need not be known here. (The HTTP server span is the
+//! service's: [`crate::http`].)
 
-use axum::http::Method;
 use tracing::Span;
 use tracing::field::Empty;
-
-/// One HTTP request, named `METHOD route` (the method alone when no route
-/// matched). Its status is recorded with [`http_status`].
-pub fn http_server(method: &Method, route: Option<&str>, path: &str, request_id: &str) -> Span {
-    tracing::info_span!(
-        "HTTP request",
-        otel.name = %match route {
-            Some(route) => format!("{method} {route}"),
-            None => method.to_string(),
-        },
-        otel.kind = "server",
-        otel.status_code = Empty,
-        http.request.method = %method,
-        http.route = route,
-        url.path = path,
-        url.scheme = "http",
-        http.response.status_code = Empty,
-        error.type = Empty,
-        request_id = %request_id,
-    )
-}
-
-/// The answer's status; a server error (5xx) fails the span, its
-/// `error.type` being the status code, as the conventions have it.
-pub fn http_status(span: &Span, status: u16) {
-    span.record("http.response.status_code", status);
-    if status >= 500 {
-        failed(span, &status.to_string());
-    }
-}
 
 /// One operation on the source of truth (`system`, `sqlite` or
 /// `postgresql`), on its `collection` (`SELECT`, `INSERT`, …); a read
