@@ -14,6 +14,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates/redis-cache/Cargo.toml crates/redis-cache/
+COPY crates/tiered-cache/Cargo.toml crates/tiered-cache/
 COPY crates/prometheus-text/Cargo.toml crates/prometheus-text/
 COPY crates/cache-loadgen/Cargo.toml crates/cache-loadgen/
 COPY crates/cache-probe/Cargo.toml crates/cache-probe/

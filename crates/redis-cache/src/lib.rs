@@ -44,22 +44,20 @@
 //! `cache:invalidate` (every other instance evicts it from its own near
 //! cache), then answers.
 
-pub mod backoff;
-pub mod breaker;
-pub mod cache;
-pub mod catalog;
 pub mod config;
 pub mod domain;
 pub mod healthcheck;
 pub mod http;
-pub mod invalidation;
 pub mod items;
-pub mod random;
 pub mod secret;
 pub mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+
+// The cache engine, under the names this service has always used for its
+// parts.
+pub use tiered_cache::{backoff, breaker, cache, catalog, invalidation, random};
 
 pub use config::{Cli, Config};
 pub use startup::Application;

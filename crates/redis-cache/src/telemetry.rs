@@ -17,9 +17,9 @@
 //! collector costs requests nothing, and its failures are logged.
 
 pub mod http_metrics;
-pub mod metrics;
-pub mod since_reset;
-pub mod spans;
+
+// The cache engine's metrics, spans and resets.
+pub use tiered_cache::telemetry::{metrics, since_reset, spans};
 
 use std::io::IsTerminal;
 

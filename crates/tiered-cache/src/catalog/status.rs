@@ -73,7 +73,7 @@ impl<S: Source> Catalog<S> {
         }
     }
 
-    /// Items held in the near cache. Counting settles moka's pending
+    /// Values held in the near cache. Counting settles moka's pending
     /// evictions under a lock: done off the runtime.
     pub async fn near_cache_entries(&self) -> u64 {
         let catalog = self.clone();

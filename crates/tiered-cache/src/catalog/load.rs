@@ -585,7 +585,7 @@ impl<S: Source> Catalog<S> {
     }
 
     /// One source-of-truth read for `ids`, after the configured artificial
-    /// delay, bounded by the source timeout. Returns the items that exist.
+    /// delay, bounded by the source timeout. Returns the values that exist.
     async fn read_source_now(
         &self,
         ids: &[S::Id],

@@ -45,7 +45,8 @@ impl Counted for LagCounts {
 /// A copy for `/stats`: cumulative counts per upper bound, as Prometheus
 /// histograms have them, plus percentiles read off the buckets (each is the
 /// upper bound of the bucket the percentile falls in).
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LagSnapshot {
     pub count: u64,
     pub sum_ms: f64,
@@ -53,7 +54,7 @@ pub struct LagSnapshot {
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     /// `[upper bound in ms (null: +Inf), lags up to it]`, cumulative.
-    #[schema(value_type = Vec<Vec<Option<f64>>>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Vec<Option<f64>>>))]
     pub buckets: Vec<(Option<f64>, u64)>,
 }
 

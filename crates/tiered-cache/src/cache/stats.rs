@@ -87,7 +87,8 @@ counters! {
 }
 
 /// The counters as `/stats` shows them: since the last reset.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatsSnapshot {
     pub hits: u64,
     pub l1_hits: u64,
@@ -109,7 +110,7 @@ pub struct StatsSnapshot {
     pub invalidations_received: u64,
     pub invalidation_gaps: u64,
     #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub since: OffsetDateTime,
 }
 

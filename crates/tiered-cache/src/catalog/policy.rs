@@ -100,7 +100,7 @@ fn millis(d: Duration) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Item, ItemId, Version};
+    use crate::cache::testing::{Value, id};
 
     fn policy() -> Policy {
         Policy {
@@ -119,17 +119,10 @@ mod tests {
         }
     }
 
-    fn item() -> Item {
-        Item {
-            id: ItemId::parse("1").unwrap(),
-            name: "n".into(),
-            description: String::new(),
-            price: 0.0,
-            category: String::new(),
-            stock: 0,
-            created_at: time::OffsetDateTime::UNIX_EPOCH,
-            updated_at: time::OffsetDateTime::UNIX_EPOCH,
-            version: Version::FIRST,
+    fn value() -> Value {
+        Value {
+            id: id("1"),
+            version: 1,
         }
     }
 
@@ -143,10 +136,10 @@ mod tests {
     }
 
     #[test]
-    fn items_get_the_ttl_absences_the_negative_ttl_and_both_the_stale_window() {
+    fn values_get_the_ttl_absences_the_negative_ttl_and_both_the_stale_window() {
         let p = policy();
         for _ in 0..100 {
-            let (e, keep) = p.entry(Some(item()), 0, 0).unwrap();
+            let (e, keep) = p.entry(Some(value()), 0, 0).unwrap();
             assert!(
                 (270_000..330_000).contains(&e.fresh_until),
                 "{}",
@@ -156,14 +149,14 @@ mod tests {
                 keep,
                 Duration::from_millis(e.fresh_until as u64) + p.stale_if_error
             );
-            let (e, _) = p.entry::<Item>(None, 0, 0).unwrap();
+            let (e, _) = p.entry::<Value>(None, 0, 0).unwrap();
             assert!((27_000..33_000).contains(&e.fresh_until));
         }
         let off = Policy {
             negative_ttl: Duration::ZERO,
             ..policy()
         };
-        assert!(off.entry::<Item>(None, 0, 0).is_none());
+        assert!(off.entry::<Value>(None, 0, 0).is_none());
     }
 
     #[test]
@@ -172,7 +165,7 @@ mod tests {
             jitter: 0.0,
             ..policy()
         };
-        let (e, _) = p.entry(Some(item()), 290_000, 300_000).unwrap();
+        let (e, _) = p.entry(Some(value()), 290_000, 300_000).unwrap();
         assert_eq!(e.fresh_until, 600_000);
         assert_eq!(e.fetched_at, 290_000);
     }
@@ -180,7 +173,7 @@ mod tests {
     #[test]
     fn refresh_is_due_in_the_last_fraction_only() {
         let p = policy();
-        let e: Entry<Item> = Entry {
+        let e: Entry<Value> = Entry {
             fetched_at: 0,
             fresh_until: 100_000,
             value: None,

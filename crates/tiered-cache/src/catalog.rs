@@ -1,15 +1,19 @@
-//! The catalogue service: item reads through the cache and writes that keep
-//! the cache honest. HTTP handlers call this; it calls the store and Redis.
+//! The engine's entry point, [`Catalog`]: reads of a source of truth's
+//! values through the two tiers, and writes that keep them honest. Its user
+//! (an HTTP service, say) calls this; it calls the source ([`Source`]) and
+//! Redis.
 //!
 //! A lookup is answered, in order of preference:
-//! - from a **fresh** Redis entry (`HIT`), an absence included (404, `HIT`),
+//! - from a **fresh** entry, in the near cache or in Redis (`HIT`), an
+//!   absence included,
 //!   refreshing it in the background when it is close to expiring;
 //! - by a **load** (`MISS`): concurrent lookups of one id in this process
 //!   share one (`flight`), instances share one through a Redis lease, and the
 //!   source of truth is read once for all ids of a batch (`load`);
 //! - without Redis (`BYPASS`) when it is down, slow or has a deferred delete;
 //! - from a **stale** entry (`STALE`, with its age) when the source of truth
-//!   fails, within `STALE_IF_ERROR` of its freshness.
+//!   fails, within the stale window of its freshness
+//!   ([`CacheConfig::stale_if_error`]).
 //!
 //! Writes ([`write`]) commit, delete the key and its lease (voiding loads in
 //! progress), publish the invalidation, then answer. `docs/cache-design.md`

@@ -8,7 +8,8 @@ use super::cacheable::CacheId;
 const MAX_PREFIX_LEN: usize = 64;
 const MAX_PATTERN_LEN: usize = 256;
 
-/// The namespace every cache key lives in (`CACHE_KEY_PREFIX`, default `item:`).
+/// The namespace every cache key lives in (such as `item:`, the service's
+/// `CACHE_KEY_PREFIX`).
 ///
 /// It may only hold characters that Redis glob matching treats literally, and it
 /// ends with `:`, a character ids cannot contain. Together this means any key or
@@ -80,7 +81,7 @@ impl KeyPrefix {
         key.as_str().strip_prefix(self.as_str()).and_then(I::parse)
     }
 
-    /// A key in the namespace that no item can have (`!` is not allowed in
+    /// A key in the namespace that no id can have (`!` is not allowed in
     /// ids), for trying commands on: `item:!permission-check`.
     pub fn permission_probe(&self) -> CacheKey {
         CacheKey(format!("{}!permission-check", self.0))
@@ -102,7 +103,7 @@ impl fmt::Debug for KeyPrefix {
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CacheKey(String);
 
-/// Suffix of a key's lease. Ids cannot contain `:`, so no item key ends in it.
+/// Suffix of a key's lease. Ids cannot contain `:`, so no value's key ends in it.
 const LEASE_SUFFIX: &str = ":lease";
 
 impl CacheKey {
