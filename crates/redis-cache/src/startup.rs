@@ -9,17 +9,15 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::cache::{Breaker, LinkState, RedisCache, RedisLink};
+use tiered_cache::{Engine, RedisSettings};
+
 use crate::config::Config;
 use crate::http::server::{self, ServerLimits};
 use crate::http::{self, AppState};
-use crate::invalidation::Subscriber;
 use crate::items::ItemCatalog;
 use crate::store::{FirstStart, Store};
 use crate::telemetry::http_metrics::HttpMetrics;
-use crate::telemetry::metrics::Metrics;
 use std::sync::Arc;
 
 /// How long background tasks get to stop once HTTP has drained.
@@ -29,16 +27,14 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     limits: ServerLimits,
-    catalog: ItemCatalog,
     /// The HTTP server's metrics, counted by the accept loop too.
     http_metrics: Arc<HttpMetrics>,
     shutdown_delay: Duration,
     shutdown_grace: Duration,
     /// Cancelled when shutdown begins (shared with `/readyz`).
     draining: CancellationToken,
-    /// Cancelled once HTTP has drained; stops the background tasks.
-    background: CancellationToken,
-    tasks: TaskTracker,
+    /// The cache engine's background tasks, stopped once HTTP has drained.
+    engine: Engine<Store>,
 }
 
 impl Application {
@@ -66,89 +62,22 @@ impl Application {
         }
 
         let client = config.redis.client().context("invalid Redis settings")?;
-        let breaker = Breaker::new(
-            "redis",
-            config.redis.breaker_failures,
-            config.redis.breaker_cooldown,
-        );
-        let link = RedisLink::new(
-            client.clone(),
-            config.redis.timeout,
-            config.redis.health_interval,
-            breaker,
-        );
-        let connected = link.connect_once().await;
-        match &connected {
-            Ok(()) => tracing::info!(redis = %config.redis.target, "redis connected"),
-            Err(err) => tracing::warn!(
-                redis = %config.redis.target,
-                error = %err,
-                "redis unavailable at start; serving from the source of truth until it is reachable"
-            ),
-        }
-        let metrics = Arc::new(Metrics::default());
-        let l2 = RedisCache::new(link.clone(), metrics.clone());
-        let catalog = ItemCatalog::new(
-            store,
-            l2.clone(),
-            &config.cache,
-            &config.instance_id,
-            metrics,
-        );
-
-        let background = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        tasks.spawn(link.clone().maintain(background.clone()));
-        tasks.spawn(catalog.clone().retry_deferred(background.clone()));
-        tasks.spawn(watch_link(
-            catalog.clone(),
-            connected.is_ok(),
-            background.clone(),
-        ));
-        if !config.redis_info_interval.is_zero() {
-            tasks.spawn(
-                catalog
-                    .clone()
-                    .poll_redis(config.redis_info_interval, background.clone()),
-            );
-        }
-        if let Some(outbox) = catalog.take_outbox() {
-            tasks.spawn(outbox.run(l2.clone(), crate::invalidation::CHANNEL, background.clone()));
-        }
-        if connected.is_ok() {
-            // Before serving: a missing permission is reported at start.
-            check_permissions(&catalog).await;
-        }
-        let subscriber = Subscriber::new(
+        let redis = RedisSettings {
             client,
-            catalog.clone(),
-            link.refusals().clone(),
-            link.connect_timeout(),
-            config.redis.health_interval / 2,
-        );
-        let subscriber_state = subscriber.watch_state();
-        tasks.spawn(subscriber.run(background.clone()));
-        if config.cache.warm_on_start > 0 {
-            let catalog = catalog.clone();
-            let limit = config.cache.warm_on_start;
-            tasks.spawn(async move {
-                match catalog.warm(limit).await {
-                    Ok(warmed) => tracing::info!(
-                        read = warmed.read,
-                        loaded = warmed.loaded,
-                        "cache warmed at start"
-                    ),
-                    Err(err) => tracing::warn!(error = %err, "cache warming at start failed"),
-                }
-            });
-        }
-
+            display: config.redis.target.to_string(),
+            timeout: config.redis.timeout,
+            health_interval: config.redis.health_interval,
+            breaker_failures: config.redis.breaker_failures,
+            breaker_cooldown: config.redis.breaker_cooldown,
+        };
+        let poll = Some(config.redis_info_interval);
+        let engine = Engine::start(store, redis, &config.cache, &config.instance_id, poll).await;
         let draining = CancellationToken::new();
         let http_metrics = Arc::new(HttpMetrics::default());
         let router = http::router(AppState {
-            catalog: catalog.clone(),
+            catalog: engine.catalog().clone(),
             metrics: http_metrics.clone(),
-            subscriber: subscriber_state,
+            subscriber: engine.subscriber(),
             admin_token: config.http.admin_token.clone(),
             batch_max_ids: config.http.batch_max_ids,
             draining: draining.clone(),
@@ -171,13 +100,11 @@ impl Application {
             listener,
             router,
             limits,
-            catalog,
             http_metrics,
             shutdown_delay: config.http.shutdown_delay,
             shutdown_grace: config.http.shutdown_grace,
             draining,
-            background,
-            tasks,
+            engine,
         })
     }
 
@@ -192,7 +119,7 @@ impl Application {
     }
 
     pub fn catalog(&self) -> &ItemCatalog {
-        &self.catalog
+        self.engine.catalog()
     }
 
     /// The HTTP server's metrics (the catalog has its own).
@@ -208,7 +135,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        tracing::info!(address = %self.local_addr(), instance = self.catalog.instance(), "listening");
+        tracing::info!(address = %self.local_addr(), instance = self.engine.catalog().instance(), "listening");
         let closing = CancellationToken::new();
         tokio::spawn({
             let (draining, closing, delay) =
@@ -239,27 +166,7 @@ impl Application {
                 "grace period over with requests still in flight; closing them"
             ),
         }
-        if !self.catalog.finish_writes(BACKGROUND_STOP_TIMEOUT).await {
-            tracing::warn!("writes still running at shutdown");
-        }
-        let flush = self.catalog.apply_deferred_once();
-        if !matches!(
-            tokio::time::timeout(BACKGROUND_STOP_TIMEOUT, flush).await,
-            Ok(true)
-        ) {
-            tracing::warn!(
-                deferred = self.catalog.deferred().len(),
-                "deferred invalidations not applied before exit; they expire with the TTL"
-            );
-        }
-        self.background.cancel();
-        self.tasks.close();
-        if tokio::time::timeout(BACKGROUND_STOP_TIMEOUT, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("background tasks did not stop in time");
-        }
+        self.engine.shutdown(BACKGROUND_STOP_TIMEOUT).await;
         tracing::info!("shutdown complete");
         Ok(())
     }
@@ -270,37 +177,4 @@ impl Application {
 /// Redis, the listener, logs, and some slack.
 fn reserved_descriptors(database_connections: u32) -> usize {
     64 + 3 * database_connections as usize
-}
-
-/// Tries every command the cache needs on Redis and says which the Redis
-/// user may not run (see [`crate::cache::Refusals`]).
-async fn check_permissions(catalog: &ItemCatalog) {
-    let prefix = catalog.prefix();
-    catalog
-        .l2()
-        .check_permissions(&prefix.permission_probe(), &prefix.everything())
-        .await;
-    let refused = catalog.l2().link().refusals().list();
-    if refused.is_empty() {
-        tracing::info!("redis permissions checked: every command the cache uses is allowed");
-    }
-}
-
-/// Tells the catalogue whenever the shared Redis connection goes down or
-/// comes back (the near cache depends on it), until `cancel` fires. Checks
-/// Redis permissions on the first connection, unless start-up did.
-async fn watch_link(catalog: ItemCatalog, mut checked: bool, cancel: CancellationToken) {
-    let mut state = catalog.l2().link().watch_state();
-    loop {
-        let connected = *state.borrow_and_update() == LinkState::Connected;
-        catalog.on_link_state(connected);
-        if connected && !checked {
-            checked = true;
-            check_permissions(&catalog).await;
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            changed = state.changed() => if changed.is_err() { return },
-        }
-    }
 }

@@ -27,10 +27,12 @@
 //!
 //! ## Layout
 //!
-//! - [`catalog`]: the engine's one entry point, [`catalog::Catalog`]: the
-//!   read path (lookups, loads under leases, fills), the write path (a
-//!   commit, then the steps that keep the caches honest), receiving
-//!   invalidations, maintenance (warming, polling), and a read-only status.
+//! - [`engine`]: [`engine::Engine::start`] builds a catalog over your source
+//!   and Redis and starts its background tasks; `shutdown` stops them.
+//! - [`catalog`]: what you call, [`catalog::Catalog`]: the read path
+//!   (lookups, loads under leases, fills), the write path (a commit, then
+//!   the steps that keep the caches honest), receiving invalidations,
+//!   maintenance (warming, polling), and a read-only status.
 //! - [`cache`]: the two tiers: the near cache ([`cache::NearCache`]) and
 //!   Redis ([`cache::RedisCache`] over one multiplexed [`cache::RedisLink`]),
 //!   the key namespace, the stored entry format, counters, and the
@@ -64,6 +66,10 @@ pub mod backoff;
 pub mod breaker;
 pub mod cache;
 pub mod catalog;
+pub mod engine;
 pub mod invalidation;
 pub mod random;
 pub mod telemetry;
+
+pub use catalog::{CacheConfig, Catalog, Source, SourceFailure, WriteFailure};
+pub use engine::{Engine, RedisSettings};
