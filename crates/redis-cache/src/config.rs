@@ -775,6 +775,13 @@ mod tests {
     }
 
     #[test]
+    fn the_flags_defaults_are_the_engines() {
+        let config = parse(&[]).unwrap();
+        let prefix = config.cache.prefix.clone();
+        assert_eq!(config.cache, CacheConfig::with_prefix(prefix));
+    }
+
+    #[test]
     fn near_cache_sizes_and_ttl() {
         let config = parse(&[]).unwrap();
         assert_eq!(config.cache.l1.capacity, 10_000);

@@ -59,8 +59,56 @@
 //!
 //! ## Example
 //!
-//! `examples/profiles.rs` caches user profiles kept in a map (run it against
-//! a local Redis: `cargo run -p tiered-cache --example profiles`).
+//! Your source of truth implements [`Source`] (values by id, ids worth
+//! warming, a ping); then start an [`Engine`] and use its [`Catalog`]:
+//!
+//! ```no_run
+//! # use tiered_cache::cache::{CacheId, Cacheable};
+//! # #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, serde::Serialize, serde::Deserialize)]
+//! # struct UserId(String);
+//! # impl std::fmt::Display for UserId { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(&self.0) } }
+//! # impl CacheId for UserId { fn as_str(&self) -> &str { &self.0 } fn parse(raw: &str) -> Option<Self> { Some(UserId(raw.into())) } }
+//! # #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+//! # struct Profile { id: UserId, name: String, version: i64 }
+//! # impl Cacheable for Profile { type Id = UserId; fn id(&self) -> &UserId { &self.id } fn version(&self) -> i64 { self.version } }
+//! # #[derive(Debug, thiserror::Error)] #[error("down")] struct Down;
+//! # impl tiered_cache::SourceFailure for Down { fn kind(&self) -> &'static str { "down" } fn is_outage(&self) -> bool { true } fn is_unavailable(&self) -> bool { true } }
+//! # impl tiered_cache::WriteFailure for Down { fn kind(&self) -> Option<&'static str> { None } fn is_outage(&self) -> bool { true } fn may_have_committed(&self) -> bool { false } fn source_down() -> Self { Down } }
+//! # #[derive(Clone)] struct Profiles;
+//! # impl Profiles { async fn rename(&self, id: &UserId, name: &str) -> Result<(), Down> { Ok(()) } }
+//! # impl Source for Profiles { type Id = UserId; type Value = Profile; type Error = Down;
+//! #   async fn get_many(&self, _: &[UserId]) -> Result<Vec<Profile>, Down> { Ok(vec![]) }
+//! #   async fn recent_ids(&self, _: u32) -> Result<Vec<UserId>, Down> { Ok(vec![]) }
+//! #   async fn ping(&self) -> Result<(), Down> { Ok(()) }
+//! #   fn system(&self) -> &'static str { "memory" } fn collection(&self) -> &'static str { "profiles" } fn can_be_down(&self) -> bool { false } }
+//! use std::time::Duration;
+//! use tiered_cache::cache::KeyPrefix;
+//! use tiered_cache::{CacheConfig, Engine, RedisSettings, Source};
+//!
+//! # async fn run() -> anyhow::Result<()> {
+//! let profiles = Profiles; // your source of truth, `impl Source`
+//! let config = CacheConfig::with_prefix(KeyPrefix::parse("profile:")?);
+//! let redis = RedisSettings::new(redis::Client::open("redis://127.0.0.1/")?, "local");
+//! let engine = Engine::start(profiles.clone(), redis, &config, "instance-1", None).await;
+//! let cache = engine.catalog();
+//!
+//! let ada = UserId::parse("ada").unwrap();
+//! let found = cache.get(&ada).await?; // near cache, Redis, or one leased load
+//! println!("{:?} {}", found.value, found.status.as_str());
+//!
+//! // A write: your commit, then the key and its lease deleted in Redis,
+//! // the near caches of every process told.
+//! let (source, id) = (profiles.clone(), ada.clone());
+//! cache.write(ada, "UPDATE", async move { source.rename(&id, "Ada L.").await }).await?;
+//!
+//! engine.shutdown(Duration::from_secs(2)).await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `examples/profiles.rs` is the whole program, with profiles kept in a map:
+//! `cargo run -p tiered-cache --example profiles` against a local Redis
+//! (`REDIS_URL`, default `redis://127.0.0.1:6379/`).
 
 pub mod backoff;
 pub mod breaker;
