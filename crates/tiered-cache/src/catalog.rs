@@ -44,7 +44,7 @@ use crate::cache::{
     LookupResult, NearCache, RedisCache, RedisFailure, StatsSnapshot, Ticket, Tier, Totals,
 };
 use crate::invalidation::{
-    LagCounts, LagHistogram, LagSnapshot, Outbox, Publisher, SenderId, Sequences,
+    LagCounts, LagHistogram, LagSnapshot, Outbox, Publisher, Receiver, SenderId,
 };
 use crate::telemetry::metrics::{Metrics, RedisInfo};
 use crate::telemetry::since_reset::{Counted, SinceReset};
@@ -119,17 +119,15 @@ pub struct Catalog<S: Source> {
     instance: Arc<str>,
     /// This instance's voice on the invalidation channel.
     publisher: Publisher,
-    /// How our messages name us (to tell them from others').
-    sender: SenderId,
-    /// The publisher's task end, until `Application::build` starts it.
+    /// The publisher's task end, until [`crate::Engine::start`] starts it.
     outbox: Arc<std::sync::Mutex<Option<Outbox>>>,
-    /// Warned once about another process using our instance id.
-    twin_warned: Arc<std::sync::atomic::AtomicBool>,
+    /// What an invalidation received means (it drives this catalog through
+    /// [`crate::invalidation::Caches`]).
+    receiver: Arc<Receiver>,
     /// What `/stats` shows is counted from: the last `/stats/reset`.
     since_reset: Arc<SinceReset<Counts>>,
-    /// The last sequence number heard from each other instance.
-    sequences: Arc<Sequences>,
-    /// Publish-to-apply lag of the invalidations received.
+    /// Publish-to-apply lag of the invalidations received (the receiver
+    /// records it).
     lag: Arc<LagHistogram>,
     /// Write paths in flight, spawned so they finish even if the request is
     /// dropped (see [`Catalog::detached`]).
@@ -307,11 +305,9 @@ impl<S: Source> Clone for Catalog<S> {
             hooks: self.hooks.clone(),
             instance: self.instance.clone(),
             publisher: self.publisher.clone(),
-            sender: self.sender.clone(),
             outbox: self.outbox.clone(),
-            twin_warned: self.twin_warned.clone(),
+            receiver: self.receiver.clone(),
             since_reset: self.since_reset.clone(),
-            sequences: self.sequences.clone(),
             lag: self.lag.clone(),
             writes: self.writes.clone(),
             key_count: self.key_count.clone(),
@@ -339,6 +335,8 @@ impl<S: Source> Catalog<S> {
         } else {
             0
         };
+        let lag = Arc::new(LagHistogram::default());
+        let receiver = Receiver::new(sender, cache.prefix.clone(), cache.heartbeat, lag.clone());
         Self {
             source_breaker: Arc::new(Breaker::new(
                 "source of truth",
@@ -359,12 +357,10 @@ impl<S: Source> Catalog<S> {
             hooks: Arc::default(),
             instance: instance.into(),
             publisher,
-            sender,
             outbox: Arc::new(std::sync::Mutex::new(Some(outbox))),
-            twin_warned: Arc::default(),
+            receiver: Arc::new(receiver),
             since_reset: Arc::default(),
-            sequences: Arc::default(),
-            lag: Arc::default(),
+            lag,
             writes: TaskTracker::new(),
             key_count: Arc::default(),
         }
