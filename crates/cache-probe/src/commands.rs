@@ -668,27 +668,19 @@ pub fn rejection(command: &Command, message: &str) -> Option<Rejection> {
 /// its arguments where they matter (windows, key counts, `SET … GET`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Family {
-    /// One key, nil a miss.
-    Nil,
+    /// One key, whatever the arguments.
+    One(Lookup),
+    /// Every argument a key (`EXISTS`, `TOUCH`, `MGET`).
+    EachArgument(Lookup),
     /// `SET`: one key when it has a `GET` argument.
     SetGet,
     /// `HRANDFIELD`, `SRANDMEMBER`, `ZRANDMEMBER`: by their count.
     RandMember,
-    /// One key, empty a miss.
-    Empty,
-    /// `SINTER`: one key is [`Family::Empty`], several an intersection.
+    /// `SINTER`: one key is a plain read (empty, a miss), several an
+    /// intersection.
     Sinter,
-    Zero,
-    Ttl,
-    Type,
-    /// `EXISTS`, `TOUCH`: every argument a key, the reply the number found.
-    Counted,
-    /// `MGET`.
-    PerKey,
-    Found,
-    /// `PFCOUNT`: one key is [`Family::Found`], several a merge.
+    /// `PFCOUNT`: one key is a plain read (found, a hit), several a merge.
     PfCount,
-    Position,
     /// A window from its first two arguments after the key.
     Window,
     Lindex,
@@ -731,21 +723,21 @@ fn family(name: &str) -> Option<Family> {
     };
     Some(match name {
         "get" | "getdel" | "getex" | "getset" | "dump" | "object|encoding" | "object|freq"
-        | "object|idletime" | "object|refcount" => Family::Nil,
+        | "object|idletime" | "object|refcount" => Family::One(Lookup::Nil),
         "set" => Family::SetGet,
         "hrandfield" | "srandmember" | "zrandmember" => Family::RandMember,
-        "hgetall" | "hkeys" | "hvals" | "smembers" => Family::Empty,
+        "hgetall" | "hkeys" | "hvals" | "smembers" => Family::One(Lookup::Empty),
         "sinter" => Family::Sinter,
-        "llen" | "scard" | "zcard" | "hlen" | "strlen" => Family::Zero,
-        "ttl" | "pttl" | "expiretime" | "pexpiretime" => Family::Ttl,
-        "type" => Family::Type,
-        "exists" | "touch" => Family::Counted,
-        "mget" => Family::PerKey,
+        "llen" | "scard" | "zcard" | "hlen" | "strlen" => Family::One(Lookup::Zero),
+        "ttl" | "pttl" | "expiretime" | "pexpiretime" => Family::One(Lookup::Ttl),
+        "type" => Family::One(Lookup::Type),
+        "exists" | "touch" => Family::EachArgument(Lookup::Counted),
+        "mget" => Family::EachArgument(Lookup::PerKey),
         "hget" | "hmget" | "hexists" | "hstrlen" | "sismember" | "smismember" | "zscore"
         | "zmscore" | "getbit" | "zcount" | "zlexcount" | "geodist" | "geohash" | "geopos"
-        | "bitcount" | "xlen" => Family::Found,
+        | "bitcount" | "xlen" => Family::One(Lookup::Found),
         "pfcount" => Family::PfCount,
-        "zrank" | "zrevrank" | "lpos" => Family::Position,
+        "zrank" | "zrevrank" | "lpos" => Family::One(Lookup::Position),
         "lrange" | "zrevrange" | "getrange" | "substr" => Family::Window,
         "lindex" => Family::Lindex,
         "zrange" => Family::Zrange { store: false },
@@ -819,7 +811,8 @@ fn rule<W: AsRef<[u8]>>(family: Family, rest: &[W]) -> Option<(Lookup, usize)> {
         ))
     };
     let rule = match family {
-        Family::Nil => Lookup::Nil,
+        Family::One(lookup) => lookup,
+        Family::EachArgument(lookup) => return Some((lookup, rest.len())),
         Family::SetGet => {
             if !rest
                 .iter()
@@ -835,18 +828,10 @@ fn rule<W: AsRef<[u8]>>(family: Family, rest: &[W]) -> Option<(Lookup, usize)> {
             _ if int(1) == Some(0) => Lookup::Found,
             _ => Lookup::Empty,
         },
-        Family::Empty => Lookup::Empty,
         Family::Sinter if rest.len() == 1 => Lookup::Empty,
         Family::Sinter => return several(rest.len(), false, true),
-        Family::Zero => Lookup::Zero,
-        Family::Ttl => Lookup::Ttl,
-        Family::Type => Lookup::Type,
-        Family::Counted => return Some((Lookup::Counted, rest.len())),
-        Family::PerKey => return Some((Lookup::PerKey, rest.len())),
-        Family::Found => Lookup::Found,
         Family::PfCount if rest.len() == 1 => Lookup::Found,
         Family::PfCount => return several(rest.len(), false, false),
-        Family::Position => Lookup::Position,
         Family::Window => Lookup::Window {
             nothing_is_miss: whole(int(1), int(2)),
         },
