@@ -28,17 +28,28 @@ mod link;
 mod refusals;
 mod stats;
 
-pub use crate::breaker::{Breaker, CircuitState};
+// What a user of the engine sees: ids and values, keys, answers, states and
+// figures; the machinery stays inside the crate.
+pub use crate::breaker::CircuitState;
 pub use cacheable::{CacheId, Cacheable};
-pub use deferred::{Applied, DeferredInvalidations};
-pub use entry::{DecodeError, Entry, Freshness, decode, now_ms};
+pub(crate) use deferred::{Applied, DeferredInvalidations};
+pub use entry::now_ms;
+pub(crate) use entry::{Entry, Freshness, decode};
 pub use glob::matches as glob_matches;
 pub use key::{CacheKey, KeyError, KeyPattern, KeyPrefix};
-pub use l1::{L1Config, NearCache, Ticket};
-pub use l2::{Fill, LeaseTry, Overwrite, RedisCache};
-pub use link::{LinkState, RedisFailure, RedisLink};
-pub use refusals::{Refusals, Refused};
-pub use stats::{CacheStats, LookupResult, StatsSnapshot, Totals};
+pub use l1::L1Config;
+// The near cache itself, for tests that look into it (`Catalog::l1`).
+#[cfg(feature = "test-hooks")]
+pub use l1::{NearCache, Ticket};
+#[cfg(not(feature = "test-hooks"))]
+pub(crate) use l1::{NearCache, Ticket};
+pub(crate) use l2::{Fill, LeaseTry, Overwrite, RedisCache};
+pub use link::LinkState;
+pub(crate) use link::{RedisFailure, RedisLink};
+pub(crate) use refusals::Refusals;
+pub use refusals::Refused;
+pub(crate) use stats::{CacheStats, LookupResult};
+pub use stats::{StatsSnapshot, Totals};
 
 /// How a lookup was answered, as reported in `X-Cache-Status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -56,10 +56,11 @@ use flight::Flights;
 pub use hooks::FillHook;
 use hooks::Hooks;
 use load::LoadFor;
-pub use load::{Loaded, SourceError, Via};
+pub(crate) use load::Loaded;
+pub use load::SourceError;
 use maintenance::KeyCount;
 pub use maintenance::Warmed;
-pub use policy::Policy;
+pub(crate) use policy::Policy;
 use refresh::Refreshing;
 pub use settings::CacheConfig;
 pub use source::{Source, SourceFailure, WriteFailure};
@@ -300,7 +301,7 @@ impl<S: Source> Clone for Catalog<S> {
 }
 
 impl<S: Source> Catalog<S> {
-    pub fn new(
+    pub(crate) fn new(
         source: S,
         l2: RedisCache,
         cache: &CacheConfig,
@@ -355,7 +356,7 @@ impl<S: Source> Catalog<S> {
     }
 
     /// The database's circuit breaker (see [`Catalog::source_guarded`]).
-    pub fn source_circuit(&self) -> CircuitState {
+    pub(crate) fn source_circuit(&self) -> CircuitState {
         self.source_breaker.state()
     }
 
@@ -381,15 +382,22 @@ impl<S: Source> Catalog<S> {
         result
     }
 
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
+    /// The near cache, for tests that look into it.
+    #[cfg(feature = "test-hooks")]
     pub fn l1(&self) -> &NearCache<S::Value> {
         &self.l1
     }
 
-    pub fn l2(&self) -> &RedisCache {
+    #[cfg(not(feature = "test-hooks"))]
+    pub(crate) fn l1(&self) -> &NearCache<S::Value> {
+        &self.l1
+    }
+
+    pub(crate) fn l2(&self) -> &RedisCache {
         &self.l2
     }
 
@@ -397,7 +405,7 @@ impl<S: Source> Catalog<S> {
         &self.prefix
     }
 
-    pub fn deferred(&self) -> &Arc<DeferredInvalidations> {
+    pub(crate) fn deferred(&self) -> &Arc<DeferredInvalidations> {
         &self.deferred
     }
 
@@ -406,7 +414,7 @@ impl<S: Source> Catalog<S> {
     }
 
     /// The task that sends this instance's invalidations; `None` once taken.
-    pub fn take_outbox(&self) -> Option<Outbox> {
+    pub(crate) fn take_outbox(&self) -> Option<Outbox> {
         self.outbox.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 

@@ -11,12 +11,15 @@ mod receiver;
 mod sequence;
 mod subscriber;
 
-pub use lag::{LagCounts, LagHistogram, LagSnapshot};
-pub use message::{InvalidationMessage, MessageError, SenderId};
-pub use publisher::{Outbox, PublishError, Publisher, channel as publisher_channel, silence};
-pub use receiver::{Caches, Receiver};
-pub use sequence::{Continuity, Kind, Sequences};
-pub use subscriber::{Listener, Subscriber, SubscriberState};
+pub(crate) use lag::LagHistogram;
+pub use lag::{LagCounts, LagSnapshot};
+pub use message::MessageError;
+pub(crate) use message::SenderId;
+pub use publisher::silence;
+pub(crate) use publisher::{Outbox, PublishError, Publisher, channel as publisher_channel};
+pub(crate) use receiver::{Caches, Receiver};
+pub use subscriber::SubscriberState;
+pub(crate) use subscriber::{Listener, Subscriber};
 
 /// The channel every instance publishes to and listens on.
 pub const CHANNEL: &str = "cache:invalidate";

@@ -67,14 +67,14 @@ async fn batch_costs_one_lookup_one_lease_pipeline_one_query_and_one_fill(backen
 
     let fetches_before = app.stats().await["upstream_fetches"].as_u64().unwrap();
     let commands_before = app.redis.command_calls();
-    let trips_before = app.catalog.l2().round_trips();
+    let trips_before = app.catalog.status().redis_round_trips;
 
     let response = app.batch(&wanted).await;
     assert_eq!(header(&response, "x-cache-hits"), Some("70"));
     assert_eq!(header(&response, "x-cache-misses"), Some("30"));
     assert_eq!(ids_of(&body(response).await), wanted);
 
-    let trips = app.catalog.l2().round_trips() - trips_before;
+    let trips = app.catalog.status().redis_round_trips - trips_before;
     let commands_after = app.redis.command_calls();
     let fetches = app.stats().await["upstream_fetches"].as_u64().unwrap() - fetches_before;
     let calls = |name: &str| {

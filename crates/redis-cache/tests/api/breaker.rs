@@ -27,13 +27,13 @@ async fn a_frozen_redis_is_skipped_after_a_few_timeouts() {
             .await;
         app.get_item("1").await;
         app.redis.pause();
-        let before = app.catalog.l2().round_trips();
+        let before = app.catalog.status().redis_round_trips;
         for _ in 0..6 {
             let response = app.get_item("1").await;
             assert_eq!(response.status(), StatusCode::OK);
             assert_eq!(header(&response, "x-cache-status"), Some("BYPASS"));
         }
-        let attempts = app.catalog.l2().round_trips() - before;
+        let attempts = app.catalog.status().redis_round_trips - before;
         let stats = app.stats().await;
         assert_eq!(stats["lookups"], 7);
         assert_eq!(

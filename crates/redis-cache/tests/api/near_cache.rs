@@ -517,7 +517,7 @@ async fn a_hot_near_cache_entry_starts_one_refresh() {
         .spawn()
         .await;
     tier(&app, "1").await;
-    let before = app.catalog.l2().round_trips();
+    let before = app.catalog.status().redis_round_trips;
     let started = Instant::now();
     let mut hits = 0;
     // Continuous reads through one refresh window and past the old expiry.
@@ -527,7 +527,7 @@ async fn a_hot_near_cache_entry_starts_one_refresh() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let trips = app.catalog.l2().round_trips() - before;
+    let trips = app.catalog.status().redis_round_trips - before;
     assert!(hits > 100, "{hits} hits");
     assert!(app.stat("early_refreshes").await >= 1);
     assert!(trips < 20, "{trips} redis round trips for {hits} hits");

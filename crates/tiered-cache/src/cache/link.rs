@@ -151,10 +151,6 @@ impl RedisLink {
         }
     }
 
-    pub fn client(&self) -> &Client {
-        &self.inner.client
-    }
-
     pub fn server(&self) -> &Server {
         &self.inner.server
     }
@@ -165,10 +161,6 @@ impl RedisLink {
 
     pub fn connect_timeout(&self) -> Duration {
         self.inner.connect_timeout
-    }
-
-    pub fn command_timeout(&self) -> Duration {
-        self.inner.command_timeout
     }
 
     pub fn state(&self) -> LinkState {

@@ -114,12 +114,10 @@ pub struct StatsSnapshot {
     pub since: OffsetDateTime,
 }
 
-/// How one lookup ended, for `/metrics`: counted exactly once per lookup,
-/// when its answer is known.
+/// How a missed lookup ended, for `/metrics`: counted exactly once per
+/// lookup, when its answer is known (hits are counted when classified).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LookupResult {
-    HitL1,
-    HitL2,
     /// Answered by a load through Redis.
     Miss,
     /// Answered without Redis.
@@ -142,7 +140,6 @@ impl CacheStats {
     /// Counts how a missed lookup ended (hits are counted when classified).
     pub fn ended(&self, result: LookupResult) {
         let counter = match result {
-            LookupResult::HitL1 | LookupResult::HitL2 => return,
             LookupResult::Miss => &self.loaded,
             LookupResult::Bypass => &self.loaded_bypassing,
             LookupResult::Stale => &self.stale_served,

@@ -57,7 +57,6 @@ impl<V: Cacheable> FlightOutcome for Outcome<V> {
 #[derive(Debug, Clone)]
 pub struct Loaded<V> {
     pub value: Option<V>,
-    pub via: Via,
     /// Whether this load wrote the value to Redis.
     pub filled: bool,
     /// The entry now in Redis for the id, as it was written there (by this
@@ -73,14 +72,6 @@ pub struct Loaded<V> {
 pub struct Stored<V> {
     pub entry: Entry<V>,
     pub size: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    /// This instance read the source of truth.
-    Source,
-    /// Another instance held the lease; its fill was read from Redis.
-    Peer,
 }
 
 /// Why the source of truth gave no answer. Cloned to every waiter.
@@ -340,7 +331,6 @@ impl<S: Source> Catalog<S> {
                 let stored = filled.remove(id);
                 let loaded = Loaded {
                     value: found.remove(id),
-                    via: Via::Source,
                     filled: stored.is_some(),
                     stored,
                     ticket: None,
@@ -371,7 +361,6 @@ impl<S: Source> Catalog<S> {
                 for id in voided {
                     let loaded = Loaded {
                         value: again.remove(&id),
-                        via: Via::Source,
                         filled: false,
                         stored: None,
                         ticket: None,
@@ -654,7 +643,6 @@ impl<V: Clone> Loaded<V> {
     fn from_peer(stored: Arc<Stored<V>>) -> Self {
         Loaded {
             value: stored.entry.value.clone(),
-            via: Via::Peer,
             filled: false,
             stored: Some(stored),
             ticket: None,

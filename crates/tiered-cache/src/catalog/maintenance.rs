@@ -83,7 +83,11 @@ impl<S: Source> Catalog<S> {
     /// Polls Redis every `interval` for `/metrics`: memory in use and keys
     /// (`INFO`), and the keys under the cache prefix (the same shared `SCAN`
     /// as `/stats`), until `cancel` fires.
-    pub async fn poll_redis(self, interval: Duration, cancel: tokio_util::sync::CancellationToken) {
+    pub(crate) async fn poll_redis(
+        self,
+        interval: Duration,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

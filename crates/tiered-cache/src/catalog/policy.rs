@@ -19,8 +19,6 @@ pub struct Policy {
     pub source_delay: Duration,
     pub source_timeout: Duration,
     pub failsafe_throttle: Duration,
-    /// Longest silence of this instance on the invalidation channel.
-    pub heartbeat: Duration,
 }
 
 impl Policy {
@@ -37,7 +35,6 @@ impl Policy {
             source_delay: config.source_delay,
             source_timeout: config.source_timeout,
             failsafe_throttle: config.failsafe_throttle,
-            heartbeat: config.heartbeat,
         }
     }
 
@@ -115,7 +112,6 @@ mod tests {
             source_delay: Duration::ZERO,
             source_timeout: Duration::from_secs(2),
             failsafe_throttle: Duration::from_secs(2),
-            heartbeat: Duration::from_secs(1),
         }
     }
 

@@ -76,7 +76,7 @@ impl<S: Source> Catalog<S> {
     /// The shared Redis connection changed state. While it is down the near
     /// cache is bypassed: Redis may be frozen or cut off, and the
     /// subscription may not have noticed yet.
-    pub fn on_link_state(&self, connected: bool) {
+    pub(crate) fn on_link_state(&self, connected: bool) {
         let was_usable = self.l1.is_usable();
         self.l1.set_linked(connected);
         // Loads in flight are left alone: invalidations still arrive on the

@@ -157,7 +157,7 @@ impl<S: Source> Catalog<S> {
     }
 
     /// Waits, up to `limit`, for writes still running after their callers left.
-    pub async fn finish_writes(&self, limit: Duration) -> bool {
+    pub(crate) async fn finish_writes(&self, limit: Duration) -> bool {
         self.writes.close();
         tokio::time::timeout(limit, self.writes.wait())
             .await
@@ -305,7 +305,7 @@ impl<S: Source> Catalog<S> {
     /// Applies deletes deferred by a Redis outage whenever Redis answers,
     /// until `cancel` fires, and announces each batch on the channel: other
     /// instances' near caches may hold those values too.
-    pub async fn retry_deferred(self, cancel: CancellationToken) {
+    pub(crate) async fn retry_deferred(self, cancel: CancellationToken) {
         let everything = self.prefix.everything();
         let deferred = self.deferred.clone();
         let l2 = self.l2.clone();
@@ -316,7 +316,7 @@ impl<S: Source> Catalog<S> {
 
     /// One last attempt at the deferred deletes (at shutdown); true when none
     /// is left.
-    pub async fn apply_deferred_once(&self) -> bool {
+    pub(crate) async fn apply_deferred_once(&self) -> bool {
         let everything = self.prefix.everything();
         if let Some(applied) = self.deferred.apply_once(&self.l2, &everything).await {
             self.announce(applied).await;
