@@ -31,7 +31,7 @@ const FAST_WORDS: usize = 16;
 /// Most elements of one aggregate; more is taken for a framing error.
 const MAX_ELEMENTS: i64 = 1 << 24;
 
-/// The first bytes of a string: up to [`INLINE`] of them without an
+/// The first bytes of a string: up to `INLINE` of them without an
 /// allocation (a reply's `OK`, `QUEUED`, a type name, a push's kind).
 #[derive(Clone, PartialEq, Eq)]
 pub enum Text {
@@ -339,7 +339,7 @@ impl Stream {
 
 impl Feed<'_> {
     /// The next request when it lies whole at the front, framed as clients
-    /// send commands (an array of at most [`FAST_WORDS`] bulk strings): its
+    /// send commands (an array of at most `FAST_WORDS` bulk strings): its
     /// words go to `take`, borrowed, without a [`Value`] being built, and
     /// are consumed. `None` when it is not that; [`Feed::next_value`] then
     /// tells what it is (incomplete, another shape, a framing error).

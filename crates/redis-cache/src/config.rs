@@ -2,6 +2,10 @@
 //! (every flag has a variable), validated once at start. Secrets are held in
 //! [`Secret`] and never printed, not even in `--help` or in error messages.
 
+// The flags' doc comments are their `--help` text, written for a terminal
+// (`redis://[user:password@]host`, `sqlite:<path>`), not for rustdoc.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

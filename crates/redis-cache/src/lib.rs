@@ -31,8 +31,8 @@
 //!
 //! `GET /items/42` is routed by [`http`], whose extractor turns `42` into an
 //! [`domain::ItemId`] (or answers 400). [`catalog::Catalog::get`] looks in the
-//! near cache ([`cache::NearCache`]), then asks Redis for `item:42` through
-//! [`cache::RedisCache`]; a fresh entry is returned with `X-Cache-Status: HIT`
+//! near cache (`NearCache`), then asks Redis for `item:42` through
+//! `RedisCache`; a fresh entry is returned with `X-Cache-Status: HIT`
 //! and `X-Cache-Tier: L1` or `L2`. On a miss the lookup joins a load of the same id
 //! already running in this process, or leads one: it takes the lease
 //! `item:42:lease` in Redis (or waits for the instance holding it), reads the

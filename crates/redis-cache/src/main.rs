@@ -1,3 +1,7 @@
+//! `redis-cache`: the process. `redis-cache healthcheck` probes a running
+//! instance (for container health checks); anything else parses the
+//! configuration and runs the service until SIGTERM or SIGINT.
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -5,12 +5,12 @@
 //! Redis' part in the write path (`docs/cache-design.md`, "Writes", step 3)
 //! is an `UNLINK` of the key and its lease: deleting the lease voids any fill
 //! in progress (fills are a compare-and-set on the lease token). If Redis
-//! cannot be reached, the key goes into [`DeferredInvalidations`], and reads
+//! cannot be reached, the key goes into `DeferredInvalidations`, and reads
 //! of it stay away from Redis until the delete has been applied: a network
 //! cut or a stalled server, unlike a restart, still holds the old value.
 //!
 //! In the read path (`docs/cache-design.md`, "The read path") the near cache
-//! ([`NearCache`]) comes first, then Redis, then a load on a miss (lease,
+//! (`NearCache`) comes first, then Redis, then a load on a miss (lease,
 //! source of truth, leased fill; see `catalog`). Any Redis failure turns into
 //! a bypass: the answer comes from the source of truth and is marked
 //! `BYPASS`, and nothing is filled.

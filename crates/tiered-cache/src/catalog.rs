@@ -458,7 +458,7 @@ impl<S: Source> Catalog<S> {
 
     // ---- reads -------------------------------------------------------------
 
-    /// Looks `id` up: a lookup of one id (see [`Catalog::lookup`]).
+    /// Looks `id` up: a lookup of one id (see `Catalog::lookup`).
     pub async fn get(&self, id: &S::Id) -> Result<Lookup<S::Value>, LookupError<S::Id>> {
         let span = tracing::info_span!(
             "cache lookup",
@@ -486,7 +486,7 @@ impl<S: Source> Catalog<S> {
     }
 
     /// Looks up distinct `ids` with one Redis round trip for all of them and
-    /// one load for all that missed (see [`Catalog::lookup`]).
+    /// one load for all that missed (see `Catalog::lookup`).
     pub async fn get_many(
         &self,
         ids: &[S::Id],

@@ -4,8 +4,8 @@
 //! [`Engine::start`] tries Redis once (the engine starts without it and
 //! serves from the source of truth until Redis answers), then starts:
 //! - the link's maintenance: reconnecting with bounded backoff, pinging a
-//!   healthy connection ([`crate::cache::RedisLink::maintain`]);
-//! - the deferred invalidations' retries ([`Catalog::retry_deferred`]);
+//!   healthy connection (`cache::RedisLink::maintain`);
+//! - the deferred invalidations' retries (`Catalog::retry_deferred`);
 //! - a watch of the link, telling the catalog when it goes down or comes
 //!   back, and checking Redis permissions on the first connection;
 //! - the publisher of this instance's invalidations and the subscriber to

@@ -33,8 +33,8 @@
 //!   (lookups, loads under leases, fills), the write path (a commit, then
 //!   the steps that keep the caches honest), receiving invalidations,
 //!   maintenance (warming, polling), and a read-only status.
-//! - [`cache`]: the two tiers: the near cache ([`cache::NearCache`]) and
-//!   Redis ([`cache::RedisCache`] over one multiplexed [`cache::RedisLink`]),
+//! - [`cache`]: the two tiers: the near cache (`cache::NearCache`) and
+//!   Redis (`cache::RedisCache` over one multiplexed `cache::RedisLink`),
 //!   the key namespace, the stored entry format, counters, and the
 //!   invalidations deferred during an outage.
 //! - [`invalidation`]: the pub/sub message format, the publisher, the

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 impl<S: Source> Catalog<S> {
     /// A write of `id` to the source of truth, `commit` (step 1), through the
     /// write path: it runs to completion even if the caller goes away
-    /// ([`Catalog::detached`]), in a source-of-truth span named `operation`,
+    /// (`Catalog::detached`), in a source-of-truth span named `operation`,
     /// refused at once while the source is known to be down; if it may have
     /// committed, steps 2 to 5 follow before the answer.
     pub async fn write<T, E>(

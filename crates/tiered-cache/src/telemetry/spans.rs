@@ -4,7 +4,7 @@
 //! producer and consumer. Fields known only later are declared empty here
 //! and recorded by the caller. It takes plain values, so that the modules
 //! that emit spans need not be known here. (The HTTP server span is the
-//! service's: [`crate::http`].)
+//! service's, in `redis_cache::http::trace`.)
 
 use tracing::Span;
 use tracing::field::Empty;
